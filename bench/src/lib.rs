@@ -1,0 +1,2 @@
+//! imgate benchmarks: load generator and micro-benchmarks.
+#![forbid(unsafe_code)]

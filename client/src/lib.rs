@@ -1,0 +1,2 @@
+//! imgate client SDK: connect over any transport, reconnect, resume, acks and receipts.
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! imgate: an IM connection gateway (sessions, routing, backends, delivery, push fallback).
+#![forbid(unsafe_code)]

@@ -1,0 +1,2 @@
+//! imgate push: APNs and FCM HTTP v1 providers, durable dispatcher, loopback mock servers.
+#![forbid(unsafe_code)]
