@@ -1,0 +1,50 @@
+//! Session limits and timers.
+
+use std::time::Duration;
+
+/// Limits and timers of one session. Every buffer a session holds is bounded by these.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Interval the client is told to send heartbeats at.
+    pub heartbeat: Duration,
+    /// How long a silent connection lives, in heartbeat intervals (default 2.5).
+    pub liveness_factor: f32,
+    /// Most unacknowledged downstream messages kept for re-delivery and resume.
+    pub max_unacked: usize,
+    /// Most payload bytes of unacknowledged downstream messages kept.
+    pub max_unacked_bytes: usize,
+    /// How long a detached session waits for its client to resume.
+    pub resume_window: Duration,
+    /// How long a detached session waits before its pending messages go to push.
+    pub push_grace: Duration,
+    /// How long a transmitted message may stay unacknowledged before push covers it
+    /// (a half-dead mobile socket accepts writes that never arrive).
+    pub ack_timeout: Duration,
+    /// Upstream receipts remembered to answer re-sent `msg_id`s identically.
+    pub receipt_memory: usize,
+    /// Largest frame accepted from the client.
+    pub max_frame: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(30),
+            liveness_factor: 2.5,
+            max_unacked: 1024,
+            max_unacked_bytes: 1024 * 1024,
+            resume_window: Duration::from_secs(120),
+            push_grace: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(20),
+            receipt_memory: 1024,
+            max_frame: imgate_codec::DEFAULT_MAX_FRAME as u32,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// How long the connection may stay silent before it is closed.
+    pub fn liveness_timeout(&self) -> Duration {
+        self.heartbeat.mul_f32(self.liveness_factor.max(1.0))
+    }
+}

@@ -1,0 +1,601 @@
+//! The sans-IO session: heartbeats, sequenced delivery, acks, upstream de-duplication and
+//! resume, driven by frames, deliveries and the current time. No sockets, tasks or clocks.
+//!
+//! # Driving a session
+//! Feed input with [`Session::handle_frame`], [`Session::handle_deliver`],
+//! [`Session::handle_receipt`], [`Session::detach`], [`Session::resume`] and
+//! [`Session::handle_timeout`]. After any input, drain [`Session::poll_transmit`] (frames for
+//! the client, in order), then [`Session::poll_event`] (work for the backend and the offline
+//! path), then re-arm one timer at [`Session::poll_timeout`]. Frames must be written in the
+//! order `poll_transmit` returns them.
+
+mod config;
+mod dedup;
+mod event;
+mod handshake;
+mod outbox;
+mod secret;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use imgate_codec::{
+    Ack, CloseCode, Deliver, Frame, GoAway, GoAwayReason, Kind, Ping, Platform, Pong, Receipt,
+    ResumeRefused, Welcome,
+};
+use tokio::time::Instant;
+
+use crate::ids::{AppId, DeviceId, MessageId, RoomId, SessionId, UserId};
+pub use config::SessionConfig;
+use dedup::{Dedup, Seen};
+pub use event::{Event, Undelivered, UndeliveredReason, Upstream, UpstreamTarget};
+pub use handshake::{Handshake, HandshakeRefused, MAX_ID_LEN, MAX_TOKEN_LEN};
+use outbox::Outbox;
+pub use secret::ResumeSecret;
+
+/// Who a session belongs to, as established by authentication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The app.
+    pub app: AppId,
+    /// The authenticated user.
+    pub user: UserId,
+    /// The device installation.
+    pub device: DeviceId,
+    /// The device platform.
+    pub platform: Platform,
+}
+
+/// Connection-level choices echoed in `Welcome`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    /// Features enabled for the connection.
+    pub features: Vec<String>,
+    /// Compression dictionary the server will use (0: none).
+    pub dictionary_id: u32,
+}
+
+/// A message to deliver to the session's client.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Server-assigned message id.
+    pub message_id: MessageId,
+    /// Opaque payload (shared, never copied, across fan-out recipients).
+    pub payload: bytes::Bytes,
+    /// Sender, if a user.
+    pub from: Option<UserId>,
+    /// Room, if sent to a room.
+    pub room: Option<RoomId>,
+    /// When the server accepted the message, ms since the Unix epoch.
+    pub sent_at_ms: u64,
+}
+
+/// What happened to a delivery handed to [`Session::handle_deliver`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliverOutcome {
+    /// Queued for the attached connection with this sequence number; an ack is expected.
+    Sent {
+        /// The message's sequence number in this session.
+        seq: u64,
+    },
+    /// Buffered for resume with this sequence number; `push` says the push grace period is
+    /// already over, so the offline path should cover it now.
+    Buffered {
+        /// The message's sequence number in this session.
+        seq: u64,
+        /// Whether to push it now.
+        push: bool,
+    },
+    /// The unacknowledged buffer is full: the message is the offline path's. If the client
+    /// was attached it is disconnected as a slow consumer, and its next resume is refused.
+    Overflow,
+    /// The session has ended; route the message to another session or the offline path.
+    Ended,
+}
+
+/// The outcome of a resume attempt that the caller must act on.
+pub type ResumeResult = Result<(), ResumeRefused>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Attached,
+    Detached { since: Instant },
+    Ended,
+}
+
+/// One logical session: survives connection drops for the resume window.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    secret: ResumeSecret,
+    identity: Identity,
+    config: SessionConfig,
+    state: State,
+    outbox: Outbox,
+    dedup: Dedup,
+    transmit: VecDeque<Frame>,
+    events: VecDeque<Event>,
+    last_rx: Instant,
+    /// Bumped on every attach, so a runtime can tell a stale connection from the current one.
+    generation: u64,
+    /// The buffer overflowed: messages went to the offline path, so a resume would leave a hole.
+    overflowed: bool,
+    push_grace_reported: bool,
+    mono_base: Instant,
+    wall_base_ms: u64,
+}
+
+impl Session {
+    /// A fresh session, attached to the connection that authenticated it; queues `Welcome`.
+    ///
+    /// `wall_ms` is the wall clock at `now` (ms since the Unix epoch); the session derives
+    /// later wall times from `now` so that tests stay deterministic.
+    pub fn new(
+        now: Instant,
+        wall_ms: u64,
+        id: SessionId,
+        secret: ResumeSecret,
+        identity: Identity,
+        config: SessionConfig,
+        negotiated: &Negotiated,
+    ) -> Self {
+        let mut session = Self {
+            id,
+            secret,
+            outbox: Outbox::new(config.max_unacked, config.max_unacked_bytes),
+            dedup: Dedup::new(config.receipt_memory),
+            identity,
+            config,
+            state: State::Attached,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            last_rx: now,
+            generation: 1,
+            overflowed: false,
+            push_grace_reported: false,
+            mono_base: now,
+            wall_base_ms: wall_ms,
+        };
+        session.queue_welcome(now, negotiated, false, ResumeRefused::Unspecified);
+        session
+    }
+
+    /// The session id.
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Who the session belongs to.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Increases on every (re-)attach.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether a connection is attached.
+    pub fn is_attached(&self) -> bool {
+        self.state == State::Attached
+    }
+
+    /// Whether the session is over.
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    /// Highest sequence number assigned so far.
+    pub fn last_seq(&self) -> u64 {
+        self.outbox.last_seq()
+    }
+
+    /// Highest sequence number the client acknowledged.
+    pub fn acked_seq(&self) -> u64 {
+        self.outbox.acked()
+    }
+
+    /// Upstream requests forwarded and not yet answered by the backend.
+    pub fn upstream_in_flight(&self) -> usize {
+        self.dedup.in_flight()
+    }
+
+    /// A frame from the attached client.
+    pub fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        if self.state != State::Attached {
+            return;
+        }
+        self.last_rx = now;
+        let Some(kind) = frame.kind else {
+            return self.close_with_error(now, CloseCode::PROTOCOL_ERROR, "frame without kind");
+        };
+        match kind {
+            Kind::Ping(Ping {
+                client_time_ms,
+                ack,
+            }) => {
+                self.handle_ack(now, ack);
+                let server_time_ms = self.wall_ms(now);
+                self.transmit.push_back(
+                    Pong {
+                        client_time_ms,
+                        server_time_ms,
+                    }
+                    .into(),
+                );
+            }
+            Kind::Ack(Ack { seq }) => self.handle_ack(now, seq),
+            Kind::Send(send) => {
+                self.handle_ack(now, send.ack);
+                let to = match send.to {
+                    Some(imgate_codec::proto::send::To::User(user)) => {
+                        UpstreamTarget::User(UserId::new(user))
+                    }
+                    Some(imgate_codec::proto::send::To::Room(room)) => {
+                        UpstreamTarget::Room(RoomId::new(room))
+                    }
+                    None => UpstreamTarget::Backend,
+                };
+                self.handle_upstream(
+                    send.msg_id,
+                    Upstream::Message {
+                        to,
+                        payload: send.payload,
+                    },
+                );
+            }
+            Kind::JoinRoom(join) => {
+                self.handle_upstream(join.msg_id, Upstream::JoinRoom(RoomId::new(join.room)));
+            }
+            Kind::LeaveRoom(leave) => {
+                self.handle_upstream(leave.msg_id, Upstream::LeaveRoom(RoomId::new(leave.room)));
+            }
+            Kind::RegisterPush(register) => self.handle_upstream(
+                register.msg_id,
+                Upstream::RegisterPush {
+                    provider: register.provider(),
+                    token: register.token,
+                    topic: register.topic,
+                    sandbox: register.sandbox,
+                },
+            ),
+            Kind::Error(_) => {
+                // The client is closing; keep the session for a resume.
+                self.detach(now);
+            }
+            Kind::Hello(_)
+            | Kind::Welcome(_)
+            | Kind::Pong(_)
+            | Kind::Deliver(_)
+            | Kind::Receipt(_)
+            | Kind::GoAway(_) => {
+                self.close_with_error(now, CloseCode::UNEXPECTED_FRAME, "unexpected frame kind");
+            }
+        }
+    }
+
+    /// A message for the client: sequenced and buffered until acknowledged.
+    pub fn handle_deliver(&mut self, now: Instant, message: Outgoing) -> DeliverOutcome {
+        if self.state == State::Ended {
+            return DeliverOutcome::Ended;
+        }
+        let deliver = Deliver {
+            seq: 0,
+            payload: message.payload,
+            from: message.from.map(|u| u.as_str().to_owned()).unwrap_or_default(),
+            room: message.room.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            message_id: message.message_id.0,
+            sent_at_ms: message.sent_at_ms,
+        };
+        match self.outbox.push(deliver) {
+            Ok(seq) => match self.state {
+                State::Attached => DeliverOutcome::Sent { seq },
+                _ => DeliverOutcome::Buffered {
+                    seq,
+                    push: self.push_grace_reported,
+                },
+            },
+            Err(outbox::Full) => {
+                self.overflowed = true;
+                if self.state == State::Attached {
+                    self.go_away(GoAwayReason::SlowConsumer, CloseCode::SLOW_CONSUMER, 0);
+                    self.detach_keeping_transmit(now);
+                }
+                DeliverOutcome::Overflow
+            }
+        }
+    }
+
+    /// The backend's answer to an [`Event::Upstream`]; sent to the client if attached, and
+    /// remembered for re-sends.
+    pub fn handle_receipt(&mut self, receipt: Receipt) {
+        if self.dedup.answer(&receipt) && self.state == State::Attached {
+            self.transmit.push_back(receipt.into());
+        }
+    }
+
+    /// Timers: heartbeat liveness, ack time-outs, push grace and the resume window.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Attached => {
+                if now >= self.last_rx + self.config.liveness_timeout() {
+                    let limit = self.config.liveness_timeout();
+                    return self.close_with_error(
+                        now,
+                        CloseCode::HEARTBEAT_TIMEOUT,
+                        &format!("nothing received for {limit:?}"),
+                    );
+                }
+                let overdue = self.outbox.take_overdue(now, self.config.ack_timeout);
+                if !overdue.is_empty() {
+                    self.events.push_back(Event::AckOverdue {
+                        message_ids: overdue,
+                    });
+                }
+            }
+            State::Detached { since } => {
+                if now >= since + self.config.resume_window {
+                    return self.end(UndeliveredReason::SessionEnded);
+                }
+                if !self.push_grace_reported && now >= since + self.config.push_grace {
+                    self.push_grace_reported = true;
+                    self.events.push_back(Event::PushGraceElapsed {
+                        message_ids: self.outbox.message_ids(),
+                    });
+                }
+            }
+            State::Ended => {}
+        }
+    }
+
+    /// The connection is gone (closed, reset, timed out): keep the session for a resume.
+    pub fn detach(&mut self, now: Instant) {
+        if self.state == State::Attached {
+            self.state = State::Detached { since: now };
+            self.push_grace_reported = false;
+            // Frames not yet written died with the connection; receipts are re-sent from the
+            // de-duplication memory when the client re-sends, deliveries are replayed on resume.
+            self.transmit.clear();
+        }
+    }
+
+    /// A client asks to resume this session on a new connection (any transport).
+    ///
+    /// On success the session is attached to the new connection (any previous connection
+    /// is stale: see [`Session::generation`]), `Welcome{resumed: true}` is queued, then every
+    /// message after `last_seq`, in order. On refusal the caller creates a fresh session; a
+    /// refusal for a buffer overflow or a bad sequence number also ends this session and
+    /// hands its messages to the offline path, while a bad secret or owner leaves it alone
+    /// (a thief must not be able to end a victim's session).
+    pub fn resume(
+        &mut self,
+        now: Instant,
+        identity: &Identity,
+        secret: &[u8],
+        last_seq: u64,
+        negotiated: &Negotiated,
+    ) -> ResumeResult {
+        if self.state == State::Ended {
+            return Err(ResumeRefused::UnknownSession);
+        }
+        if identity.app != self.identity.app
+            || identity.user != self.identity.user
+            || identity.device != self.identity.device
+        {
+            return Err(ResumeRefused::NotOwner);
+        }
+        if !self.secret.matches(secret) {
+            return Err(ResumeRefused::BadSecret);
+        }
+        if self.overflowed {
+            self.end(UndeliveredReason::BufferOverflow);
+            return Err(ResumeRefused::BufferOverflow);
+        }
+        let released = match self.outbox.ack(last_seq) {
+            Ok(released) if last_seq >= self.outbox.acked() => released,
+            _ => {
+                self.end(UndeliveredReason::SessionEnded);
+                return Err(ResumeRefused::BadSeq);
+            }
+        };
+        if !released.is_empty() {
+            self.events.push_back(Event::Acked {
+                seq: last_seq,
+                message_ids: released,
+            });
+        }
+        self.detach(now);
+        self.state = State::Attached;
+        self.generation += 1;
+        self.last_rx = now;
+        self.outbox.rewind();
+        self.queue_welcome(now, negotiated, true, ResumeRefused::Unspecified);
+        Ok(())
+    }
+
+    /// Another connection of the same device logged in: the attached client (if any) gets
+    /// `GoAway{Takeover}`, and the session ends.
+    pub fn take_over(&mut self) {
+        self.terminate(GoAwayReason::Takeover, CloseCode::SESSION_TAKEN_OVER);
+    }
+
+    /// An operator or the backend ends the session.
+    pub fn kick(&mut self) {
+        self.terminate(GoAwayReason::Kicked, CloseCode::KICKED);
+    }
+
+    /// The server is draining: the client gets `GoAway{Drain}` and should resume elsewhere
+    /// after `reconnect_after`; the session detaches and stays resumable until it expires.
+    pub fn drain(&mut self, now: Instant, reconnect_after: Duration) {
+        if self.state == State::Attached {
+            let ms = u32::try_from(reconnect_after.as_millis()).unwrap_or(u32::MAX);
+            self.go_away(GoAwayReason::Drain, CloseCode::GOING_AWAY, ms);
+            self.detach_keeping_transmit(now);
+        }
+    }
+
+    /// Ends the session now, handing every unacknowledged message to the offline path.
+    pub fn end_now(&mut self) {
+        self.end(UndeliveredReason::SessionEnded);
+    }
+
+    /// The next frame to write to the client.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        if let Some(frame) = self.transmit.pop_front() {
+            return Some(frame);
+        }
+        if self.state == State::Attached {
+            return self.outbox.next_transmit(now).map(Frame::from);
+        }
+        None
+    }
+
+    /// Whether `poll_transmit` has something.
+    pub fn wants_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+            || (self.state == State::Attached && self.outbox.has_untransmitted())
+    }
+
+    /// The next event for the runtime.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] must be called next (None: no timer needed).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Attached => {
+                let liveness = self.last_rx + self.config.liveness_timeout();
+                let overdue = self.outbox.overdue_deadline(self.config.ack_timeout);
+                Some(overdue.map_or(liveness, |o| o.min(liveness)))
+            }
+            State::Detached { since } => {
+                let expiry = since + self.config.resume_window;
+                if self.push_grace_reported || self.outbox.is_empty() {
+                    Some(expiry)
+                } else {
+                    Some((since + self.config.push_grace).min(expiry))
+                }
+            }
+            State::Ended => None,
+        }
+    }
+
+    /// Wall clock at `now`, ms since the Unix epoch.
+    pub fn wall_ms(&self, now: Instant) -> u64 {
+        let elapsed = now.saturating_duration_since(self.mono_base).as_millis();
+        self.wall_base_ms
+            .saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+    }
+
+    fn handle_ack(&mut self, now: Instant, seq: u64) {
+        if seq == 0 {
+            return;
+        }
+        match self.outbox.ack(seq) {
+            Ok(released) if released.is_empty() => {}
+            Ok(message_ids) => self.events.push_back(Event::Acked { seq, message_ids }),
+            Err(outbox::AckBeyondSent) => self.close_with_error(
+                now,
+                CloseCode::PROTOCOL_ERROR,
+                &format!("ack {seq} beyond the last sent seq"),
+            ),
+        }
+    }
+
+    fn handle_upstream(&mut self, msg_id: u64, request: Upstream) {
+        match self.dedup.check(msg_id) {
+            Seen::New => self.events.push_back(Event::Upstream { msg_id, request }),
+            Seen::InFlight => {}
+            Seen::Answered(receipt) => self.transmit.push_back(receipt.into()),
+        }
+    }
+
+    fn queue_welcome(
+        &mut self,
+        now: Instant,
+        negotiated: &Negotiated,
+        resumed: bool,
+        refused: ResumeRefused,
+    ) {
+        let welcome = Welcome {
+            session_id: self.id.0,
+            resume_secret: self.secret.to_bytes(),
+            heartbeat_ms: u32::try_from(self.config.heartbeat.as_millis()).unwrap_or(u32::MAX),
+            max_frame: self.config.max_frame,
+            features: negotiated.features.clone(),
+            server_time_ms: self.wall_ms(now),
+            resumed,
+            resume_refused: refused.into(),
+            dictionary_id: negotiated.dictionary_id,
+            user_id: self.identity.user.as_str().to_owned(),
+            last_receipted_msg_id: self.dedup.highest_answered(),
+        };
+        self.transmit.push_back(welcome.into());
+    }
+
+    /// Records why a fresh session was created instead of the resume the client asked for;
+    /// call right after [`Session::new`].
+    pub fn set_resume_refused(&mut self, refused: ResumeRefused) {
+        for frame in &mut self.transmit {
+            if let Some(Kind::Welcome(welcome)) = &mut frame.kind {
+                welcome.resume_refused = refused.into();
+            }
+        }
+    }
+
+    fn close_with_error(&mut self, now: Instant, code: CloseCode, message: &str) {
+        self.transmit
+            .push_back(imgate_codec::Error::new(code, message).into());
+        self.events.push_back(Event::CloseConnection {
+            code,
+            go_away: None,
+        });
+        self.detach_keeping_transmit(now);
+    }
+
+    fn go_away(&mut self, reason: GoAwayReason, code: CloseCode, reconnect_after_ms: u32) {
+        self.transmit.push_back(
+            GoAway {
+                reason: reason.into(),
+                reconnect_after_ms,
+                message: code.name().to_owned(),
+            }
+            .into(),
+        );
+        self.events.push_back(Event::CloseConnection {
+            code,
+            go_away: Some(reason),
+        });
+    }
+
+    /// Detaches but keeps the final frames (Error, GoAway) for the runtime to flush.
+    fn detach_keeping_transmit(&mut self, now: Instant) {
+        let last_words = std::mem::take(&mut self.transmit);
+        self.detach(now);
+        self.transmit = last_words;
+    }
+
+    fn terminate(&mut self, reason: GoAwayReason, code: CloseCode) {
+        if self.state == State::Attached {
+            self.go_away(reason, code, 0);
+        }
+        self.end(UndeliveredReason::SessionEnded);
+    }
+
+    fn end(&mut self, reason: UndeliveredReason) {
+        if self.state == State::Ended {
+            return;
+        }
+        self.state = State::Ended;
+        let messages = self.outbox.drain();
+        if !messages.is_empty() {
+            self.events
+                .push_back(Event::Undelivered { reason, messages });
+        }
+        self.events.push_back(Event::Ended);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! The unacknowledged downstream buffer: sequence numbers, transmission cursor, acks.
+//!
+//! Invariant: `entries` holds exactly the messages with `acked < seq < next_seq`, in order and
+//! without gaps, so `entries[i].seq == acked + 1 + i`. It never holds more than the
+//! configured count and bytes.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use imgate_codec::Deliver;
+use tokio::time::Instant;
+
+use super::event::Undelivered;
+use crate::ids::MessageId;
+
+#[derive(Debug)]
+struct Entry {
+    deliver: Deliver,
+    /// When it was last handed to the transport (None: not yet, or not since a resume).
+    sent_at: Option<Instant>,
+}
+
+/// Why a message did not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Full;
+
+/// An ack for a sequence number the server never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AckBeyondSent;
+
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    entries: VecDeque<Entry>,
+    bytes: usize,
+    max_count: usize,
+    max_bytes: usize,
+    /// Highest sequence number the client acknowledged.
+    acked: u64,
+    /// Next sequence number to transmit.
+    cursor: u64,
+    /// Messages with `seq < overdue_cursor` have had their ack time-out reported (or were acked).
+    overdue_cursor: u64,
+}
+
+impl Outbox {
+    pub(crate) fn new(max_count: usize, max_bytes: usize) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            bytes: 0,
+            max_count: max_count.max(1),
+            max_bytes,
+            acked: 0,
+            cursor: 1,
+            overdue_cursor: 1,
+        }
+    }
+
+    pub(crate) fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The highest sequence number assigned so far.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.acked + self.entries.len() as u64
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Assigns the next sequence number to `deliver` and buffers it.
+    pub(crate) fn push(&mut self, mut deliver: Deliver) -> Result<u64, Full> {
+        let size = deliver.payload.len();
+        if self.entries.len() >= self.max_count || self.bytes + size > self.max_bytes {
+            return Err(Full);
+        }
+        let seq = self.last_seq() + 1;
+        deliver.seq = seq;
+        self.bytes += size;
+        self.entries.push_back(Entry {
+            deliver,
+            sent_at: None,
+        });
+        Ok(seq)
+    }
+
+    /// Cumulative ack: releases every message up to `seq`; returns their ids.
+    pub(crate) fn ack(&mut self, seq: u64) -> Result<Vec<MessageId>, AckBeyondSent> {
+        if seq >= self.cursor && seq > self.acked {
+            // The client cannot have received what was never transmitted.
+            return Err(AckBeyondSent);
+        }
+        let mut released = Vec::new();
+        while self.acked < seq {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= entry.deliver.payload.len();
+            self.acked = entry.deliver.seq;
+            released.push(MessageId(entry.deliver.message_id));
+        }
+        self.overdue_cursor = self.overdue_cursor.max(self.acked + 1);
+        Ok(released)
+    }
+
+    /// The next message to transmit, marked as sent at `now`.
+    pub(crate) fn next_transmit(&mut self, now: Instant) -> Option<Deliver> {
+        let index = usize::try_from(self.cursor.checked_sub(self.acked + 1)?).ok()?;
+        let entry = self.entries.get_mut(index)?;
+        entry.sent_at = Some(now);
+        self.cursor += 1;
+        Some(entry.deliver.clone())
+    }
+
+    /// Whether messages are waiting to be transmitted.
+    pub(crate) fn has_untransmitted(&self) -> bool {
+        self.cursor <= self.last_seq()
+    }
+
+    /// Transmission restarts after `last_seq` (the client's resume point, already acked).
+    pub(crate) fn rewind(&mut self) {
+        self.cursor = self.acked + 1;
+        for entry in &mut self.entries {
+            entry.sent_at = None;
+        }
+    }
+
+    /// Messages transmitted at least `timeout` ago, not acked and not reported before.
+    pub(crate) fn take_overdue(&mut self, now: Instant, timeout: Duration) -> Vec<MessageId> {
+        let mut overdue = Vec::new();
+        while let Some(entry) = self.entry(self.overdue_cursor) {
+            match entry.sent_at {
+                Some(sent) if sent + timeout <= now => {
+                    overdue.push(MessageId(entry.deliver.message_id));
+                    self.overdue_cursor += 1;
+                }
+                _ => break,
+            }
+        }
+        overdue
+    }
+
+    /// When the oldest unreported transmitted message becomes overdue.
+    pub(crate) fn overdue_deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.entry(self.overdue_cursor)?
+            .sent_at
+            .map(|sent| sent + timeout)
+    }
+
+    /// Ids of every buffered message, in order.
+    pub(crate) fn message_ids(&self) -> Vec<MessageId> {
+        self.entries
+            .iter()
+            .map(|e| MessageId(e.deliver.message_id))
+            .collect()
+    }
+
+    /// Empties the buffer, handing every message to the caller.
+    pub(crate) fn drain(&mut self) -> Vec<Undelivered> {
+        self.bytes = 0;
+        self.cursor = self.cursor.max(self.last_seq() + 1);
+        let drained: Vec<_> = self
+            .entries
+            .drain(..)
+            .map(|e| Undelivered {
+                message_id: MessageId(e.deliver.message_id),
+                seq: e.deliver.seq,
+            })
+            .collect();
+        self.acked += drained.len() as u64;
+        drained
+    }
+
+    fn entry(&self, seq: u64) -> Option<&Entry> {
+        let index = usize::try_from(seq.checked_sub(self.acked + 1)?).ok()?;
+        self.entries.get(index)
+    }
+}
