@@ -33,6 +33,8 @@
 pub mod apns;
 pub mod classify;
 pub mod fcm;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod clock;
 mod conn;
 
