@@ -1,0 +1,133 @@
+//! Certificates: PEM files for production, a self-signed one for development, and the
+//! rustls configurations built from them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+use crate::TransportError;
+
+/// ALPN protocol id of imgate over TLS and QUIC.
+pub const ALPN_IMGATE: &str = "imgate/1";
+/// ALPN protocol id offered by WSS (the upgrade is HTTP/1.1).
+pub const ALPN_HTTP1: &str = "http/1.1";
+
+/// A server certificate chain and its private key (cheap to clone).
+#[derive(Clone)]
+pub struct Identity {
+    chain: Arc<[CertificateDer<'static>]>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Identity")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Loads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
+    /// SEC1).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TransportError> {
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                TransportError::Config(format!("certificate file {}: {e}", cert.display()))
+            })?;
+        if chain.is_empty() {
+            return Err(TransportError::Config(format!(
+                "certificate file {} holds no certificate",
+                cert.display()
+            )));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| TransportError::Config(format!("key file {}: {e}", key.display())))?;
+        Ok(Self {
+            chain: chain.into(),
+            key: Arc::new(key),
+        })
+    }
+
+    /// Generates a self-signed certificate for `names` (DNS names or IP addresses), for
+    /// development only: clients must be told to trust it explicitly. Logs a warning.
+    pub fn self_signed(names: &[&str]) -> Result<Self, TransportError> {
+        tracing::warn!(
+            ?names,
+            "generated a SELF-SIGNED development certificate: clients will not trust it \
+             unless told to; configure a real certificate and key for production"
+        );
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let certified = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TransportError::Config(format!("generating a certificate: {e}")))?;
+        let key = PrivateKeyDer::try_from(certified.key_pair.serialize_der())
+            .map_err(|e| TransportError::Config(format!("generated key: {e}")))?;
+        Ok(Self {
+            chain: vec![certified.cert.der().clone()].into(),
+            key: Arc::new(key),
+        })
+    }
+
+    /// The leaf certificate, e.g. to add to a client's [`RootCertStore`] in tests.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// A root store trusting only this identity's leaf (for development and tests).
+    pub fn root_store(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        // A certificate we generated or loaded ourselves; if webpki cannot parse it the
+        // server could not use it either, and connecting will fail with a clear TLS error.
+        let _ = roots.add(self.leaf().clone());
+        roots
+    }
+
+    /// A rustls server configuration for `alpn`, TLS 1.2 and 1.3 (1.3 only when
+    /// `tls13_only`, as QUIC requires).
+    pub(crate) fn server_config(
+        &self,
+        alpn: &str,
+        tls13_only: bool,
+    ) -> Result<ServerConfig, TransportError> {
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
+        };
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.to_vec(), self.key.clone_key())?;
+        config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        Ok(config)
+    }
+}
+
+/// The one crypto provider: ring (no OpenSSL, no aws-lc).
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls client configuration trusting `roots`, offering `alpn`.
+pub(crate) fn client_config(
+    roots: Arc<RootCertStore>,
+    alpn: &str,
+    tls13_only: bool,
+) -> Result<ClientConfig, TransportError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+    Ok(config)
+}

@@ -1,0 +1,184 @@
+//! Plain configuration structs with safe defaults; the gateway maps its TOML onto them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_codec::DEFAULT_MAX_FRAME;
+use rustls::RootCertStore;
+
+use crate::{Identity, TransportKind};
+
+/// Default transport handshake deadline (TLS, WebSocket upgrade, QUIC + stream opening).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default heartbeat interval the gateway announces; the QUIC idle timeout derives from it.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// Default WebSocket path.
+pub const DEFAULT_WS_PATH: &str = "/ws";
+/// WebSocket subprotocol of imgate v1.
+pub const WS_SUBPROTOCOL: &str = "imgate.v1";
+
+/// One listener: which transport, where, and its limits.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ListenerConfig {
+    /// The transport.
+    pub kind: TransportKind,
+    /// Address to bind (port 0 picks a free port; see `Listener::local_addr`).
+    pub bind: SocketAddr,
+    /// Certificate and key; required for TLS, WSS and QUIC.
+    pub identity: Option<Identity>,
+    /// Largest inbound frame (flags + body). Default 1 MiB.
+    pub max_frame: usize,
+    /// Largest outbound frame the peer accepts. Default 1 MiB.
+    pub peer_max_frame: usize,
+    /// Bytes queued for a connection before it counts as a slow consumer. Default 2 MiB.
+    pub max_outbound_bytes: usize,
+    /// Deadline for the transport handshake after accept. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Global connection maximum. Default 1,000,000.
+    pub max_connections: usize,
+    /// Per-IP connection maximum. Default 4,096: generous because carrier-grade NAT puts
+    /// many phones behind one address.
+    pub max_per_ip: Option<usize>,
+    /// Established connections waiting for `Listener::accept`. Default 1,024.
+    pub accept_queue: usize,
+    /// WebSocket settings (WS and WSS only).
+    pub ws: WsConfig,
+    /// QUIC settings (QUIC only).
+    pub quic: QuicConfig,
+}
+
+impl ListenerConfig {
+    /// Defaults for `kind` on `bind`.
+    pub fn new(kind: TransportKind, bind: SocketAddr) -> Self {
+        Self {
+            kind,
+            bind,
+            identity: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            peer_max_frame: DEFAULT_MAX_FRAME,
+            max_outbound_bytes: 2 * DEFAULT_MAX_FRAME,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: 1_000_000,
+            max_per_ip: Some(4096),
+            accept_queue: 1024,
+            ws: WsConfig::default(),
+            quic: QuicConfig::default(),
+        }
+    }
+
+    /// Sets the certificate and key.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+}
+
+/// WebSocket settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// Upgrade path. Default `/ws`.
+    pub path: String,
+    /// If set, browsers (requests carrying `Origin`) must come from one of these origins,
+    /// e.g. `https://app.example.com`. Requests without `Origin` (native apps) pass.
+    pub allowed_origins: Option<Vec<String>>,
+    /// tungstenite's read buffer, held for the whole life of the connection. Default 1 KiB
+    /// (tungstenite's own default, 128 KiB zero-filled, would cost 128 KiB per idle
+    /// connection). Larger frames still work; they are read in reads of this size.
+    pub read_buffer_size: usize,
+    /// Outbound bytes tungstenite buffers before writing; queued frames are flushed
+    /// together anyway. Default 16 KiB.
+    pub write_buffer_size: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_WS_PATH.to_owned(),
+            allowed_origins: None,
+            read_buffer_size: 1024,
+            write_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// QUIC settings, sized for many small, mostly idle connections.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct QuicConfig {
+    /// Idle timeout: the connection dies after this long without packets. Default 2.5 ×
+    /// the 30 s default heartbeat, matching the gateway's silent-connection rule.
+    pub idle_timeout: Duration,
+    /// Keep-alive sent by this side (clients set it below the NAT timeout). Default none.
+    pub keep_alive: Option<Duration>,
+    /// Flow-control window of the one stream. Default 256 KiB.
+    pub stream_receive_window: u32,
+    /// Connection-wide receive window. Default 256 KiB.
+    pub receive_window: u32,
+    /// Connection-wide send window. Default 256 KiB.
+    pub send_window: u64,
+}
+
+impl Default for QuicConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: DEFAULT_HEARTBEAT * 5 / 2,
+            keep_alive: None,
+            stream_receive_window: 256 * 1024,
+            receive_window: 256 * 1024,
+            send_window: 256 * 1024,
+        }
+    }
+}
+
+/// A client connector's settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectorConfig {
+    /// The transport.
+    pub kind: TransportKind,
+    /// Trusted roots for TLS, WSS and QUIC.
+    pub roots: Arc<RootCertStore>,
+    /// Name to verify the server certificate against (and send as SNI). Default `localhost`.
+    pub server_name: String,
+    /// WebSocket path. Default `/ws`.
+    pub ws_path: String,
+    /// `Origin` header to send on WebSocket upgrades (browsers always send one).
+    pub ws_origin: Option<String>,
+    /// WebSocket buffer settings.
+    pub ws: WsConfig,
+    /// Largest inbound frame. Default 1 MiB.
+    pub max_frame: usize,
+    /// Largest outbound frame the server accepts. Default 1 MiB.
+    pub peer_max_frame: usize,
+    /// Outbound queue bound. Default 2 MiB.
+    pub max_outbound_bytes: usize,
+    /// Deadline for connect + handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Local address of the QUIC client endpoint. Default `0.0.0.0:0`.
+    pub quic_bind: SocketAddr,
+    /// QUIC settings.
+    pub quic: QuicConfig,
+}
+
+impl ConnectorConfig {
+    /// Defaults for `kind`, trusting `roots`.
+    pub fn new(kind: TransportKind, roots: RootCertStore) -> Self {
+        Self {
+            kind,
+            roots: Arc::new(roots),
+            server_name: "localhost".to_owned(),
+            ws_path: DEFAULT_WS_PATH.to_owned(),
+            ws_origin: None,
+            ws: WsConfig::default(),
+            max_frame: DEFAULT_MAX_FRAME,
+            peer_max_frame: DEFAULT_MAX_FRAME,
+            max_outbound_bytes: 2 * DEFAULT_MAX_FRAME,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            quic_bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            quic: QuicConfig::default(),
+        }
+    }
+}

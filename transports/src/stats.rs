@@ -1,0 +1,120 @@
+//! Counters of what the listeners accepted and refused, for metrics and tests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// Counters shared by a listener and its connections (relaxed atomics: they are
+        /// statistics, not synchronisation). The gateway exports them to Prometheus.
+        #[derive(Debug, Default)]
+        pub struct TransportStats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A plain copy of [`TransportStats`] at one instant.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl TransportStats {
+            /// Reads every counter.
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// Sockets (or QUIC attempts) taken from the kernel.
+    accepted,
+    /// Connections whose transport handshake finished and that were handed to `accept()`.
+    established,
+    /// Times the accept loop waited because the global connection limit was reached.
+    global_limit_waits,
+    /// Connections refused because their IP address was at its limit.
+    rejected_per_ip,
+    /// `accept()` errors that made the loop back off (file descriptors exhausted, …).
+    accept_errors,
+    /// Handshakes that did not finish before the deadline.
+    handshake_timeout,
+    /// TLS handshakes that failed (bad bytes, untrusted peer, protocol version).
+    handshake_tls,
+    /// TLS or QUIC handshakes that did not negotiate ALPN `imgate/1`.
+    handshake_alpn,
+    /// WebSocket upgrades that were not valid HTTP/WebSocket requests.
+    handshake_ws_bad_request,
+    /// WebSocket upgrades on a path other than the configured one.
+    handshake_ws_path,
+    /// WebSocket upgrades from an Origin outside the allow-list.
+    handshake_ws_origin,
+    /// WebSocket upgrades without the `imgate.v1` subprotocol.
+    handshake_ws_subprotocol,
+    /// QUIC handshakes that failed, or connections that never opened their stream.
+    handshake_quic,
+    /// Inbound frames over the frame limit.
+    frame_too_large,
+    /// WebSocket text messages.
+    unsupported_data,
+    /// Other malformed inbound frames.
+    protocol_error,
+}
+
+/// Why a transport handshake failed; each reason has its own counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HandshakeFailure {
+    /// The deadline passed.
+    Timeout,
+    /// TLS failed.
+    Tls,
+    /// ALPN did not produce `imgate/1`.
+    Alpn,
+    /// Not a valid WebSocket upgrade request.
+    WsBadRequest,
+    /// Wrong WebSocket path.
+    WsPath,
+    /// Origin not allowed.
+    WsOrigin,
+    /// Subprotocol `imgate.v1` not offered.
+    WsSubprotocol,
+    /// QUIC handshake or stream opening failed.
+    Quic,
+}
+
+impl HandshakeFailure {
+    /// A stable label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Tls => "tls",
+            Self::Alpn => "alpn",
+            Self::WsBadRequest => "ws_bad_request",
+            Self::WsPath => "ws_path",
+            Self::WsOrigin => "ws_origin",
+            Self::WsSubprotocol => "ws_subprotocol",
+            Self::Quic => "quic",
+        }
+    }
+}
+
+impl TransportStats {
+    pub(crate) fn incr(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed handshake under its reason.
+    pub(crate) fn handshake_failed(&self, reason: HandshakeFailure) {
+        Self::incr(match reason {
+            HandshakeFailure::Timeout => &self.handshake_timeout,
+            HandshakeFailure::Tls => &self.handshake_tls,
+            HandshakeFailure::Alpn => &self.handshake_alpn,
+            HandshakeFailure::WsBadRequest => &self.handshake_ws_bad_request,
+            HandshakeFailure::WsPath => &self.handshake_ws_path,
+            HandshakeFailure::WsOrigin => &self.handshake_ws_origin,
+            HandshakeFailure::WsSubprotocol => &self.handshake_ws_subprotocol,
+            HandshakeFailure::Quic => &self.handshake_quic,
+        });
+    }
+}

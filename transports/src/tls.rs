@@ -1,0 +1,69 @@
+//! TLS over TCP (tokio-rustls): the server handshake with ALPN checks, and the client one.
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::TransportError;
+use crate::cert::{ALPN_HTTP1, ALPN_IMGATE};
+use crate::stats::HandshakeFailure;
+
+/// Runs the server handshake. With `require_alpn` the client must negotiate `alpn` (the
+/// imgate TLS port: ALPN is how the protocol is versioned); otherwise ALPN is optional (WSS:
+/// HTTP clients may not send it). Returns the stream, the negotiated protocol and the SNI.
+pub(crate) async fn accept(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    alpn: &'static str,
+    require_alpn: bool,
+) -> Result<(TlsStream<TcpStream>, Option<&'static str>, Option<Box<str>>), HandshakeFailure> {
+    let tls = acceptor.accept(stream).await.map_err(|e| {
+        let no_alpn = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|inner| *inner == rustls::Error::NoApplicationProtocol);
+        tracing::debug!(error = %e, "TLS handshake failed");
+        if no_alpn {
+            HandshakeFailure::Alpn
+        } else {
+            HandshakeFailure::Tls
+        }
+    })?;
+    let (_, conn) = tls.get_ref();
+    let negotiated = match conn.alpn_protocol() {
+        Some(p) if p == alpn.as_bytes() => Some(alpn),
+        None if !require_alpn => None,
+        _ => return Err(HandshakeFailure::Alpn),
+    };
+    let sni = conn.server_name().map(Box::from);
+    Ok((tls, negotiated, sni))
+}
+
+/// Runs the client handshake against `server_name`, checking the negotiated ALPN.
+pub(crate) async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    stream: TcpStream,
+    server_name: &str,
+    alpn: &'static str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, TransportError> {
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| TransportError::Config(format!("server name {server_name:?}: {e}")))?;
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .map_err(TransportError::from_io)?;
+    let negotiated = tls.get_ref().1.alpn_protocol();
+    // WSS servers may skip ALPN; the imgate TLS port must speak imgate/1.
+    let ok = match negotiated {
+        Some(p) => p == alpn.as_bytes(),
+        None => alpn == ALPN_HTTP1,
+    };
+    if !ok {
+        return Err(TransportError::Alpn {
+            expected: alpn,
+            negotiated: negotiated.map(|p| String::from_utf8_lossy(p).into_owned()),
+        });
+    }
+    debug_assert!(alpn == ALPN_IMGATE || alpn == ALPN_HTTP1);
+    Ok(tls)
+}
