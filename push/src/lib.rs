@@ -32,7 +32,11 @@
 
 pub mod apns;
 pub mod classify;
+pub mod dispatcher;
 pub mod fcm;
+pub mod metrics;
+pub mod queue;
+mod request;
 #[cfg(feature = "mock")]
 pub mod mock;
 mod clock;
@@ -58,5 +62,9 @@ pub use error::{AuthError, PayloadError, PushError, QueueError};
 
 
 pub use retry::RetryPolicy;
+pub use dispatcher::{Dispatcher, DispatcherConfig, FailureKind, PushOutcome, Routes};
 pub use fcm::{FcmClient, FcmConfig};
+pub use metrics::PushMetrics;
+pub use queue::{MemoryQueue, PushQueue, QueuedPush, RedbQueue};
+pub use request::{Device, Platform, PushKind, PushRequest};
 pub use tls::TrustRoots;
