@@ -1,0 +1,80 @@
+//! Global and per-IP connection limits, over real sockets.
+
+use std::time::Duration;
+
+use imgate_transports::TransportKind;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn global_limit_holds_new_connections_until_one_leaves() {
+    let mut config = listener_config(TransportKind::Tcp);
+    config.max_connections = 2;
+    let listener = server(config).await;
+    let addr = listener.local_addr();
+    let stats = listener.stats().clone();
+    let _echo = echo(listener);
+    let connector = connector(TransportKind::Tcp);
+    let mut first = connector.connect(addr).await.expect("connect");
+    first.send(&deliver(1, 1)).await.expect("send");
+    assert!(recv(&mut first).await.expect("recv").is_some());
+    assert_echo(&connector, addr).await; // second slot; released when it drops
+    let mut second = connector.connect(addr).await.expect("connect");
+    second.send(&deliver(2, 1)).await.expect("send");
+    assert!(recv(&mut second).await.expect("recv").is_some());
+    // Third: the kernel completes the TCP handshake, but the server does not take it.
+    let mut third = connector.connect(addr).await.expect("connect");
+    third.send(&deliver(3, 1)).await.expect("send");
+    let waited = tokio::time::timeout(Duration::from_millis(300), third.recv()).await;
+    assert!(waited.is_err(), "third connection served over the limit");
+    assert_eq!(stats.snapshot().global_limit_waits, 1);
+    drop(first);
+    assert_eq!(recv(&mut third).await.expect("recv"), Some(deliver(3, 1)));
+}
+
+#[tokio::test]
+async fn per_ip_limit_refuses_and_counts() {
+    for kind in [TransportKind::Tcp, TransportKind::Quic] {
+        let mut config = listener_config(kind);
+        config.max_per_ip = Some(1);
+        let listener = server(config).await;
+        let addr = listener.local_addr();
+        let stats = listener.stats().clone();
+        let _echo = echo(listener);
+        let connector = connector(kind);
+        let mut first = connector.connect(addr).await.expect("connect");
+        first.send(&deliver(1, 1)).await.expect("send");
+        assert!(recv(&mut first).await.expect("recv").is_some());
+        // Same address again: refused (TCP: closed at once; QUIC: refused in the handshake).
+        match connector.connect(addr).await {
+            Err(_) => {}
+            Ok(mut second) => {
+                let _ = second.send(&deliver(2, 1)).await;
+                let end = recv(&mut second).await;
+                assert!(
+                    matches!(end, Ok(None) | Err(_)),
+                    "{kind}: second served: {end:?}"
+                );
+            }
+        }
+        assert_eq!(stats.snapshot().rejected_per_ip, 1, "{kind}");
+        drop(first);
+        // The slot is free again once the first connection is gone.
+        let mut ok = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if let Ok(mut conn) = connector.connect(addr).await {
+                if conn.send(&deliver(3, 1)).await.is_ok()
+                    && matches!(
+                        tokio::time::timeout(Duration::from_millis(500), conn.recv()).await,
+                        Ok(Ok(Some(_)))
+                    )
+                {
+                    ok = true;
+                    break;
+                }
+            }
+        }
+        assert!(ok, "{kind}: slot never released");
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests over real sockets on 127.0.0.1 (one binary, to link once).
+#![allow(missing_docs, clippy::unwrap_used)] // reason: test binary
+
+mod bad_input;
+mod common;
+mod limits;
+mod quic_migration;
+mod scenario;
