@@ -36,6 +36,7 @@ pub(crate) async fn accept(
     max_frame: usize,
 ) -> Result<WsStream, HandshakeFailure> {
     let mut refused = None;
+    #[allow(clippy::result_large_err)] // reason: tungstenite's callback signature
     let callback = |request: &Request, mut response: Response| match check_request(request, config)
     {
         Ok(()) => {

@@ -16,14 +16,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode
 use crate::common::*;
 
 /// An echo server with a short handshake deadline; returns its address and counters.
-async fn start(kind: TransportKind) -> (std::net::SocketAddr, Arc<TransportStats>) {
+async fn start(kind: TransportKind) -> (std::net::SocketAddr, Arc<TransportStats>, Echo) {
     let mut config = listener_config(kind);
     config.handshake_timeout = Duration::from_millis(200);
     let listener = server(config).await;
     let addr = listener.local_addr();
     let stats = listener.stats().clone();
-    let _ = echo(listener);
-    (addr, stats)
+    (addr, stats, echo(listener))
 }
 
 /// Waits until the server closes a raw socket; returns the bytes it sent before that.
@@ -51,7 +50,7 @@ async fn wait_for(stats: &TransportStats, check: impl Fn(&StatsSnapshot) -> bool
 
 #[tokio::test]
 async fn plain_bytes_on_the_tls_port() {
-    let (addr, stats) = start(TransportKind::Tls).await;
+    let (addr, stats, _echo) = start(TransportKind::Tls).await;
     let mut raw = TcpStream::connect(addr).await.expect("connect");
     raw.write_all(b"\x00\x00\x00\x05\x00hello, plain bytes\r\n\r\n")
         .await
@@ -63,7 +62,7 @@ async fn plain_bytes_on_the_tls_port() {
 
 #[tokio::test]
 async fn http_garbage_on_the_websocket_port() {
-    let (addr, stats) = start(TransportKind::Ws).await;
+    let (addr, stats, _echo) = start(TransportKind::Ws).await;
     let mut raw = TcpStream::connect(addr).await.expect("connect");
     raw.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
         .await
@@ -96,7 +95,7 @@ async fn websocket_without_subprotocol_or_from_a_foreign_origin() {
     let listener = server(config).await;
     let addr = listener.local_addr();
     let stats = listener.stats().clone();
-    let _ = echo(listener);
+    let _echo = echo(listener);
     let request = format!("ws://localhost:{}/ws", addr.port())
         .into_client_request()
         .expect("req");
@@ -125,7 +124,7 @@ async fn websocket_without_subprotocol_or_from_a_foreign_origin() {
 
 #[tokio::test]
 async fn websocket_text_message_closes_with_unsupported_data() {
-    let (addr, stats) = start(TransportKind::Ws).await;
+    let (addr, stats, _echo) = start(TransportKind::Ws).await;
     let mut request = format!("ws://localhost:{}/ws", addr.port())
         .into_client_request()
         .expect("request");
@@ -185,7 +184,7 @@ async fn websocket_text_message_closes_with_unsupported_data() {
 
 #[tokio::test]
 async fn declared_length_over_the_limit_is_refused_before_the_body() {
-    let (addr, stats) = start(TransportKind::Tcp).await;
+    let (addr, stats, _echo) = start(TransportKind::Tcp).await;
     let mut raw = TcpStream::connect(addr).await.expect("connect");
     // Only the length prefix of a 2 GiB frame: refused without waiting for (or reserving) it.
     raw.write_all(&0x8000_0000u32.to_be_bytes())
@@ -210,7 +209,7 @@ async fn declared_length_over_the_limit_is_refused_before_the_body() {
 #[tokio::test]
 async fn silent_peers_are_closed_at_the_handshake_deadline() {
     for kind in [TransportKind::Tls, TransportKind::Wss, TransportKind::Ws] {
-        let (addr, stats) = start(kind).await;
+        let (addr, stats, _echo) = start(kind).await;
         let mut raw = TcpStream::connect(addr).await.expect("connect");
         let started = tokio::time::Instant::now();
         read_until_closed(&mut raw).await;
@@ -225,7 +224,7 @@ async fn silent_peers_are_closed_at_the_handshake_deadline() {
 
 #[tokio::test]
 async fn quic_peer_that_never_opens_its_stream_is_closed() {
-    let (addr, stats) = start(TransportKind::Quic).await;
+    let (addr, stats, _echo) = start(TransportKind::Quic).await;
     let connector = connector(TransportKind::Quic);
     // Connected, stream opened locally, but nothing sent: the server never sees the stream.
     let mut silent = connector.connect(addr).await.expect("connect");
@@ -239,7 +238,7 @@ async fn quic_peer_that_never_opens_its_stream_is_closed() {
 
 #[tokio::test]
 async fn tls_client_with_a_wrong_or_missing_alpn_is_refused() {
-    let (addr, stats) = start(TransportKind::Tls).await;
+    let (addr, stats, _echo) = start(TransportKind::Tls).await;
     for (alpn, expected) in [(vec![b"h2".to_vec()], 1), (vec![], 2)] {
         let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),

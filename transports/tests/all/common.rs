@@ -85,9 +85,18 @@ pub(crate) async fn close_code(conn: &mut FramedConn) -> Option<CloseCode> {
     }
 }
 
+/// A running echo server; dropping it stops the server (the listener goes with it).
+pub(crate) struct Echo(JoinHandle<()>);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Echoes every frame on every connection; closes with the error's code on bad input.
-pub(crate) fn echo(mut listener: Listener) -> JoinHandle<()> {
-    tokio::spawn(async move {
+pub(crate) fn echo(mut listener: Listener) -> Echo {
+    Echo(tokio::spawn(async move {
         while let Some(mut conn) = listener.accept().await {
             tokio::spawn(async move {
                 loop {
@@ -107,7 +116,7 @@ pub(crate) fn echo(mut listener: Listener) -> JoinHandle<()> {
                 }
             });
         }
-    })
+    }))
 }
 
 /// One round trip through an echo server.
