@@ -109,6 +109,9 @@ mod tests {
             assert_ne!(code.name(), "UNKNOWN");
         }
         assert_eq!(CloseCode(9999).name(), "UNKNOWN");
-        assert_eq!(format!("{}", CloseCode::FRAME_TOO_LARGE), "FRAME_TOO_LARGE(1002)");
+        assert_eq!(
+            format!("{}", CloseCode::FRAME_TOO_LARGE),
+            "FRAME_TOO_LARGE(1002)"
+        );
     }
 }

@@ -71,7 +71,11 @@ impl FrameEncoder {
             });
         }
         let header_len = if length_prefix { LENGTH_PREFIX_LEN } else { 0 } + 1;
-        if let Some(compression) = self.compression.as_ref().filter(|c| body_len >= c.threshold) {
+        if let Some(compression) = self
+            .compression
+            .as_ref()
+            .filter(|c| body_len >= c.threshold)
+        {
             let raw = frame.encode_to_vec();
             if let Some((flag_bits, compressed)) = compress::compress(compression, &raw) {
                 dst.reserve(header_len + compressed.len());

@@ -19,7 +19,9 @@ pub enum CodecError {
         limit: usize,
     },
     /// A compressed frame declares an uncompressed size above the limit (a decompression bomb).
-    #[error("compressed frame declares {declared} bytes uncompressed, above the limit of {limit} bytes")]
+    #[error(
+        "compressed frame declares {declared} bytes uncompressed, above the limit of {limit} bytes"
+    )]
     DecompressedTooLarge {
         /// Uncompressed size written in the compressed body.
         declared: usize,

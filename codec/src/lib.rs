@@ -42,8 +42,7 @@ pub use error::CodecError;
 pub use proto::frame::Kind;
 pub use proto::{
     Ack, Deliver, Error, Frame, GoAway, GoAwayReason, Hello, JoinRoom, LeaveRoom, Ping, Platform,
-    Pong, PushProvider, Receipt, ReceiptStatus, RegisterPush, Resume, ResumeRefused, Send,
-    Welcome,
+    Pong, PushProvider, Receipt, ReceiptStatus, RegisterPush, Resume, ResumeRefused, Send, Welcome,
 };
 
 /// Protocol version described by this crate and `docs/protocol.md`.

@@ -45,7 +45,12 @@ fn decoded_payload_is_not_copied() {
     let mut buf = BytesMut::new();
     encoder.encode_stream(&deliver(600), &mut buf).unwrap();
     let range = buf.as_ptr_range();
-    let frame = FrameDecoder::default().decode_stream(&mut buf).unwrap().unwrap();
-    let Some(Kind::Deliver(d)) = frame.kind else { panic!("not a Deliver") };
+    let frame = FrameDecoder::default()
+        .decode_stream(&mut buf)
+        .unwrap()
+        .unwrap();
+    let Some(Kind::Deliver(d)) = frame.kind else {
+        panic!("not a Deliver")
+    };
     assert!(range.contains(&d.payload.as_ptr()), "payload was copied");
 }
