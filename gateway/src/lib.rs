@@ -4,9 +4,25 @@
 //! - [`session`]: the sans-IO session state machine (handshake, heartbeats, sequenced
 //!   delivery, acks, upstream de-duplication, resume). It never touches tokio's runtime,
 //!   sockets or the clock: time comes in as arguments.
+//! - [`auth`]: token verification (`Authenticator`; JWT and static tokens built in).
+//! - [`backend`]: the `Backend` trait and the built-in in-process relay.
+//! - [`GatewayHandle`]: delivery to users, devices, sessions and rooms; room membership;
+//!   session listing and kicking.
 //! - [`ids`]: newtype identifiers.
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
+mod app;
+pub mod auth;
+pub mod backend;
+pub mod deliver;
+mod handle;
 pub mod ids;
+mod registry;
+pub mod server;
 pub mod session;
+mod sharded;
+
+pub use app::App;
+pub use handle::{DeliverError, GatewayHandle, SessionInfo};
+pub use server::{Gateway, GatewayBuilder, GatewayError, RunningGateway, ServerConfig};

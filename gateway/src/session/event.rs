@@ -50,6 +50,8 @@ pub enum UndeliveredReason {
     BufferOverflow,
     /// The session ended (expired, refused resume, taken over, kicked) with them unacknowledged.
     SessionEnded,
+    /// The user had no session to deliver to.
+    NoSession,
 }
 
 /// One message the session hands to the offline path.

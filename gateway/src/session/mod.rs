@@ -282,8 +282,14 @@ impl Session {
         let deliver = Deliver {
             seq: 0,
             payload: message.payload,
-            from: message.from.map(|u| u.as_str().to_owned()).unwrap_or_default(),
-            room: message.room.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            from: message
+                .from
+                .map(|u| u.as_str().to_owned())
+                .unwrap_or_default(),
+            room: message
+                .room
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
             message_id: message.message_id.0,
             sent_at_ms: message.sent_at_ms,
         };

@@ -250,7 +250,10 @@ fn buffer_overflow_disconnects_a_slow_consumer_and_refuses_its_resume() {
     let t0 = Instant::now();
     let mut s = session(t0);
     for id in 1..=4 {
-        assert!(matches!(s.handle_deliver(t0, msg(id)), DeliverOutcome::Sent { .. }));
+        assert!(matches!(
+            s.handle_deliver(t0, msg(id)),
+            DeliverOutcome::Sent { .. }
+        ));
     }
     assert_eq!(s.handle_deliver(t0, msg(5)), DeliverOutcome::Overflow);
     let frames = drain_frames(&mut s, t0);
@@ -284,7 +287,10 @@ fn byte_bound_applies_too() {
         payload: Bytes::from(vec![0; 600]),
         ..msg(1)
     };
-    assert!(matches!(s.handle_deliver(t0, big.clone()), DeliverOutcome::Sent { .. }));
+    assert!(matches!(
+        s.handle_deliver(t0, big.clone()),
+        DeliverOutcome::Sent { .. }
+    ));
     assert_eq!(s.handle_deliver(t0, big), DeliverOutcome::Overflow);
 }
 
@@ -305,7 +311,10 @@ fn resume_replays_everything_after_last_seq_exactly_once_then_live() {
             push: false
         }
     );
-    assert!(drain_frames(&mut s, t1).is_empty(), "nothing goes out while detached");
+    assert!(
+        drain_frames(&mut s, t1).is_empty(),
+        "nothing goes out while detached"
+    );
     let generation = s.generation();
     s.resume(t1, &identity(), &SECRET, 1, &Negotiated::default())
         .expect("resume");
@@ -320,7 +329,10 @@ fn resume_replays_everything_after_last_seq_exactly_once_then_live() {
             message_ids: vec![MessageId(1)]
         }]
     );
-    assert_eq!(s.handle_deliver(t1, msg(5)), DeliverOutcome::Sent { seq: 5 });
+    assert_eq!(
+        s.handle_deliver(t1, msg(5)),
+        DeliverOutcome::Sent { seq: 5 }
+    );
     assert_eq!(delivered_seqs(&drain_frames(&mut s, t1)), vec![5]);
 }
 
@@ -380,10 +392,7 @@ fn detached_session_reports_push_grace_then_expires_handing_messages_to_offline(
     );
     assert_eq!(
         s.handle_deliver(t0, msg(2)),
-        DeliverOutcome::Buffered {
-            seq: 2,
-            push: true
-        }
+        DeliverOutcome::Buffered { seq: 2, push: true }
     );
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
     s.handle_timeout(t0 + Duration::from_secs(60));
@@ -417,7 +426,11 @@ fn duplicate_upstream_msg_id_is_forwarded_once_and_answered_with_the_same_receip
     s.handle_frame(t0, send(1));
     s.handle_frame(t0, send(1));
     let events = drain_events(&mut s);
-    assert_eq!(events.len(), 1, "in-flight duplicate not forwarded: {events:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "in-flight duplicate not forwarded: {events:?}"
+    );
     let receipt = Receipt {
         msg_id: 1,
         status: ReceiptStatus::Delivered.into(),

@@ -1,0 +1,108 @@
+//! The `Backend` trait: where upstream traffic goes and who hears about lifecycle events.
+//!
+//! Lifecycle of one session, as a backend sees it:
+//! `on_connect` → (`on_upstream`)* → `on_disconnect`; `on_undelivered` whenever messages for
+//! one of the app's users could not reach a device over its connection.
+
+mod relay;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use imgate_codec::{CloseCode, ReceiptStatus};
+
+use crate::GatewayHandle;
+use crate::ids::{AppId, MessageId, UserId};
+use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
+pub use relay::RelayBackend;
+
+/// A boxed future, so `Backend` can live behind `Arc<dyn Backend>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The backend's answer to an upstream request, sent to the client as a `Receipt`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamOutcome {
+    /// Receipt status.
+    pub status: ReceiptStatus,
+    /// Server-assigned id of the accepted message, if any.
+    pub message_id: Option<MessageId>,
+    /// Error code when rejected.
+    pub reason_code: Option<CloseCode>,
+    /// Reason when rejected (shown to the client: no internal details).
+    pub reason: String,
+}
+
+impl UpstreamOutcome {
+    /// Accepted with the given status.
+    pub fn ok(status: ReceiptStatus, message_id: Option<MessageId>) -> Self {
+        Self {
+            status,
+            message_id,
+            reason_code: None,
+            reason: String::new(),
+        }
+    }
+
+    /// Rejected with `code` and a reason for the client.
+    pub fn rejected(code: CloseCode, reason: impl Into<String>) -> Self {
+        Self {
+            status: ReceiptStatus::Rejected,
+            message_id: None,
+            reason_code: Some(code),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where an upstream request came from.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    /// The sending session.
+    pub session: crate::ids::SessionId,
+    /// Who sent it.
+    pub identity: Identity,
+}
+
+/// An IM backend. Implementations must be cheap to call concurrently: one call per upstream
+/// request, from the sending connection's task (so requests of one session arrive in order).
+pub trait Backend: Send + Sync + 'static {
+    /// A session was established (not called on resume).
+    fn on_connect<'a>(
+        &'a self,
+        _gateway: &'a GatewayHandle,
+        _origin: &'a Origin,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// An upstream request; the outcome becomes the client's `Receipt`.
+    fn on_upstream<'a>(
+        &'a self,
+        gateway: &'a GatewayHandle,
+        origin: &'a Origin,
+        request: Upstream,
+    ) -> BoxFuture<'a, UpstreamOutcome>;
+
+    /// A session ended (expired, taken over, kicked); not called for a mere disconnect that
+    /// may still be resumed.
+    fn on_disconnect<'a>(
+        &'a self,
+        _gateway: &'a GatewayHandle,
+        _origin: &'a Origin,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Messages for `user` that did not reach a device over its connection: the offline path
+    /// (history sync, push) owns them now.
+    fn on_undelivered<'a>(
+        &'a self,
+        _gateway: &'a GatewayHandle,
+        _app: &'a AppId,
+        _user: &'a UserId,
+        _messages: &'a [Undelivered],
+        _reason: UndeliveredReason,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+}

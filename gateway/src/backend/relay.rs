@@ -1,0 +1,85 @@
+//! The in-process relay: users message each other by user id and talk in rooms. The default
+//! backend, so a gateway with no configuration is a working IM relay.
+
+use imgate_codec::{CloseCode, ReceiptStatus};
+
+use super::{Backend, BoxFuture, Origin, UpstreamOutcome};
+use crate::GatewayHandle;
+use crate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, Target};
+use crate::session::{Upstream, UpstreamTarget};
+
+/// Relays direct and room messages between the app's users; accepts every room join.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RelayBackend;
+
+impl Backend for RelayBackend {
+    fn on_upstream<'a>(
+        &'a self,
+        gateway: &'a GatewayHandle,
+        origin: &'a Origin,
+        request: Upstream,
+    ) -> BoxFuture<'a, UpstreamOutcome> {
+        Box::pin(async move { relay(gateway, origin, request) })
+    }
+}
+
+fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> UpstreamOutcome {
+    let app = &origin.identity.app;
+    let user = &origin.identity.user;
+    let (target, payload) = match request {
+        Upstream::Message {
+            to: UpstreamTarget::User(to),
+            payload,
+        } => (Target::User(to), payload),
+        Upstream::Message {
+            to: UpstreamTarget::Room(room),
+            payload,
+        } => (Target::Room(room), payload),
+        Upstream::Message {
+            to: UpstreamTarget::Backend,
+            ..
+        } => {
+            return UpstreamOutcome::rejected(
+                CloseCode::INVALID_TARGET,
+                "the relay needs a user or room destination",
+            );
+        }
+        Upstream::JoinRoom(room) => {
+            gateway.join_room(app, &room, user.clone());
+            return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
+        }
+        Upstream::LeaveRoom(room) => {
+            gateway.leave_room(app, &room, user);
+            return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
+        }
+        Upstream::RegisterPush { .. } => {
+            return UpstreamOutcome::rejected(
+                CloseCode::BACKEND_REJECTED,
+                "push registration is not enabled for this app",
+            );
+        }
+    };
+    let delivery = Delivery {
+        target,
+        payload,
+        options: DeliveryOptions {
+            from: Some(user.clone()),
+            exclude_session: Some(origin.session),
+        },
+    };
+    match gateway.deliver(app, delivery) {
+        Ok(report) => {
+            let reached = report
+                .devices
+                .iter()
+                .any(|d| d.outcome != DeviceOutcome::Offline);
+            let status = if reached {
+                ReceiptStatus::Delivered
+            } else {
+                ReceiptStatus::StoredOffline
+            };
+            UpstreamOutcome::ok(status, Some(report.message_id))
+        }
+        Err(error) => UpstreamOutcome::rejected(CloseCode::INTERNAL, error.to_string()),
+    }
+}

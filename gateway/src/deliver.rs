@@ -1,0 +1,78 @@
+//! Downstream delivery: targets, options and per-device reports.
+
+use bytes::Bytes;
+
+use crate::ids::{DeviceId, MessageId, RoomId, SessionId, UserId};
+
+/// Who a delivery is for (within one app).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every device of a user.
+    User(UserId),
+    /// One device of a user.
+    Device(UserId, DeviceId),
+    /// One session.
+    Session(SessionId),
+    /// Every member of a room.
+    Room(RoomId),
+}
+
+/// How to deliver.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryOptions {
+    /// Sender shown to recipients.
+    pub from: Option<UserId>,
+    /// Skip this session (a room message is not echoed to the device that sent it).
+    pub exclude_session: Option<SessionId>,
+}
+
+/// A delivery request.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Recipients.
+    pub target: Target,
+    /// Opaque payload, shared by every recipient without copying.
+    pub payload: Bytes,
+    /// Options.
+    pub options: DeliveryOptions,
+}
+
+/// What happened for one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceOutcome {
+    /// Queued on the device's attached connection with this sequence number; the device
+    /// acknowledges it (or push covers it after the ack time-out).
+    Sent {
+        /// Sequence number in the device's session.
+        seq: u64,
+    },
+    /// The device's session is detached; buffered for its resume.
+    Buffered {
+        /// Sequence number in the device's session.
+        seq: u64,
+    },
+    /// Handed to the offline path (backend notice, push).
+    Offline,
+}
+
+/// The outcome for one device (or, with no session at all, for the user).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceReport {
+    /// The user.
+    pub user: UserId,
+    /// The session, if the user had one.
+    pub session: Option<SessionId>,
+    /// The device, if the user had a session.
+    pub device: Option<DeviceId>,
+    /// What happened.
+    pub outcome: DeviceOutcome,
+}
+
+/// The result of one `deliver` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Server-assigned id of the message (the same on every device).
+    pub message_id: MessageId,
+    /// One entry per device reached, or per user with no session.
+    pub devices: Vec<DeviceReport>,
+}

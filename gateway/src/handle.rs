@@ -1,0 +1,226 @@
+//! `GatewayHandle`: what backends and the admin API use to reach users.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::app::App;
+use crate::deliver::{Delivery, DeliveryReport, DeviceOutcome, DeviceReport, Target};
+use crate::ids::{AppId, MessageId, RoomId, SessionId, UserId};
+use crate::registry::{Registry, SessionCell};
+use crate::session::{DeliverOutcome, Outgoing, Undelivered, UndeliveredReason};
+
+/// Errors of the delivery API.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliverError {
+    /// The app is not configured.
+    #[error("unknown app {0}")]
+    UnknownApp(AppId),
+}
+
+/// Shared state of a running gateway.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) registry: Registry,
+    pub(crate) apps: HashMap<AppId, App>,
+    next_message_id: AtomicU64,
+}
+
+/// A cheap, cloneable handle to a running gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Wall clock in ms since the Unix epoch.
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl GatewayHandle {
+    pub(crate) fn new(apps: HashMap<AppId, App>, shards: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                registry: Registry::new(shards),
+                apps,
+                // Seeded from the wall clock (µs) so ids stay unique across restarts.
+                next_message_id: AtomicU64::new(wall_ms().saturating_mul(1000)),
+            }),
+        }
+    }
+
+    pub(crate) fn app(&self, app: &AppId) -> Option<&App> {
+        self.shared.apps.get(app)
+    }
+
+    /// Delivers a message to `delivery.target` within `app`; returns one report per device.
+    ///
+    /// Never waits: connected devices get the message queued on their connection (their
+    /// driver writes it), detached ones buffer it for resume, and everything else is handed
+    /// to the offline path before this returns.
+    pub fn deliver(&self, app: &AppId, delivery: Delivery) -> Result<DeliveryReport, DeliverError> {
+        let app_state = self
+            .app(app)
+            .ok_or_else(|| DeliverError::UnknownApp(app.clone()))?;
+        let now = Instant::now();
+        let message_id = MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed));
+        let outgoing = Outgoing {
+            message_id,
+            payload: delivery.payload,
+            from: delivery.options.from.clone(),
+            room: match &delivery.target {
+                Target::Room(room) => Some(room.clone()),
+                _ => None,
+            },
+            sent_at_ms: wall_ms(),
+        };
+        let registry = &self.shared.registry;
+        let mut devices = Vec::new();
+        let mut reach_user = |user: &UserId, cells: Vec<Arc<SessionCell>>| {
+            let cells: Vec<_> = cells
+                .into_iter()
+                .filter(|c| Some(c.id()) != delivery.options.exclude_session)
+                .collect();
+            if cells.is_empty() {
+                devices.push(DeviceReport {
+                    user: user.clone(),
+                    session: None,
+                    device: None,
+                    outcome: DeviceOutcome::Offline,
+                });
+                return;
+            }
+            for cell in cells {
+                let outcome = cell.lock().handle_deliver(now, outgoing.clone());
+                cell.wake();
+                let outcome = match outcome {
+                    DeliverOutcome::Sent { seq } => DeviceOutcome::Sent { seq },
+                    DeliverOutcome::Buffered { seq, .. } => DeviceOutcome::Buffered { seq },
+                    DeliverOutcome::Overflow | DeliverOutcome::Ended => DeviceOutcome::Offline,
+                };
+                devices.push(DeviceReport {
+                    user: user.clone(),
+                    session: Some(cell.id()),
+                    device: Some(cell.identity().device.clone()),
+                    outcome,
+                });
+            }
+        };
+        match &delivery.target {
+            Target::User(user) => reach_user(user, registry.user_sessions(app, user)),
+            Target::Device(user, device) => reach_user(
+                user,
+                registry
+                    .device_session(app, user, device)
+                    .into_iter()
+                    .collect(),
+            ),
+            Target::Session(id) => {
+                if let Some(cell) = registry.session(*id).filter(|c| &c.identity().app == app) {
+                    let user = cell.identity().user.clone();
+                    reach_user(&user, vec![cell]);
+                }
+            }
+            Target::Room(room) => {
+                for member in registry.room_members(app, room) {
+                    let cells = registry.user_sessions(app, &member);
+                    if !cells.is_empty() {
+                        reach_user(&member, cells);
+                    }
+                }
+            }
+        }
+        let mut offline: HashMap<UserId, Vec<Undelivered>> = HashMap::new();
+        for report in &devices {
+            if report.outcome == DeviceOutcome::Offline {
+                offline
+                    .entry(report.user.clone())
+                    .or_default()
+                    .push(Undelivered { message_id, seq: 0 });
+            }
+        }
+        for (user, messages) in offline {
+            self.hand_offline(app_state, user, messages, UndeliveredReason::NoSession);
+        }
+        Ok(DeliveryReport {
+            message_id,
+            devices,
+        })
+    }
+
+    /// Adds `user` to `room` (rooms are per app).
+    pub fn join_room(&self, app: &AppId, room: &RoomId, user: UserId) -> bool {
+        self.shared.registry.join(app, room, user)
+    }
+
+    /// Removes `user` from `room`.
+    pub fn leave_room(&self, app: &AppId, room: &RoomId, user: &UserId) -> bool {
+        self.shared.registry.leave(app, room, user)
+    }
+
+    /// Sessions of a user: id, device and whether a connection is attached.
+    pub fn user_sessions(&self, app: &AppId, user: &UserId) -> Vec<SessionInfo> {
+        self.shared
+            .registry
+            .user_sessions(app, user)
+            .iter()
+            .map(|cell| SessionInfo {
+                id: cell.id(),
+                device: cell.identity().device.clone(),
+                attached: cell.lock().is_attached(),
+            })
+            .collect()
+    }
+
+    /// Ends a session: its client gets `GoAway{Kicked}`; pending messages go offline.
+    pub fn kick(&self, session: SessionId) -> bool {
+        let Some(cell) = self.shared.registry.session(session) else {
+            return false;
+        };
+        cell.lock().kick();
+        cell.wake();
+        true
+    }
+
+    /// Number of live sessions (attached or detached).
+    pub fn session_count(&self) -> usize {
+        self.shared.registry.session_count()
+    }
+
+    /// Hands messages to the offline path: the app's backend hears of them (and, once push
+    /// is wired in, the user's devices are woken).
+    pub(crate) fn hand_offline(
+        &self,
+        app: &App,
+        user: UserId,
+        messages: Vec<Undelivered>,
+        reason: UndeliveredReason,
+    ) {
+        let backend = app.backend.clone();
+        let app_id = app.id.clone();
+        let handle = self.clone();
+        tokio::spawn(async move {
+            backend
+                .on_undelivered(&handle, &app_id, &user, &messages, reason)
+                .await;
+        });
+    }
+}
+
+/// A session as listed by [`GatewayHandle::user_sessions`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Session id.
+    pub id: SessionId,
+    /// Device.
+    pub device: crate::ids::DeviceId,
+    /// Whether a connection is attached right now.
+    pub attached: bool,
+}

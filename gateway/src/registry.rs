@@ -1,0 +1,151 @@
+//! Who is connected: sessions by id, by user and by device; room membership.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::ids::{AppId, DeviceId, RoomId, SessionId, UserId};
+use crate::session::{Identity, Session};
+use crate::sharded::Sharded;
+
+/// A session shared between its driver task and the threads that deliver to it.
+#[derive(Debug)]
+pub(crate) struct SessionCell {
+    id: SessionId,
+    identity: Identity,
+    session: Mutex<Session>,
+    /// Wakes the driver after input that did not come from its own connection.
+    wake: Notify,
+}
+
+impl SessionCell {
+    pub(crate) fn new(session: Session) -> Arc<Self> {
+        Arc::new(Self {
+            id: session.id(),
+            identity: session.identity().clone(),
+            session: Mutex::new(session),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The session id.
+    pub(crate) fn id(&self) -> SessionId {
+        self.id
+    }
+
+    /// Who the session belongs to.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Locks the session (never across an `.await`).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes the session's driver.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+type UserKey = (AppId, UserId);
+type RoomKey = (AppId, RoomId);
+
+/// Sharded indexes over live (attached or detached) sessions.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    by_id: Sharded<SessionId, Arc<SessionCell>>,
+    by_user: Sharded<UserKey, Vec<Arc<SessionCell>>>,
+    rooms: Sharded<RoomKey, HashSet<UserId>>,
+}
+
+impl Registry {
+    pub(crate) fn new(shards: usize) -> Self {
+        Self {
+            by_id: Sharded::new(shards),
+            by_user: Sharded::new(shards),
+            rooms: Sharded::new(shards),
+        }
+    }
+
+    pub(crate) fn insert(&self, cell: Arc<SessionCell>) {
+        let key = (cell.identity.app.clone(), cell.identity.user.clone());
+        self.by_user
+            .write(&key)
+            .entry(key)
+            .or_default()
+            .push(cell.clone());
+        self.by_id.write(&cell.id).insert(cell.id, cell);
+    }
+
+    pub(crate) fn remove(&self, cell: &SessionCell) {
+        self.by_id.write(&cell.id).remove(&cell.id);
+        let key = (cell.identity.app.clone(), cell.identity.user.clone());
+        let mut shard = self.by_user.write(&key);
+        if let Some(sessions) = shard.get_mut(&key) {
+            sessions.retain(|c| c.id != cell.id);
+            if sessions.is_empty() {
+                shard.remove(&key);
+            }
+        }
+    }
+
+    pub(crate) fn session(&self, id: SessionId) -> Option<Arc<SessionCell>> {
+        self.by_id.get(&id)
+    }
+
+    pub(crate) fn user_sessions(&self, app: &AppId, user: &UserId) -> Vec<Arc<SessionCell>> {
+        self.by_user
+            .get(&(app.clone(), user.clone()))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn device_session(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Option<Arc<SessionCell>> {
+        self.user_sessions(app, user)
+            .into_iter()
+            .find(|c| &c.identity.device == device)
+    }
+
+    pub(crate) fn session_count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(crate) fn join(&self, app: &AppId, room: &RoomId, user: UserId) -> bool {
+        let key = (app.clone(), room.clone());
+        self.rooms.write(&key).entry(key).or_default().insert(user)
+    }
+
+    pub(crate) fn leave(&self, app: &AppId, room: &RoomId, user: &UserId) -> bool {
+        let key = (app.clone(), room.clone());
+        let mut shard = self.rooms.write(&key);
+        let Some(members) = shard.get_mut(&key) else {
+            return false;
+        };
+        let removed = members.remove(user);
+        if members.is_empty() {
+            shard.remove(&key);
+        }
+        removed
+    }
+
+    pub(crate) fn room_members(&self, app: &AppId, room: &RoomId) -> Vec<UserId> {
+        self.rooms
+            .read(&(app.clone(), room.clone()))
+            .get(&(app.clone(), room.clone()))
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,197 @@
+//! A new connection: `Hello`, authentication, then a fresh or resumed session.
+
+use std::sync::Arc;
+
+use imgate_codec::{CloseCode, Compression, Dictionary, FEATURE_LZ4, Hello, ResumeRefused};
+use imgate_transports::{FrameReader, FrameWriter, FramedConn};
+use tokio::time::Instant;
+
+use super::ServerConfig;
+use super::driver::Driver;
+use crate::app::App;
+use crate::auth::AuthRequest;
+use crate::backend::Origin;
+use crate::handle::{GatewayHandle, wall_ms};
+use crate::ids::{AppId, DeviceId, SessionId};
+use crate::registry::SessionCell;
+use crate::session::{Handshake, Identity, Negotiated, ResumeSecret, Session};
+
+/// Serves one connection from its first byte to its close.
+pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn, config: ServerConfig) {
+    let peer = conn.info().peer;
+    let transport = conn.info().kind;
+    let (mut reader, mut writer) = conn.split();
+    let span = tracing::debug_span!("conn", client.addr = %peer, transport = %transport);
+    let _entered = span.enter();
+    drop(_entered);
+    let Some((hello, app)) = handshake(&handle, &mut reader, &mut writer, &config).await else {
+        return;
+    };
+    let device = DeviceId::new(hello.device_id.as_str());
+    let request = AuthRequest {
+        app: app.id.clone(),
+        device: device.clone(),
+        token: hello.token.clone(),
+        peer: Some(peer),
+    };
+    let authenticated = match app.authenticator.authenticate(&request).await {
+        Ok(authenticated) => authenticated,
+        Err(error) => {
+            tracing::debug!(client.addr = %peer, %error, "authentication failed");
+            let _ = writer.close(error.close_code(), &error.to_string()).await;
+            return;
+        }
+    };
+    let identity = Identity {
+        app: app.id.clone(),
+        user: authenticated.user,
+        device,
+        platform: hello.platform(),
+    };
+    let (negotiated, compression) = negotiate(&hello);
+    if compression.as_ref().is_some_and(|c| c.dictionary.is_some()) {
+        // Only the dictionary this server issued is ever accepted from the client.
+        let decoder = reader.decoder_mut();
+        *decoder = decoder.clone().with_dictionary(Some(Dictionary::builtin()));
+    }
+    let now = Instant::now();
+    let Some((cell, fresh)) = attach(&handle, &app, &hello, identity, &negotiated, now) else {
+        tracing::error!("the OS random generator failed; refusing the connection");
+        let _ = writer.close(CloseCode::INTERNAL, "internal error").await;
+        return;
+    };
+    let origin = Origin {
+        session: cell.id(),
+        identity: cell.identity().clone(),
+    };
+    if fresh {
+        app.backend.on_connect(&handle, &origin).await;
+    }
+    Driver::new(handle, app, cell, origin, config)
+        .run(Some((reader, writer)), compression)
+        .await;
+}
+
+/// Waits for a valid `Hello` naming a configured app; refuses and closes otherwise.
+async fn handshake(
+    handle: &GatewayHandle,
+    reader: &mut FrameReader,
+    writer: &mut FrameWriter,
+    config: &ServerConfig,
+) -> Option<(Hello, App)> {
+    let handshake = Handshake::new(Instant::now(), config.handshake_timeout);
+    let first = tokio::time::timeout_at(handshake.poll_timeout(), reader.recv()).await;
+    let refusal = match first {
+        Err(_elapsed) => handshake.handle_timeout(Instant::now()),
+        Ok(Ok(Some(frame))) => match handshake.handle_frame(frame) {
+            Ok(hello) => {
+                let app_id = AppId::new(hello.app_id.as_str());
+                match handle.app(&app_id) {
+                    Some(app) => return Some((hello, app.clone())),
+                    None => Some(crate::session::HandshakeRefused::new(
+                        CloseCode::UNKNOWN_APP,
+                        format!("unknown app {app_id}"),
+                    )),
+                }
+            }
+            Err(refused) => Some(refused),
+        },
+        Ok(Ok(None)) => None,
+        Ok(Err(error)) => error
+            .close_code()
+            .map(|code| crate::session::HandshakeRefused::new(code, error.to_string())),
+    };
+    if let Some(refused) = refusal {
+        let _ = tokio::time::timeout(
+            config.close_timeout,
+            writer.close(refused.code, &refused.message),
+        )
+        .await;
+    }
+    None
+}
+
+/// Compression the client can take: LZ4 if it lists the feature, with the built-in
+/// dictionary if it holds it.
+fn negotiate(hello: &Hello) -> (Negotiated, Option<Compression>) {
+    if !hello.features.iter().any(|f| f == FEATURE_LZ4) {
+        return (Negotiated::default(), None);
+    }
+    let builtin = Dictionary::builtin();
+    let dictionary = hello
+        .dictionaries
+        .contains(&builtin.id().0)
+        .then_some(builtin);
+    let negotiated = Negotiated {
+        features: vec![FEATURE_LZ4.to_owned()],
+        dictionary_id: dictionary.as_ref().map_or(0, |d| d.id().0),
+    };
+    let compression = Compression {
+        dictionary,
+        ..Compression::default()
+    };
+    (negotiated, Some(compression))
+}
+
+/// Resumes the requested session, or creates a fresh one (taking over the device's older
+/// session). Returns the session and whether it is fresh.
+fn attach(
+    handle: &GatewayHandle,
+    app: &App,
+    hello: &Hello,
+    identity: Identity,
+    negotiated: &Negotiated,
+    now: Instant,
+) -> Option<(Arc<SessionCell>, bool)> {
+    let registry = &handle.shared.registry;
+    let mut refused = ResumeRefused::Unspecified;
+    if let Some(resume) = &hello.resume {
+        match registry.session(SessionId(resume.session_id)) {
+            Some(cell) => {
+                let result = cell.lock().resume(
+                    now,
+                    &identity,
+                    &resume.resume_secret,
+                    resume.last_seq,
+                    negotiated,
+                );
+                // The previous driver (if any) sees the new generation and lets go.
+                cell.wake();
+                match result {
+                    Ok(()) => return Some((cell, false)),
+                    Err(reason) => refused = reason,
+                }
+            }
+            None => refused = ResumeRefused::UnknownSession,
+        }
+    }
+    if let Some(old) = registry.device_session(&identity.app, &identity.user, &identity.device) {
+        old.lock().take_over();
+        old.wake();
+        registry.remove(&old);
+    }
+    // Without the OS generator no unguessable secret can be made: refuse the connection.
+    let id = SessionId(u64::from_le_bytes(random_bytes()?));
+    let secret = ResumeSecret::from_bytes(random_bytes()?);
+    let mut session = Session::new(
+        now,
+        wall_ms(),
+        id,
+        secret,
+        identity,
+        app.session.clone(),
+        negotiated,
+    );
+    if refused != ResumeRefused::Unspecified {
+        session.set_resume_refused(refused);
+    }
+    let cell = SessionCell::new(session);
+    registry.insert(cell.clone());
+    Some((cell, true))
+}
+
+fn random_bytes<const N: usize>() -> Option<[u8; N]> {
+    let mut bytes = [0; N];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes)
+}

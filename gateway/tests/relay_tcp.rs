@@ -1,0 +1,189 @@
+//! The gateway over real TCP sockets with a scripted client: handshake, relay, acks, resume.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use imgate::auth::StaticTokens;
+use imgate::backend::RelayBackend;
+use imgate::ids::{AppId, UserId};
+use imgate::session::SessionConfig;
+use imgate::{App, Gateway, RunningGateway};
+use imgate_codec::{Ack, CloseCode, Frame, Hello, Kind, ReceiptStatus, Resume, Send, Welcome};
+use imgate_transports::{
+    Connector, ConnectorConfig, FramedConn, Identity as Cert, ListenerConfig, TransportKind,
+};
+use rustls::RootCertStore;
+
+async fn start() -> RunningGateway {
+    let mut tokens = StaticTokens::new();
+    tokens.insert("tok-alice", UserId::new("alice"));
+    tokens.insert("tok-bob", UserId::new("bob"));
+    let app = App {
+        id: AppId::new("chat"),
+        authenticator: Arc::new(tokens),
+        backend: Arc::new(RelayBackend),
+        session: SessionConfig::default(),
+    };
+    Gateway::builder()
+        .app(app)
+        .listener(ListenerConfig::new(
+            TransportKind::Tcp,
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .start()
+        .await
+        .expect("start")
+}
+
+async fn connect(gw: &RunningGateway) -> FramedConn {
+    let connector = Connector::new(ConnectorConfig::new(
+        TransportKind::Tcp,
+        RootCertStore::empty(),
+    ))
+    .expect("connector");
+    connector
+        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
+        .await
+        .expect("connect")
+}
+
+async fn recv(conn: &mut FramedConn) -> Kind {
+    tokio::time::timeout(Duration::from_secs(5), conn.recv())
+        .await
+        .expect("timely frame")
+        .expect("frame")
+        .expect("open")
+        .kind
+        .expect("kind")
+}
+
+async fn hello(conn: &mut FramedConn, token: &str, resume: Option<Resume>) -> Welcome {
+    let hello = Hello {
+        version: 1,
+        token: token.into(),
+        app_id: "chat".into(),
+        device_id: "phone".into(),
+        resume,
+        ..Default::default()
+    };
+    conn.send(&hello.into()).await.expect("send hello");
+    match recv(conn).await {
+        Kind::Welcome(w) => w,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+fn text(msg_id: u64, to: &str, body: &'static str) -> Frame {
+    Send {
+        msg_id,
+        to: Some(imgate_codec::proto::send::To::User(to.into())),
+        payload: Bytes::from_static(body.as_bytes()),
+        ack: 0,
+    }
+    .into()
+}
+
+#[tokio::test]
+async fn direct_message_is_relayed_receipted_acked_and_resumed() {
+    let gw = start().await;
+    let mut alice = connect(&gw).await;
+    let mut bob = connect(&gw).await;
+    hello(&mut alice, "tok-alice", None).await;
+    let bob_welcome = hello(&mut bob, "tok-bob", None).await;
+    assert!(!bob_welcome.resumed);
+
+    alice.send(&text(1, "bob", "hi bob")).await.expect("send");
+    match recv(&mut alice).await {
+        Kind::Receipt(r) => {
+            assert_eq!(r.msg_id, 1);
+            assert_eq!(r.status(), ReceiptStatus::Delivered);
+        }
+        other => panic!("expected Receipt, got {other:?}"),
+    }
+    match recv(&mut bob).await {
+        Kind::Deliver(d) => {
+            assert_eq!(
+                (d.seq, &d.from, &d.payload[..]),
+                (1, &"alice".to_owned(), &b"hi bob"[..])
+            );
+        }
+        other => panic!("expected Deliver, got {other:?}"),
+    }
+    // Bob drops without acking; alice sends another; bob resumes from seq 1.
+    drop(bob);
+    alice
+        .send(&text(2, "bob", "still there?"))
+        .await
+        .expect("send");
+    assert!(matches!(recv(&mut alice).await, Kind::Receipt(_)));
+    let mut bob = connect(&gw).await;
+    let resumed = hello(
+        &mut bob,
+        "tok-bob",
+        Some(Resume {
+            session_id: bob_welcome.session_id,
+            resume_secret: bob_welcome.resume_secret.clone(),
+            last_seq: 1,
+        }),
+    )
+    .await;
+    assert!(
+        resumed.resumed,
+        "resume refused: {:?}",
+        resumed.resume_refused()
+    );
+    match recv(&mut bob).await {
+        Kind::Deliver(d) => assert_eq!((d.seq, &d.payload[..]), (2, &b"still there?"[..])),
+        other => panic!("expected replayed Deliver, got {other:?}"),
+    }
+    bob.send(&Ack { seq: 2 }.into()).await.expect("ack");
+
+    // A wrong secret gets a fresh session, flagged.
+    let mut thief = connect(&gw).await;
+    let refused = hello(
+        &mut thief,
+        "tok-bob",
+        Some(Resume {
+            session_id: bob_welcome.session_id,
+            resume_secret: Bytes::from_static(&[0; 16]),
+            last_seq: 0,
+        }),
+    )
+    .await;
+    assert!(!refused.resumed);
+    assert_eq!(
+        refused.resume_refused(),
+        imgate_codec::ResumeRefused::BadSecret
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_token_and_unknown_app_are_refused_with_codes() {
+    let gw = start().await;
+    let mut conn = connect(&gw).await;
+    let hello = Hello {
+        version: 1,
+        token: "nope".into(),
+        app_id: "chat".into(),
+        device_id: "d".into(),
+        ..Default::default()
+    };
+    conn.send(&hello.clone().into()).await.expect("send");
+    match recv(&mut conn).await {
+        Kind::Error(e) => assert_eq!(e.close_code(), CloseCode::UNAUTHENTICATED),
+        other => panic!("expected Error, got {other:?}"),
+    }
+    let mut conn = connect(&gw).await;
+    let other_app = Hello {
+        app_id: "other".into(),
+        ..hello
+    };
+    conn.send(&other_app.into()).await.expect("send");
+    match recv(&mut conn).await {
+        Kind::Error(e) => assert_eq!(e.close_code(), CloseCode::UNKNOWN_APP),
+        other => panic!("expected Error, got {other:?}"),
+    }
+    gw.shutdown().await;
+}
