@@ -10,9 +10,7 @@ use imgate::ids::{AppId, UserId};
 use imgate::session::SessionConfig;
 use imgate::{App, Gateway, RunningGateway};
 use imgate_codec::{Ack, CloseCode, Frame, Hello, Kind, ReceiptStatus, Resume, Send, Welcome};
-use imgate_transports::{
-    Connector, ConnectorConfig, FramedConn, Identity as Cert, ListenerConfig, TransportKind,
-};
+use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
 use rustls::RootCertStore;
 
 async fn start() -> RunningGateway {
