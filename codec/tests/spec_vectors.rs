@@ -240,6 +240,12 @@ fn spec_states_the_example_dictionary_id() {
 }
 
 #[test]
+fn spec_states_the_builtin_dictionary_id() {
+    let line = format!("builtin id\n`{:#010x}`", Dictionary::builtin().id().0);
+    assert!(SPEC.contains(&line), "docs/protocol.md must state the built-in dictionary {line}");
+}
+
+#[test]
 fn spec_lists_every_error_code() {
     for code in imgate_codec::CloseCode::ALL {
         let row = format!("| {} | `{}` |", code.0, code.name());
