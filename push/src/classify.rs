@@ -67,7 +67,12 @@ struct ApnsErrorBody {
 }
 
 /// Classifies an APNs response. `retry_after` is the raw header, `now_ms` the current UNIX time.
-pub fn classify_apns(status: u16, body: &[u8], retry_after: Option<&str>, now_ms: u64) -> Classification {
+pub fn classify_apns(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<&str>,
+    now_ms: u64,
+) -> Classification {
     let parsed: Option<ApnsErrorBody> = serde_json::from_slice(body).ok();
     let (reason, timestamp) = match parsed {
         Some(b) => (b.reason, b.timestamp),
@@ -76,20 +81,39 @@ pub fn classify_apns(status: u16, body: &[u8], retry_after: Option<&str>, now_ms
     let retry_after = retry_after.and_then(|v| parse_retry_after(v, now_ms));
     let verdict = match (status, reason.as_str()) {
         (200, _) => Verdict::Delivered,
-        (410, "Unregistered") => Verdict::Unregistered { since_ms: timestamp },
+        (410, "Unregistered") => Verdict::Unregistered {
+            since_ms: timestamp,
+        },
         (400 | 410, "BadDeviceToken" | "DeviceTokenNotForTopic" | "ExpiredToken") => {
             Verdict::Permanent { bad_token: true }
         }
         // APNs closed an idle connection under the request; a fresh connection will do.
-        (400, "IdleTimeout") => Verdict::Retryable { retry_after, min_delay: None },
+        (400, "IdleTimeout") => Verdict::Retryable {
+            retry_after,
+            min_delay: None,
+        },
         (403, "ExpiredProviderToken") => Verdict::RefreshAuth,
         (403, _) => Verdict::AuthConfig,
-        (429, _) => Verdict::Retryable { retry_after, min_delay: None },
-        (500..=599, _) => Verdict::Retryable { retry_after, min_delay: None },
+        (429, _) => Verdict::Retryable {
+            retry_after,
+            min_delay: None,
+        },
+        (500..=599, _) => Verdict::Retryable {
+            retry_after,
+            min_delay: None,
+        },
         _ => Verdict::Permanent { bad_token: false },
     };
-    let reason = if status == 200 { "Success".to_owned() } else { reason };
-    Classification { status, reason, verdict }
+    let reason = if status == 200 {
+        "Success".to_owned()
+    } else {
+        reason
+    };
+    Classification {
+        status,
+        reason,
+        verdict,
+    }
 }
 
 #[derive(Deserialize)]
@@ -122,7 +146,12 @@ const FCM_QUOTA_MIN_DELAY: Duration = Duration::from_secs(60);
 ///
 /// `status` in the body is ambiguous (404 `NOT_FOUND` also means a wrong project), so the
 /// `FcmError` `errorCode` decides; only `UNREGISTERED` prunes.
-pub fn classify_fcm(status: u16, body: &[u8], retry_after: Option<&str>, now_ms: u64) -> Classification {
+pub fn classify_fcm(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<&str>,
+    now_ms: u64,
+) -> Classification {
     let parsed: Option<FcmErrorBody> = serde_json::from_slice(body).ok();
     let (code, rpc_status, message) = match parsed {
         Some(FcmErrorBody { error }) => {
@@ -136,7 +165,10 @@ pub fn classify_fcm(status: u16, body: &[u8], retry_after: Option<&str>, now_ms:
         None => (None, String::new(), String::new()),
     };
     let retry_after = retry_after.and_then(|v| parse_retry_after(v, now_ms));
-    let retry = |min_delay| Verdict::Retryable { retry_after, min_delay };
+    let retry = |min_delay| Verdict::Retryable {
+        retry_after,
+        min_delay,
+    };
     let verdict = match (status, code.as_deref()) {
         (200, _) => Verdict::Delivered,
         (_, Some("UNREGISTERED")) => Verdict::Unregistered { since_ms: None },
@@ -158,7 +190,11 @@ pub fn classify_fcm(status: u16, body: &[u8], retry_after: Option<&str>, now_ms:
         (_, Some(code)) => code,
         _ => rpc_status,
     };
-    Classification { status, reason, verdict }
+    Classification {
+        status,
+        reason,
+        verdict,
+    }
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
@@ -189,15 +225,26 @@ mod tests {
             ),
             None => "[]".into(),
         };
-        let body = format!(r#"{{"error":{{"code":{status},"message":"{message}","status":"{rpc}","details":{details}}}}}"#);
+        let body = format!(
+            r#"{{"error":{{"code":{status},"message":"{message}","status":"{rpc}","details":{details}}}}}"#
+        );
         classify_fcm(status, body.as_bytes(), None, NOW)
     }
 
     #[test]
     fn apns_success_and_prune() {
         assert_eq!(apns(200, "", None).verdict, Verdict::Delivered);
-        let c = apns(410, r#"{"reason":"Unregistered","timestamp":1699999999000}"#, None);
-        assert_eq!(c.verdict, Verdict::Unregistered { since_ms: Some(1_699_999_999_000) });
+        let c = apns(
+            410,
+            r#"{"reason":"Unregistered","timestamp":1699999999000}"#,
+            None,
+        );
+        assert_eq!(
+            c.verdict,
+            Verdict::Unregistered {
+                since_ms: Some(1_699_999_999_000)
+            }
+        );
         assert_eq!(c.reason, "Unregistered");
     }
 
@@ -205,9 +252,16 @@ mod tests {
     fn apns_bad_tokens_alert_but_are_not_pruned() {
         for reason in ["BadDeviceToken", "DeviceTokenNotForTopic"] {
             let c = apns(400, &format!(r#"{{"reason":"{reason}"}}"#), None);
-            assert_eq!(c.verdict, Verdict::Permanent { bad_token: true }, "{reason}");
+            assert_eq!(
+                c.verdict,
+                Verdict::Permanent { bad_token: true },
+                "{reason}"
+            );
         }
-        assert_eq!(apns(410, r#"{"reason":"ExpiredToken"}"#, None).verdict, Verdict::Permanent { bad_token: true });
+        assert_eq!(
+            apns(410, r#"{"reason":"ExpiredToken"}"#, None).verdict,
+            Verdict::Permanent { bad_token: true }
+        );
     }
 
     #[test]
@@ -228,48 +282,117 @@ mod tests {
             (413, "PayloadTooLarge"),
         ] {
             let c = apns(status, &format!(r#"{{"reason":"{reason}"}}"#), None);
-            assert_eq!(c.verdict, Verdict::Permanent { bad_token: false }, "{status} {reason}");
+            assert_eq!(
+                c.verdict,
+                Verdict::Permanent { bad_token: false },
+                "{status} {reason}"
+            );
         }
     }
 
     #[test]
     fn apns_auth() {
-        assert_eq!(apns(403, r#"{"reason":"ExpiredProviderToken"}"#, None).verdict, Verdict::RefreshAuth);
-        for reason in ["BadCertificate", "BadCertificateEnvironment", "Forbidden", "InvalidProviderToken", "MissingProviderToken"] {
-            assert_eq!(apns(403, &format!(r#"{{"reason":"{reason}"}}"#), None).verdict, Verdict::AuthConfig);
+        assert_eq!(
+            apns(403, r#"{"reason":"ExpiredProviderToken"}"#, None).verdict,
+            Verdict::RefreshAuth
+        );
+        for reason in [
+            "BadCertificate",
+            "BadCertificateEnvironment",
+            "Forbidden",
+            "InvalidProviderToken",
+            "MissingProviderToken",
+        ] {
+            assert_eq!(
+                apns(403, &format!(r#"{{"reason":"{reason}"}}"#), None).verdict,
+                Verdict::AuthConfig
+            );
         }
     }
 
     #[test]
     fn apns_retryable_with_retry_after() {
         let c = apns(429, r#"{"reason":"TooManyRequests"}"#, Some("12"));
-        assert_eq!(c.verdict, Verdict::Retryable { retry_after: Some(Duration::from_secs(12)), min_delay: None });
-        for (status, reason) in [(500, "InternalServerError"), (503, "ServiceUnavailable"), (503, "Shutdown"), (429, "TooManyProviderTokenUpdates")] {
+        assert_eq!(
+            c.verdict,
+            Verdict::Retryable {
+                retry_after: Some(Duration::from_secs(12)),
+                min_delay: None
+            }
+        );
+        for (status, reason) in [
+            (500, "InternalServerError"),
+            (503, "ServiceUnavailable"),
+            (503, "Shutdown"),
+            (429, "TooManyProviderTokenUpdates"),
+        ] {
             let c = apns(status, &format!(r#"{{"reason":"{reason}"}}"#), None);
             assert!(matches!(c.verdict, Verdict::Retryable { .. }), "{reason}");
         }
         // A proxy's HTML error page still classifies by status.
-        assert!(matches!(apns(502, "<html>bad gateway</html>", None).verdict, Verdict::Retryable { .. }));
+        assert!(matches!(
+            apns(502, "<html>bad gateway</html>", None).verdict,
+            Verdict::Retryable { .. }
+        ));
     }
 
     #[test]
     fn fcm_codes() {
-        assert_eq!(classify_fcm(200, br#"{"name":"projects/p/messages/1"}"#, None, NOW).verdict, Verdict::Delivered);
-        let c = fcm(404, Some("UNREGISTERED"), "NOT_FOUND", "Requested entity was not found.");
+        assert_eq!(
+            classify_fcm(200, br#"{"name":"projects/p/messages/1"}"#, None, NOW).verdict,
+            Verdict::Delivered
+        );
+        let c = fcm(
+            404,
+            Some("UNREGISTERED"),
+            "NOT_FOUND",
+            "Requested entity was not found.",
+        );
         assert_eq!(c.verdict, Verdict::Unregistered { since_ms: None });
         assert_eq!(c.reason, "UNREGISTERED");
         // A 404 without UNREGISTERED (wrong project) must not delete tokens.
-        assert_eq!(fcm(404, None, "NOT_FOUND", "x").verdict, Verdict::Permanent { bad_token: false });
-        let bad = fcm(400, Some("INVALID_ARGUMENT"), "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token");
+        assert_eq!(
+            fcm(404, None, "NOT_FOUND", "x").verdict,
+            Verdict::Permanent { bad_token: false }
+        );
+        let bad = fcm(
+            400,
+            Some("INVALID_ARGUMENT"),
+            "INVALID_ARGUMENT",
+            "The registration token is not a valid FCM registration token",
+        );
         assert_eq!(bad.verdict, Verdict::Permanent { bad_token: true });
-        let bug = fcm(400, Some("INVALID_ARGUMENT"), "INVALID_ARGUMENT", "Invalid value at 'message.android.ttl'");
+        let bug = fcm(
+            400,
+            Some("INVALID_ARGUMENT"),
+            "INVALID_ARGUMENT",
+            "Invalid value at 'message.android.ttl'",
+        );
         assert_eq!(bug.verdict, Verdict::Permanent { bad_token: false });
-        assert_eq!(fcm(403, Some("SENDER_ID_MISMATCH"), "PERMISSION_DENIED", "x").verdict, Verdict::Permanent { bad_token: true });
-        assert_eq!(fcm(401, Some("THIRD_PARTY_AUTH_ERROR"), "UNAUTHENTICATED", "x").verdict, Verdict::AuthConfig);
-        assert_eq!(fcm(401, None, "UNAUTHENTICATED", "x").verdict, Verdict::RefreshAuth);
-        assert_eq!(fcm(403, None, "PERMISSION_DENIED", "x").verdict, Verdict::AuthConfig);
-        assert!(matches!(fcm(503, Some("UNAVAILABLE"), "UNAVAILABLE", "x").verdict, Verdict::Retryable { .. }));
-        assert!(matches!(fcm(500, Some("INTERNAL"), "INTERNAL", "x").verdict, Verdict::Retryable { .. }));
+        assert_eq!(
+            fcm(403, Some("SENDER_ID_MISMATCH"), "PERMISSION_DENIED", "x").verdict,
+            Verdict::Permanent { bad_token: true }
+        );
+        assert_eq!(
+            fcm(401, Some("THIRD_PARTY_AUTH_ERROR"), "UNAUTHENTICATED", "x").verdict,
+            Verdict::AuthConfig
+        );
+        assert_eq!(
+            fcm(401, None, "UNAUTHENTICATED", "x").verdict,
+            Verdict::RefreshAuth
+        );
+        assert_eq!(
+            fcm(403, None, "PERMISSION_DENIED", "x").verdict,
+            Verdict::AuthConfig
+        );
+        assert!(matches!(
+            fcm(503, Some("UNAVAILABLE"), "UNAVAILABLE", "x").verdict,
+            Verdict::Retryable { .. }
+        ));
+        assert!(matches!(
+            fcm(500, Some("INTERNAL"), "INTERNAL", "x").verdict,
+            Verdict::Retryable { .. }
+        ));
     }
 
     #[test]
@@ -278,7 +401,10 @@ mod tests {
         let c = classify_fcm(429, body, Some("120"), NOW);
         assert_eq!(
             c.verdict,
-            Verdict::Retryable { retry_after: Some(Duration::from_secs(120)), min_delay: Some(FCM_QUOTA_MIN_DELAY) }
+            Verdict::Retryable {
+                retry_after: Some(Duration::from_secs(120)),
+                min_delay: Some(FCM_QUOTA_MIN_DELAY)
+            }
         );
     }
 
@@ -293,7 +419,13 @@ mod tests {
     #[test]
     fn prune_respects_reregistration() {
         assert!(should_prune(None, 10));
-        assert!(should_prune(Some(100), 50), "registered before the 410 timestamp: dead");
-        assert!(!should_prune(Some(100), 150), "registered again after it: alive");
+        assert!(
+            should_prune(Some(100), 50),
+            "registered before the 410 timestamp: dead"
+        );
+        assert!(
+            !should_prune(Some(100), 150),
+            "registered again after it: alive"
+        );
     }
 }

@@ -26,7 +26,10 @@ impl UnixClock {
 
     /// A clock whose current reading is `unix_ms`.
     pub fn starting_at(unix_ms: u64) -> Self {
-        Self { base_ms: unix_ms, base: Instant::now() }
+        Self {
+            base_ms: unix_ms,
+            base: Instant::now(),
+        }
     }
 
     /// Milliseconds since the UNIX epoch.

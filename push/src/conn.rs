@@ -80,15 +80,29 @@ impl Endpoint {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
         let path = uri.path().trim_end_matches('/').to_owned();
-        Ok(Self { scheme, host, port, path })
+        Ok(Self {
+            scheme,
+            host,
+            port,
+            path,
+        })
     }
 
     /// Absolute URI of `path` (which starts with '/') under this endpoint.
     pub(crate) fn uri(&self, path: &str) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        format!("{}://{}:{}{}{}", self.scheme, host, self.port, self.path, path)
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!(
+            "{}://{}:{}{}{}",
+            self.scheme, host, self.port, self.path, path
+        )
     }
 
     pub(crate) fn is_tls(&self) -> bool {
@@ -125,7 +139,9 @@ impl H2Channel {
         options: ConnOptions,
     ) -> Result<Self, PushError> {
         if endpoint.is_tls() && tls.is_none() {
-            return Err(PushError::Config("https endpoint without a TLS config".into()));
+            return Err(PushError::Config(
+                "https endpoint without a TLS config".into(),
+            ));
         }
         // An h2c endpoint ignores any TLS config it was given.
         let tls = if endpoint.is_tls() { tls } else { None };
@@ -149,7 +165,10 @@ impl H2Channel {
     }
 
     /// Sends one request and reads the whole (bounded) response.
-    pub(crate) async fn send(&self, request: Request<Full<Bytes>>) -> Result<RawResponse, PushError> {
+    pub(crate) async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<RawResponse, PushError> {
         let exchange = async {
             let mut sender = self.sender().await?;
             let response = match sender.send_request(request).await {
@@ -172,7 +191,11 @@ impl H2Channel {
                     Err(e) => PushError::Config(format!("provider response body: {e}")),
                 })?
                 .to_bytes();
-            Ok(RawResponse { status: parts.status, headers: parts.headers, body })
+            Ok(RawResponse {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
         };
         match self.options.request_timeout {
             Some(limit) => tokio::time::timeout(limit, exchange)
@@ -184,7 +207,10 @@ impl H2Channel {
 
     fn forget(&self, dead: &SendRequest<Full<Bytes>>) {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if current.as_ref().is_some_and(|c| c.is_closed() || dead.is_closed()) {
+        if current
+            .as_ref()
+            .is_some_and(|c| c.is_closed() || dead.is_closed())
+        {
             *current = None;
         }
     }
@@ -216,8 +242,13 @@ impl H2Channel {
     async fn dial(&self) -> Result<SendRequest<Full<Bytes>>, PushError> {
         let ep = &self.endpoint;
         let addr = format!("{}:{}", ep.host, ep.port);
-        let connect_err = |source| PushError::Connect { host: addr.clone(), source };
-        let tcp = TcpStream::connect((ep.host.as_str(), ep.port)).await.map_err(connect_err)?;
+        let connect_err = |source| PushError::Connect {
+            host: addr.clone(),
+            source,
+        };
+        let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
+            .await
+            .map_err(connect_err)?;
         // Push requests are small and latency-bound; don't let Nagle hold them back.
         tcp.set_nodelay(true).map_err(connect_err)?;
         let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
@@ -237,7 +268,9 @@ impl H2Channel {
                     .await
                     .map_err(connect_err)?;
                 if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-                    return Err(connect_err(std::io::Error::other("server did not negotiate h2")));
+                    return Err(connect_err(std::io::Error::other(
+                        "server did not negotiate h2",
+                    )));
                 }
                 let (sender, conn) = builder.handshake(TokioIo::new(stream)).await?;
                 tokio::spawn(drive(conn, addr.clone()));

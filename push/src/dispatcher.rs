@@ -18,8 +18,8 @@ use crate::classify::{Classification, should_prune};
 use crate::fcm::{AndroidConfig, AndroidPriority, FcmMessage};
 use crate::metrics::{RequestLabels, labels};
 use crate::{
-    ApnsClient, FcmClient, Platform, PushError, PushKind, PushMetrics, PushQueue, PushRequest, QueuedPush, RetryPolicy,
-    UnixClock, Verdict,
+    ApnsClient, FcmClient, Platform, PushError, PushKind, PushMetrics, PushQueue, PushRequest,
+    QueuedPush, RetryPolicy, UnixClock, Verdict,
 };
 
 /// Dispatcher limits.
@@ -74,7 +74,12 @@ impl Routes {
 
     /// Sends `app`'s APNs pushes through `client` with `apns-topic` `topic` (the bundle id).
     /// Several apps may share one token-auth client.
-    pub fn apns(&mut self, app: impl Into<String>, client: Arc<ApnsClient>, topic: impl Into<String>) -> &mut Self {
+    pub fn apns(
+        &mut self,
+        app: impl Into<String>,
+        client: Arc<ApnsClient>,
+        topic: impl Into<String>,
+    ) -> &mut Self {
         self.apns.insert(app.into(), (client, topic.into()));
         self
     }
@@ -169,7 +174,9 @@ pub struct Dispatcher {
 
 impl std::fmt::Debug for Dispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dispatcher").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Dispatcher")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -201,11 +208,17 @@ impl Dispatcher {
             .map(|(c, _)| Arc::as_ptr(c) as usize)
             .chain(routes.fcm.values().map(|c| Arc::as_ptr(c) as usize));
         for key in keys {
-            providers.entry(key).or_insert_with(|| Arc::new(Semaphore::new(config.per_provider.max(1))));
+            providers
+                .entry(key)
+                .or_insert_with(|| Arc::new(Semaphore::new(config.per_provider.max(1))));
         }
-        let rng = config.rng_seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
+        let rng = config
+            .rng_seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
         if let Ok(depth) = queue.len() {
-            metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+            metrics
+                .queue_depth
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
         }
         let inner = Arc::new(Inner {
             global: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
@@ -242,10 +255,15 @@ impl Dispatcher {
         let depth = inner.queue.len()?;
         if depth >= inner.config.capacity {
             inner.metrics.shed.inc();
-            return Err(PushError::Shed { capacity: inner.config.capacity });
+            return Err(PushError::Shed {
+                capacity: inner.config.capacity,
+            });
         }
         let id = inner.queue.insert(request, now, expires)?;
-        inner.metrics.queue_depth.set(i64::try_from(depth + 1).unwrap_or(i64::MAX));
+        inner
+            .metrics
+            .queue_depth
+            .set(i64::try_from(depth + 1).unwrap_or(i64::MAX));
         inner.wake.notify_one();
         Ok(id)
     }
@@ -281,11 +299,23 @@ impl Inner {
     }
 
     fn apns_route(&self, request: &PushRequest) -> Result<&(Arc<ApnsClient>, String), PushError> {
-        self.routes.apns.get(&request.app).ok_or_else(|| PushError::NoRoute { app: request.app.clone(), platform: "apns" })
+        self.routes
+            .apns
+            .get(&request.app)
+            .ok_or_else(|| PushError::NoRoute {
+                app: request.app.clone(),
+                platform: "apns",
+            })
     }
 
     fn fcm_route(&self, request: &PushRequest) -> Result<&Arc<FcmClient>, PushError> {
-        self.routes.fcm.get(&request.app).ok_or_else(|| PushError::NoRoute { app: request.app.clone(), platform: "fcm" })
+        self.routes
+            .fcm
+            .get(&request.app)
+            .ok_or_else(|| PushError::NoRoute {
+                app: request.app.clone(),
+                platform: "fcm",
+            })
     }
 
     async fn run(self: Arc<Self>) {
@@ -294,7 +324,8 @@ impl Inner {
             let now = self.clock.now_ms();
             let due = {
                 let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-                self.queue.due(now, self.config.batch, &|id| in_flight.contains(&id))
+                self.queue
+                    .due(now, self.config.batch, &|id| in_flight.contains(&id))
             };
             let (items, next) = match due {
                 Ok(due) => due,
@@ -317,7 +348,10 @@ impl Inner {
                     p = Arc::clone(&self.global).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     _ = stop.changed() => return,
                 };
-                self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(item.id);
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(item.id);
                 tokio::spawn(Arc::clone(&self).process(item, permit));
             }
         }
@@ -327,14 +361,25 @@ impl Inner {
         let request = &item.request;
         let platform = request.device.platform;
         let provider_key = match platform {
-            Platform::Apns => self.routes.apns.get(&request.app).map(|(c, _)| Arc::as_ptr(c) as usize),
-            Platform::Fcm => self.routes.fcm.get(&request.app).map(|c| Arc::as_ptr(c) as usize),
+            Platform::Apns => self
+                .routes
+                .apns
+                .get(&request.app)
+                .map(|(c, _)| Arc::as_ptr(c) as usize),
+            Platform::Fcm => self
+                .routes
+                .fcm
+                .get(&request.app)
+                .map(|c| Arc::as_ptr(c) as usize),
         };
         let provider_sem = provider_key.and_then(|k| self.providers.get(&k)).cloned();
         let app_sem = {
             let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
             let per_app = self.config.per_app.max(1);
-            Arc::clone(apps.entry(request.app.clone()).or_insert_with(|| Arc::new(Semaphore::new(per_app))))
+            Arc::clone(
+                apps.entry(request.app.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(per_app))),
+            )
         };
         let _provider = match provider_sem {
             Some(s) => s.acquire_owned().await.ok(),
@@ -348,7 +393,10 @@ impl Inner {
         let started = Instant::now();
         let result = self.send(&item).await;
         gauge.dec();
-        self.metrics.latency.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .latency
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
         let attempts = item.attempts + 1;
         let (status, reason) = match &result {
             Ok(c) => (c.status.to_string(), c.reason.clone()),
@@ -356,12 +404,20 @@ impl Inner {
         };
         self.metrics
             .requests
-            .get_or_create(&RequestLabels { provider: label.provider.clone(), app: label.app.clone(), status, reason: reason.clone() })
+            .get_or_create(&RequestLabels {
+                provider: label.provider.clone(),
+                app: label.app.clone(),
+                status,
+                reason: reason.clone(),
+            })
             .inc();
 
         let verdict = match result {
             Ok(c) => c.verdict,
-            Err(e) if e.is_transport() => Verdict::Retryable { retry_after: None, min_delay: None },
+            Err(e) if e.is_transport() => Verdict::Retryable {
+                retry_after: None,
+                min_delay: None,
+            },
             Err(PushError::Auth(_) | PushError::Config(_)) => Verdict::AuthConfig,
             Err(_) => Verdict::Permanent { bad_token: false },
         };
@@ -369,24 +425,51 @@ impl Inner {
         let app = request.app.clone();
         let outcome = match verdict {
             Verdict::Delivered => Some(PushOutcome::Delivered { id, app, attempts }),
-            Verdict::Unregistered { since_ms } if should_prune(since_ms, request.device.registered_at_ms) => {
+            Verdict::Unregistered { since_ms }
+                if should_prune(since_ms, request.device.registered_at_ms) =>
+            {
                 self.metrics.pruned.get_or_create(&label).inc();
-                Some(PushOutcome::TokenPruned { id, request: Box::new(item.request.clone()), reason })
+                Some(PushOutcome::TokenPruned {
+                    id,
+                    request: Box::new(item.request.clone()),
+                    reason,
+                })
             }
-            Verdict::Unregistered { .. } => Some(PushOutcome::Failed { id, app, kind: FailureKind::StaleUnregistered, reason }),
+            Verdict::Unregistered { .. } => Some(PushOutcome::Failed {
+                id,
+                app,
+                kind: FailureKind::StaleUnregistered,
+                reason,
+            }),
             Verdict::Permanent { bad_token: true } => {
                 self.metrics.bad_device_token.get_or_create(&label).inc();
-                Some(PushOutcome::TokenRejected { id, request: Box::new(item.request.clone()), reason })
+                Some(PushOutcome::TokenRejected {
+                    id,
+                    request: Box::new(item.request.clone()),
+                    reason,
+                })
             }
-            Verdict::Permanent { bad_token: false } => Some(PushOutcome::Failed { id, app, kind: FailureKind::Permanent, reason }),
+            Verdict::Permanent { bad_token: false } => Some(PushOutcome::Failed {
+                id,
+                app,
+                kind: FailureKind::Permanent,
+                reason,
+            }),
             // RefreshAuth here means the client's one re-mint was refused too.
-            Verdict::AuthConfig | Verdict::RefreshAuth => Some(PushOutcome::Failed { id, app, kind: FailureKind::Auth, reason }),
+            Verdict::AuthConfig | Verdict::RefreshAuth => Some(PushOutcome::Failed {
+                id,
+                app,
+                kind: FailureKind::Auth,
+                reason,
+            }),
             retryable @ Verdict::Retryable { .. } => {
                 let now = self.clock.now_ms();
                 let remaining = Duration::from_millis(item.expires_at_ms.saturating_sub(now));
                 let delay = {
                     let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-                    self.config.retry.next_delay(attempts, &retryable, Some(remaining), &mut rng)
+                    self.config
+                        .retry
+                        .next_delay(attempts, &retryable, Some(remaining), &mut rng)
                 };
                 match delay {
                     Some(delay) => {
@@ -398,11 +481,21 @@ impl Inner {
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, id, "push reschedule failed");
-                                Some(PushOutcome::Failed { id, app, kind: FailureKind::Expired, reason: e.to_string() })
+                                Some(PushOutcome::Failed {
+                                    id,
+                                    app,
+                                    kind: FailureKind::Expired,
+                                    reason: e.to_string(),
+                                })
                             }
                         }
                     }
-                    None => Some(PushOutcome::Failed { id, app, kind: FailureKind::Expired, reason }),
+                    None => Some(PushOutcome::Failed {
+                        id,
+                        app,
+                        kind: FailureKind::Expired,
+                        reason,
+                    }),
                 }
             }
         };
@@ -411,11 +504,16 @@ impl Inner {
                 tracing::error!(error = %e, id, "push remove failed: it will be sent again after a restart");
             }
             if let Ok(depth) = self.queue.len() {
-                self.metrics.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+                self.metrics
+                    .queue_depth
+                    .set(i64::try_from(depth).unwrap_or(i64::MAX));
             }
             let _ = self.outcomes.send(outcome).await;
         }
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         self.wake.notify_one();
     }
 
@@ -430,7 +528,10 @@ impl Inner {
             Platform::Fcm => {
                 let client = self.fcm_route(request)?;
                 let left = item.expires_at_ms.saturating_sub(self.clock.now_ms()) / 1000;
-                Ok(client.send(&fcm_message(request, left)).await?.classification)
+                Ok(client
+                    .send(&fcm_message(request, left))
+                    .await?
+                    .classification)
             }
         }
     }
@@ -465,7 +566,9 @@ fn apns_notification(request: &PushRequest, topic: &str, expiration: u64) -> Apn
     n.expiration = (expiration != u64::MAX).then_some(expiration);
     n.collapse_id = request.collapse_id.clone();
     for (k, v) in &request.data {
-        n.payload.custom.insert(k.clone(), serde_json::Value::String(v.clone()));
+        n.payload
+            .custom
+            .insert(k.clone(), serde_json::Value::String(v.clone()));
     }
     n
 }
@@ -476,7 +579,8 @@ fn fcm_message(request: &PushRequest, ttl_secs: u64) -> FcmMessage {
         PushKind::Alert { title, body } => FcmMessage::notification(token, title, body),
         PushKind::WakeUp => FcmMessage::wake_up(token, Default::default()),
     };
-    m.data.extend(request.data.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m.data
+        .extend(request.data.iter().map(|(k, v)| (k.clone(), v.clone())));
     if let Some(badge) = request.badge {
         m.data.insert("badge".into(), badge.to_string());
     }

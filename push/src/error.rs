@@ -55,7 +55,10 @@ impl PushError {
     /// Whether the failure happened on the way to the provider (connection, stream, time-out),
     /// so the same request may succeed on a new attempt.
     pub fn is_transport(&self) -> bool {
-        matches!(self, Self::Connect { .. } | Self::Http(_) | Self::Timeout(_))
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Http(_) | Self::Timeout(_)
+        )
     }
 }
 

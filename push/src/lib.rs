@@ -32,21 +32,17 @@
 
 pub mod apns;
 pub mod classify;
+mod clock;
+mod conn;
 pub mod dispatcher;
 pub mod fcm;
 pub mod metrics;
-pub mod queue;
-mod request;
 #[cfg(feature = "mock")]
 pub mod mock;
-mod clock;
-mod conn;
+pub mod queue;
+mod request;
 
 mod error;
-
-
-
-
 
 pub mod retry;
 mod tls;
@@ -58,13 +54,10 @@ pub use conn::ConnOptions;
 
 pub use error::{AuthError, PayloadError, PushError, QueueError};
 
-
-
-
-pub use retry::RetryPolicy;
 pub use dispatcher::{Dispatcher, DispatcherConfig, FailureKind, PushOutcome, Routes};
 pub use fcm::{FcmClient, FcmConfig};
 pub use metrics::PushMetrics;
 pub use queue::{MemoryQueue, PushQueue, QueuedPush, RedbQueue};
 pub use request::{Device, Platform, PushKind, PushRequest};
+pub use retry::RetryPolicy;
 pub use tls::TrustRoots;

@@ -64,15 +64,51 @@ impl PushMetrics {
     pub fn new(registry: &mut Registry) -> Self {
         let metrics = Self::unregistered();
         let r = registry.sub_registry_with_prefix("push");
-        r.register("requests", "Provider requests by status and reason", metrics.requests.clone());
-        r.register("request_duration_seconds", "Provider request latency", metrics.latency.clone());
-        r.register("in_flight", "Provider requests in flight", metrics.in_flight.clone());
-        r.register("retries", "Pushes rescheduled for another attempt", metrics.retries.clone());
-        r.register("pruned_tokens", "Device tokens reported dead", metrics.pruned.clone());
-        r.register("bad_device_token", "Answers meaning a wrong token for this app/environment (kept, alert)", metrics.bad_device_token.clone());
-        r.register("token_refreshes", "Provider auth tokens minted or fetched", metrics.token_refreshes.clone());
-        r.register("queue_depth", "Pushes in the durable queue", metrics.queue_depth.clone());
-        r.register("shed", "Pushes refused because the queue was full", metrics.shed.clone());
+        r.register(
+            "requests",
+            "Provider requests by status and reason",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Provider request latency",
+            metrics.latency.clone(),
+        );
+        r.register(
+            "in_flight",
+            "Provider requests in flight",
+            metrics.in_flight.clone(),
+        );
+        r.register(
+            "retries",
+            "Pushes rescheduled for another attempt",
+            metrics.retries.clone(),
+        );
+        r.register(
+            "pruned_tokens",
+            "Device tokens reported dead",
+            metrics.pruned.clone(),
+        );
+        r.register(
+            "bad_device_token",
+            "Answers meaning a wrong token for this app/environment (kept, alert)",
+            metrics.bad_device_token.clone(),
+        );
+        r.register(
+            "token_refreshes",
+            "Provider auth tokens minted or fetched",
+            metrics.token_refreshes.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Pushes in the durable queue",
+            metrics.queue_depth.clone(),
+        );
+        r.register(
+            "shed",
+            "Pushes refused because the queue was full",
+            metrics.shed.clone(),
+        );
         metrics
     }
 
@@ -93,10 +129,15 @@ impl PushMetrics {
 
     /// The token-refresh counter for a client: pass it to `with_refresh_counter`.
     pub fn token_refresh_counter(&self, provider: crate::Platform, app: &str) -> Counter {
-        self.token_refreshes.get_or_create(&labels(provider, app)).clone()
+        self.token_refreshes
+            .get_or_create(&labels(provider, app))
+            .clone()
     }
 }
 
 pub(crate) fn labels(provider: crate::Platform, app: &str) -> ProviderLabels {
-    ProviderLabels { provider: provider.as_str().to_owned(), app: app.to_owned() }
+    ProviderLabels {
+        provider: provider.as_str().to_owned(),
+        app: app.to_owned(),
+    }
 }

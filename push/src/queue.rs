@@ -28,7 +28,12 @@ pub struct QueuedPush {
 /// Storage for pending pushes. Every method is a short synchronous transaction.
 pub trait PushQueue: Send + Sync + 'static {
     /// Stores a new push, returning its id.
-    fn insert(&self, request: PushRequest, not_before_ms: u64, expires_at_ms: u64) -> Result<u64, QueueError>;
+    fn insert(
+        &self,
+        request: PushRequest,
+        not_before_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<u64, QueueError>;
     /// Pushes stored.
     fn len(&self) -> Result<usize, QueueError>;
     /// Whether no push is stored.
@@ -80,11 +85,25 @@ impl MemoryQueue {
 }
 
 impl PushQueue for MemoryQueue {
-    fn insert(&self, request: PushRequest, not_before_ms: u64, expires_at_ms: u64) -> Result<u64, QueueError> {
+    fn insert(
+        &self,
+        request: PushRequest,
+        not_before_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<u64, QueueError> {
         let mut m = self.lock();
         m.next_id += 1;
         let id = m.next_id;
-        m.items.insert(id, QueuedPush { id, request, attempts: 0, not_before_ms, expires_at_ms });
+        m.items.insert(
+            id,
+            QueuedPush {
+                id,
+                request,
+                attempts: 0,
+                not_before_ms,
+                expires_at_ms,
+            },
+        );
         m.due.insert((not_before_ms, id));
         Ok(id)
     }
@@ -93,7 +112,12 @@ impl PushQueue for MemoryQueue {
         Ok(self.lock().items.len())
     }
 
-    fn due(&self, now_ms: u64, limit: usize, skip: &dyn Fn(u64) -> bool) -> Result<(Vec<QueuedPush>, Option<u64>), QueueError> {
+    fn due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        skip: &dyn Fn(u64) -> bool,
+    ) -> Result<(Vec<QueuedPush>, Option<u64>), QueueError> {
         let m = self.lock();
         let mut out = Vec::new();
         for &(at, id) in &m.due {
@@ -112,7 +136,9 @@ impl PushQueue for MemoryQueue {
 
     fn reschedule(&self, id: u64, attempts: u32, not_before_ms: u64) -> Result<(), QueueError> {
         let mut m = self.lock();
-        let Some(item) = m.items.get_mut(&id) else { return Ok(()) };
+        let Some(item) = m.items.get_mut(&id) else {
+            return Ok(());
+        };
         let old = (item.not_before_ms, id);
         item.attempts = attempts;
         item.not_before_ms = not_before_ms;
@@ -148,16 +174,24 @@ pub struct RedbQueue {
 
 impl std::fmt::Debug for RedbQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbQueue").field("len", &self.len.load(Ordering::Relaxed)).finish_non_exhaustive()
+        f.debug_struct("RedbQueue")
+            .field("len", &self.len.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 
 fn decode(id: u64, bytes: &[u8]) -> Result<QueuedPush, QueueError> {
-    serde_json::from_slice(bytes).map_err(|e| QueueError::Corrupt { id, why: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| QueueError::Corrupt {
+        id,
+        why: e.to_string(),
+    })
 }
 
 fn encode(item: &QueuedPush) -> Result<Vec<u8>, QueueError> {
-    serde_json::to_vec(item).map_err(|e| QueueError::Corrupt { id: item.id, why: e.to_string() })
+    serde_json::to_vec(item).map_err(|e| QueueError::Corrupt {
+        id: item.id,
+        why: e.to_string(),
+    })
 }
 
 impl RedbQueue {
@@ -172,14 +206,29 @@ impl RedbQueue {
             (last, usize::try_from(items.len()?).unwrap_or(usize::MAX))
         };
         txn.commit()?;
-        Ok(Self { db, next_id: AtomicU64::new(last + 1), len: AtomicUsize::new(len) })
+        Ok(Self {
+            db,
+            next_id: AtomicU64::new(last + 1),
+            len: AtomicUsize::new(len),
+        })
     }
 }
 
 impl PushQueue for RedbQueue {
-    fn insert(&self, request: PushRequest, not_before_ms: u64, expires_at_ms: u64) -> Result<u64, QueueError> {
+    fn insert(
+        &self,
+        request: PushRequest,
+        not_before_ms: u64,
+        expires_at_ms: u64,
+    ) -> Result<u64, QueueError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let item = QueuedPush { id, request, attempts: 0, not_before_ms, expires_at_ms };
+        let item = QueuedPush {
+            id,
+            request,
+            attempts: 0,
+            not_before_ms,
+            expires_at_ms,
+        };
         let bytes = encode(&item)?;
         let txn = self.db.begin_write()?;
         {
@@ -195,7 +244,12 @@ impl PushQueue for RedbQueue {
         Ok(self.len.load(Ordering::Relaxed))
     }
 
-    fn due(&self, now_ms: u64, limit: usize, skip: &dyn Fn(u64) -> bool) -> Result<(Vec<QueuedPush>, Option<u64>), QueueError> {
+    fn due(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        skip: &dyn Fn(u64) -> bool,
+    ) -> Result<(Vec<QueuedPush>, Option<u64>), QueueError> {
         let txn = self.db.begin_read()?;
         let items = txn.open_table(ITEMS)?;
         let due = txn.open_table(DUE)?;
@@ -226,7 +280,11 @@ impl PushQueue for RedbQueue {
                 None => return Ok(()),
             };
             due.remove((current.not_before_ms, id))?;
-            let item = QueuedPush { attempts, not_before_ms, ..current };
+            let item = QueuedPush {
+                attempts,
+                not_before_ms,
+                ..current
+            };
             items.insert(id, encode(&item)?.as_slice())?;
             due.insert((not_before_ms, id), ())?;
         }
@@ -239,7 +297,10 @@ impl PushQueue for RedbQueue {
         let removed = {
             let mut items = txn.open_table(ITEMS)?;
             let mut due = txn.open_table(DUE)?;
-            let removed = items.remove(id)?.map(|bytes| decode(id, bytes.value())).transpose()?;
+            let removed = items
+                .remove(id)?
+                .map(|bytes| decode(id, bytes.value()))
+                .transpose()?;
             if let Some(item) = &removed {
                 due.remove((item.not_before_ms, id))?;
             }

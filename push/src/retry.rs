@@ -18,7 +18,11 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     /// 1 s, 2 s, 4 s … up to 5 min, 8 attempts: the shape FCM's scaling guide asks for.
     fn default() -> Self {
-        Self { base: Duration::from_secs(1), max_delay: Duration::from_secs(300), max_attempts: 8 }
+        Self {
+            base: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            max_attempts: 8,
+        }
     }
 }
 
@@ -41,7 +45,10 @@ impl RetryPolicy {
             return None;
         }
         let (retry_after, min_delay) = match verdict {
-            Verdict::Retryable { retry_after, min_delay } => (*retry_after, *min_delay),
+            Verdict::Retryable {
+                retry_after,
+                min_delay,
+            } => (*retry_after, *min_delay),
             _ => (None, None),
         };
         let shift = attempts.saturating_sub(1).min(31);
@@ -64,7 +71,10 @@ mod tests {
     use super::*;
 
     fn transient() -> Verdict {
-        Verdict::Retryable { retry_after: None, min_delay: None }
+        Verdict::Retryable {
+            retry_after: None,
+            min_delay: None,
+        }
     }
 
     #[test]
@@ -73,8 +83,13 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         for attempt in 1..8u32 {
             let exp = Duration::from_secs(1 << (attempt - 1)).min(p.max_delay);
-            let d = p.next_delay(attempt, &transient(), None, &mut rng).expect("retry");
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} vs {exp:?}");
+            let d = p
+                .next_delay(attempt, &transient(), None, &mut rng)
+                .expect("retry");
+            assert!(
+                d >= exp / 2 && d <= exp,
+                "attempt {attempt}: {d:?} vs {exp:?}"
+            );
         }
     }
 
@@ -83,7 +98,9 @@ mod tests {
         let p = RetryPolicy::default();
         let run = |seed| {
             let mut rng = fastrand::Rng::with_seed(seed);
-            (1..6).map(|a| p.next_delay(a, &transient(), None, &mut rng)).collect::<Vec<_>>()
+            (1..6)
+                .map(|a| p.next_delay(a, &transient(), None, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -91,9 +108,14 @@ mod tests {
 
     #[test]
     fn caps_at_max_delay_and_gives_up_after_max_attempts() {
-        let p = RetryPolicy { max_attempts: 30, ..RetryPolicy::default() };
+        let p = RetryPolicy {
+            max_attempts: 30,
+            ..RetryPolicy::default()
+        };
         let mut rng = fastrand::Rng::with_seed(1);
-        let d = p.next_delay(25, &transient(), None, &mut rng).expect("retry");
+        let d = p
+            .next_delay(25, &transient(), None, &mut rng)
+            .expect("retry");
         assert!(d <= p.max_delay && d >= p.max_delay / 2);
         assert_eq!(p.next_delay(30, &transient(), None, &mut rng), None);
     }
@@ -102,21 +124,48 @@ mod tests {
     fn honours_retry_after_and_quota_floor() {
         let p = RetryPolicy::default();
         let mut rng = fastrand::Rng::with_seed(3);
-        let v = Verdict::Retryable { retry_after: Some(Duration::from_secs(30)), min_delay: None };
-        assert_eq!(p.next_delay(1, &v, None, &mut rng), Some(Duration::from_secs(30)));
-        let quota = Verdict::Retryable { retry_after: None, min_delay: Some(Duration::from_secs(60)) };
-        assert_eq!(p.next_delay(1, &quota, None, &mut rng), Some(Duration::from_secs(60)));
+        let v = Verdict::Retryable {
+            retry_after: Some(Duration::from_secs(30)),
+            min_delay: None,
+        };
+        assert_eq!(
+            p.next_delay(1, &v, None, &mut rng),
+            Some(Duration::from_secs(30))
+        );
+        let quota = Verdict::Retryable {
+            retry_after: None,
+            min_delay: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            p.next_delay(1, &quota, None, &mut rng),
+            Some(Duration::from_secs(60))
+        );
         // A Retry-After above max_delay still wins: the provider knows better.
-        let long = Verdict::Retryable { retry_after: Some(Duration::from_secs(900)), min_delay: None };
-        assert_eq!(p.next_delay(1, &long, None, &mut rng), Some(Duration::from_secs(900)));
+        let long = Verdict::Retryable {
+            retry_after: Some(Duration::from_secs(900)),
+            min_delay: None,
+        };
+        assert_eq!(
+            p.next_delay(1, &long, None, &mut rng),
+            Some(Duration::from_secs(900))
+        );
     }
 
     #[test]
     fn gives_up_when_the_retry_would_land_after_expiry() {
         let p = RetryPolicy::default();
         let mut rng = fastrand::Rng::with_seed(9);
-        let v = Verdict::Retryable { retry_after: Some(Duration::from_secs(120)), min_delay: None };
-        assert_eq!(p.next_delay(1, &v, Some(Duration::from_secs(60)), &mut rng), None);
-        assert!(p.next_delay(1, &v, Some(Duration::from_secs(600)), &mut rng).is_some());
+        let v = Verdict::Retryable {
+            retry_after: Some(Duration::from_secs(120)),
+            min_delay: None,
+        };
+        assert_eq!(
+            p.next_delay(1, &v, Some(Duration::from_secs(60)), &mut rng),
+            None
+        );
+        assert!(
+            p.next_delay(1, &v, Some(Duration::from_secs(600)), &mut rng)
+                .is_some()
+        );
     }
 }

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use imgate_push::mock::{ApnsReply, ApnsTestKey, FcmReply, MockApns, MockApnsConfig};
 use imgate_push::{
-    ApnsClient, Device, Dispatcher, DispatcherConfig, FailureKind, FcmClient, MemoryQueue, Platform, PushError, PushKind,
-    PushMetrics, PushOutcome, PushQueue, PushRequest, RedbQueue, RetryPolicy, Routes,
+    ApnsClient, Device, Dispatcher, DispatcherConfig, FailureKind, FcmClient, MemoryQueue,
+    Platform, PushError, PushKind, PushMetrics, PushOutcome, PushQueue, PushRequest, RedbQueue,
+    RetryPolicy, Routes,
 };
 use support::{TOPIC, apns_config, apns_pair, device, fcm_pair, no_timers};
 use tokio::sync::mpsc::Receiver;
@@ -17,8 +18,15 @@ use tokio::sync::mpsc::Receiver;
 fn push(platform: Platform, token: String, registered_at_ms: u64) -> PushRequest {
     PushRequest {
         app: "chat".into(),
-        device: Device { platform, token, registered_at_ms },
-        kind: PushKind::Alert { title: "Ann".into(), body: "hi".into() },
+        device: Device {
+            platform,
+            token,
+            registered_at_ms,
+        },
+        kind: PushKind::Alert {
+            title: "Ann".into(),
+            body: "hi".into(),
+        },
         badge: Some(1),
         collapse_id: Some("conv-1".into()),
         ttl_secs: 3600,
@@ -28,7 +36,11 @@ fn push(platform: Platform, token: String, registered_at_ms: u64) -> PushRequest
 
 fn fast_retries() -> DispatcherConfig {
     DispatcherConfig {
-        retry: RetryPolicy { base: Duration::from_millis(20), max_delay: Duration::from_millis(100), max_attempts: 50 },
+        retry: RetryPolicy {
+            base: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            max_attempts: 50,
+        },
         rng_seed: Some(1),
         ..DispatcherConfig::default()
     }
@@ -37,7 +49,10 @@ fn fast_retries() -> DispatcherConfig {
 async fn outcomes(rx: &mut Receiver<PushOutcome>, n: usize) -> HashMap<u64, PushOutcome> {
     let mut out = HashMap::new();
     while out.len() < n {
-        let o = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("outcome in time").expect("open");
+        let o = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("outcome in time")
+            .expect("open");
         let id = match &o {
             PushOutcome::Delivered { id, .. }
             | PushOutcome::TokenPruned { id, .. }
@@ -52,28 +67,82 @@ async fn outcomes(rx: &mut Receiver<PushOutcome>, n: usize) -> HashMap<u64, Push
 #[tokio::test]
 async fn apns_outcomes_prune_only_dead_tokens() {
     let (mock, client, _key) = apns_pair().await;
-    mock.script(&device(1), [ApnsReply::Unregistered { timestamp_ms: 5_000 }]);
-    mock.script(&device(2), [ApnsReply::Unregistered { timestamp_ms: 5_000 }]);
+    mock.script(
+        &device(1),
+        [ApnsReply::Unregistered {
+            timestamp_ms: 5_000,
+        }],
+    );
+    mock.script(
+        &device(2),
+        [ApnsReply::Unregistered {
+            timestamp_ms: 5_000,
+        }],
+    );
     mock.script(&device(3), [ApnsReply::BadDeviceToken]);
-    mock.script(&device(4), [ApnsReply::ServiceUnavailable(Some(0)), ApnsReply::TooManyRequests(None)]);
+    mock.script(
+        &device(4),
+        [
+            ApnsReply::ServiceUnavailable(Some(0)),
+            ApnsReply::TooManyRequests(None),
+        ],
+    );
     let mut routes = Routes::new();
     routes.apns("chat", Arc::new(client), TOPIC);
     let metrics = PushMetrics::unregistered();
-    let (d, mut rx) = Dispatcher::start(fast_retries(), routes, Arc::new(MemoryQueue::new()), metrics.clone());
-    let dead = d.submit(push(Platform::Apns, device(1), 1_000)).expect("submit");
-    let reregistered = d.submit(push(Platform::Apns, device(2), 9_000)).expect("submit");
-    let bad = d.submit(push(Platform::Apns, device(3), 1_000)).expect("submit");
-    let flaky = d.submit(push(Platform::Apns, device(4), 1_000)).expect("submit");
+    let (d, mut rx) = Dispatcher::start(
+        fast_retries(),
+        routes,
+        Arc::new(MemoryQueue::new()),
+        metrics.clone(),
+    );
+    let dead = d
+        .submit(push(Platform::Apns, device(1), 1_000))
+        .expect("submit");
+    let reregistered = d
+        .submit(push(Platform::Apns, device(2), 9_000))
+        .expect("submit");
+    let bad = d
+        .submit(push(Platform::Apns, device(3), 1_000))
+        .expect("submit");
+    let flaky = d
+        .submit(push(Platform::Apns, device(4), 1_000))
+        .expect("submit");
     let out = outcomes(&mut rx, 4).await;
 
-    assert!(matches!(&out[&dead], PushOutcome::TokenPruned { request, .. } if request.device.token == device(1)));
-    assert!(matches!(&out[&reregistered], PushOutcome::Failed { kind: FailureKind::StaleUnregistered, .. }));
-    assert!(matches!(&out[&bad], PushOutcome::TokenRejected { reason, .. } if reason == "BadDeviceToken"));
-    assert!(matches!(&out[&flaky], PushOutcome::Delivered { attempts: 3, .. }));
-    let per_token = |t: u64| mock.requests().iter().filter(|r| r.device_token == device(t)).count();
-    assert_eq!((per_token(1), per_token(2), per_token(3), per_token(4)), (1, 1, 1, 3), "dead tokens are never retried");
+    assert!(
+        matches!(&out[&dead], PushOutcome::TokenPruned { request, .. } if request.device.token == device(1))
+    );
+    assert!(matches!(
+        &out[&reregistered],
+        PushOutcome::Failed {
+            kind: FailureKind::StaleUnregistered,
+            ..
+        }
+    ));
+    assert!(
+        matches!(&out[&bad], PushOutcome::TokenRejected { reason, .. } if reason == "BadDeviceToken")
+    );
+    assert!(matches!(
+        &out[&flaky],
+        PushOutcome::Delivered { attempts: 3, .. }
+    ));
+    let per_token = |t: u64| {
+        mock.requests()
+            .iter()
+            .filter(|r| r.device_token == device(t))
+            .count()
+    };
+    assert_eq!(
+        (per_token(1), per_token(2), per_token(3), per_token(4)),
+        (1, 1, 1, 3),
+        "dead tokens are never retried"
+    );
 
-    let label = imgate_push::metrics::ProviderLabels { provider: "apns".into(), app: "chat".into() };
+    let label = imgate_push::metrics::ProviderLabels {
+        provider: "apns".into(),
+        app: "chat".into(),
+    };
     assert_eq!(metrics.pruned.get_or_create(&label).get(), 1);
     assert_eq!(metrics.bad_device_token.get_or_create(&label).get(), 1);
     assert_eq!(metrics.retries.get_or_create(&label).get(), 2);
@@ -88,16 +157,36 @@ async fn fcm_unregistered_is_pruned_and_quota_retry_is_capped_by_ttl() {
     mock.script("quota", [FcmReply::QuotaExceeded(Some(120))]);
     let mut routes = Routes::new();
     routes.fcm("chat", Arc::new(client));
-    let (d, mut rx) = Dispatcher::start(fast_retries(), routes, Arc::new(MemoryQueue::new()), PushMetrics::unregistered());
-    let gone = d.submit(push(Platform::Fcm, "gone".into(), 0)).expect("submit");
+    let (d, mut rx) = Dispatcher::start(
+        fast_retries(),
+        routes,
+        Arc::new(MemoryQueue::new()),
+        PushMetrics::unregistered(),
+    );
+    let gone = d
+        .submit(push(Platform::Fcm, "gone".into(), 0))
+        .expect("submit");
     let mut short = push(Platform::Fcm, "quota".into(), 0);
     short.ttl_secs = 60; // Retry-After 120 s lands after expiry: give up now.
     let quota = d.submit(short).expect("submit");
-    let ok = d.submit(push(Platform::Fcm, "fine".into(), 0)).expect("submit");
+    let ok = d
+        .submit(push(Platform::Fcm, "fine".into(), 0))
+        .expect("submit");
     let out = outcomes(&mut rx, 3).await;
-    assert!(matches!(&out[&gone], PushOutcome::TokenPruned { reason, .. } if reason == "UNREGISTERED"));
-    assert!(matches!(&out[&quota], PushOutcome::Failed { kind: FailureKind::Expired, .. }));
-    assert!(matches!(&out[&ok], PushOutcome::Delivered { attempts: 1, .. }));
+    assert!(
+        matches!(&out[&gone], PushOutcome::TokenPruned { reason, .. } if reason == "UNREGISTERED")
+    );
+    assert!(matches!(
+        &out[&quota],
+        PushOutcome::Failed {
+            kind: FailureKind::Expired,
+            ..
+        }
+    ));
+    assert!(matches!(
+        &out[&ok],
+        PushOutcome::Delivered { attempts: 1, .. }
+    ));
     assert_eq!(mock.send_count(), 3);
     d.shutdown().await;
 }
@@ -105,25 +194,40 @@ async fn fcm_unregistered_is_pruned_and_quota_retry_is_capped_by_ttl() {
 #[tokio::test]
 async fn a_full_queue_sheds_visibly_and_bad_payloads_are_refused() {
     let key = ApnsTestKey::generate().expect("key");
-    let down = MockApns::start(MockApnsConfig::token(&key)).await.expect("mock");
+    let down = MockApns::start(MockApnsConfig::token(&key))
+        .await
+        .expect("mock");
     let config = apns_config(&down, &key, no_timers());
     down.shutdown(); // nothing listens: every send fails and is rescheduled far out
     let mut routes = Routes::new();
-    routes.apns("chat", Arc::new(ApnsClient::new(&config).expect("client")), TOPIC);
+    routes.apns(
+        "chat",
+        Arc::new(ApnsClient::new(&config).expect("client")),
+        TOPIC,
+    );
     let metrics = PushMetrics::unregistered();
     let dc = DispatcherConfig {
         capacity: 3,
-        retry: RetryPolicy { base: Duration::from_secs(600), ..RetryPolicy::default() },
+        retry: RetryPolicy {
+            base: Duration::from_secs(600),
+            ..RetryPolicy::default()
+        },
         ..DispatcherConfig::default()
     };
     let (d, _rx) = Dispatcher::start(dc, routes, Arc::new(MemoryQueue::new()), metrics.clone());
     for n in 0..3 {
         d.submit(push(Platform::Apns, device(n), 0)).expect("room");
     }
-    assert!(matches!(d.submit(push(Platform::Apns, device(9), 0)), Err(PushError::Shed { capacity: 3 })));
+    assert!(matches!(
+        d.submit(push(Platform::Apns, device(9), 0)),
+        Err(PushError::Shed { capacity: 3 })
+    ));
     assert_eq!(metrics.shed.get(), 1);
     let mut big = push(Platform::Apns, device(10), 0);
-    big.kind = PushKind::Alert { title: "t".into(), body: "x".repeat(5000) };
+    big.kind = PushKind::Alert {
+        title: "t".into(),
+        body: "x".repeat(5000),
+    };
     assert!(matches!(d.submit(big), Err(PushError::Payload(_))));
     let mut other = push(Platform::Fcm, "t".into(), 0);
     other.app = "unknown".into();
@@ -133,7 +237,11 @@ async fn a_full_queue_sheds_visibly_and_bad_payloads_are_refused() {
 
 #[tokio::test]
 async fn a_restart_loses_nothing_and_sends_nothing_twice() {
-    let dir = std::env::temp_dir().join(format!("imgate-push-restart-{}-{}", std::process::id(), fastrand::u64(..)));
+    let dir = std::env::temp_dir().join(format!(
+        "imgate-push-restart-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("queue.redb");
     let key = ApnsTestKey::generate().expect("key");
@@ -141,30 +249,55 @@ async fn a_restart_loses_nothing_and_sends_nothing_twice() {
 
     // Run 1: the provider is down. Pushes are accepted, fail, and wait in the queue.
     {
-        let down = MockApns::start(MockApnsConfig::token(&key)).await.expect("mock");
+        let down = MockApns::start(MockApnsConfig::token(&key))
+            .await
+            .expect("mock");
         let config = apns_config(&down, &key, no_timers());
         down.shutdown();
         let mut routes = Routes::new();
-        routes.apns("chat", Arc::new(ApnsClient::new(&config).expect("client")), TOPIC);
+        routes.apns(
+            "chat",
+            Arc::new(ApnsClient::new(&config).expect("client")),
+            TOPIC,
+        );
         let queue = Arc::new(RedbQueue::open(&path).expect("open"));
-        let (d, mut rx) = Dispatcher::start(fast_retries(), routes, queue, PushMetrics::unregistered());
+        let (d, mut rx) =
+            Dispatcher::start(fast_retries(), routes, queue, PushMetrics::unregistered());
         for n in 0..N {
-            d.submit(push(Platform::Apns, device(n), 0)).expect("submit");
+            d.submit(push(Platform::Apns, device(n), 0))
+                .expect("submit");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(rx.try_recv().is_err(), "nothing can finish while the provider is down");
+        assert!(
+            rx.try_recv().is_err(),
+            "nothing can finish while the provider is down"
+        );
         d.shutdown().await;
     } // queue, client and dispatcher dropped: the process "restarts"
 
     // Run 2: reopen the file with the provider up.
     let queue = Arc::new(RedbQueue::open(&path).expect("reopen"));
     assert_eq!(queue.len().expect("len"), N as usize);
-    let up = MockApns::start(MockApnsConfig::token(&key)).await.expect("mock");
+    let up = MockApns::start(MockApnsConfig::token(&key))
+        .await
+        .expect("mock");
     let mut routes = Routes::new();
-    routes.apns("chat", Arc::new(ApnsClient::new(&apns_config(&up, &key, no_timers())).expect("client")), TOPIC);
-    let (d, mut rx) = Dispatcher::start(fast_retries(), routes, Arc::clone(&queue) as Arc<dyn PushQueue>, PushMetrics::unregistered());
+    routes.apns(
+        "chat",
+        Arc::new(ApnsClient::new(&apns_config(&up, &key, no_timers())).expect("client")),
+        TOPIC,
+    );
+    let (d, mut rx) = Dispatcher::start(
+        fast_retries(),
+        routes,
+        Arc::clone(&queue) as Arc<dyn PushQueue>,
+        PushMetrics::unregistered(),
+    );
     let out = outcomes(&mut rx, N as usize).await;
-    assert!(out.values().all(|o| matches!(o, PushOutcome::Delivered { .. })));
+    assert!(
+        out.values()
+            .all(|o| matches!(o, PushOutcome::Delivered { .. }))
+    );
     d.shutdown().await;
     let mut seen: Vec<String> = up.requests().into_iter().map(|r| r.device_token).collect();
     seen.sort();

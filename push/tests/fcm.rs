@@ -27,16 +27,33 @@ async fn notification_and_wake_up_reach_messages_send_with_one_token() {
     });
     let r = client.send(&m).await.expect("send");
     assert_eq!(r.classification.verdict, Verdict::Delivered);
-    assert!(r.name.is_some_and(|n| n.starts_with(&format!("projects/{PROJECT}/messages/"))));
-    let wake = FcmMessage::wake_up("tok-2", BTreeMap::from([("conv".to_owned(), "42".to_owned())]));
-    assert_eq!(client.send(&wake).await.expect("send").classification.verdict, Verdict::Delivered);
+    assert!(
+        r.name
+            .is_some_and(|n| n.starts_with(&format!("projects/{PROJECT}/messages/")))
+    );
+    let wake = FcmMessage::wake_up(
+        "tok-2",
+        BTreeMap::from([("conv".to_owned(), "42".to_owned())]),
+    );
+    assert_eq!(
+        client
+            .send(&wake)
+            .await
+            .expect("send")
+            .classification
+            .verdict,
+        Verdict::Delivered
+    );
 
     let recs = mock.requests();
     assert_eq!(recs[0].message["android"]["ttl"], "3600s");
     assert_eq!(recs[0].message["android"]["collapse_key"], "conv-42");
     assert_eq!(recs[0].message["apns"]["headers"]["apns-priority"], "10");
     assert_eq!(recs[1].message["data"]["conv"], "42");
-    assert!(recs[1].message.get("notification").is_none(), "wake-up is data-only");
+    assert!(
+        recs[1].message.get("notification").is_none(),
+        "wake-up is data-only"
+    );
     assert_eq!(mock.token_requests(), 1, "the access token is cached");
     assert_eq!(client.connections_opened(), 1);
 }
@@ -52,29 +69,72 @@ async fn error_paths_classify_from_the_real_bodies() {
     mock.script("broken", [FcmReply::Internal]);
     let verdict = |t: &'static str| {
         let client = &client;
-        async move { client.send(&FcmMessage::notification(t, "t", "b")).await.expect("send").classification }
+        async move {
+            client
+                .send(&FcmMessage::notification(t, "t", "b"))
+                .await
+                .expect("send")
+                .classification
+        }
     };
     let c = verdict("gone").await;
-    assert_eq!((c.status, c.reason.as_str(), c.verdict), (404, "UNREGISTERED", Verdict::Unregistered { since_ms: None }));
-    assert_eq!(verdict("malformed").await.verdict, Verdict::Permanent { bad_token: true });
-    assert_eq!(verdict("other-project").await.verdict, Verdict::Permanent { bad_token: true });
+    assert_eq!(
+        (c.status, c.reason.as_str(), c.verdict),
+        (
+            404,
+            "UNREGISTERED",
+            Verdict::Unregistered { since_ms: None }
+        )
+    );
+    assert_eq!(
+        verdict("malformed").await.verdict,
+        Verdict::Permanent { bad_token: true }
+    );
+    assert_eq!(
+        verdict("other-project").await.verdict,
+        Verdict::Permanent { bad_token: true }
+    );
     assert_eq!(
         verdict("quota").await.verdict,
-        Verdict::Retryable { retry_after: Some(Duration::from_secs(90)), min_delay: Some(Duration::from_secs(60)) }
+        Verdict::Retryable {
+            retry_after: Some(Duration::from_secs(90)),
+            min_delay: Some(Duration::from_secs(60))
+        }
     );
-    assert_eq!(verdict("busy").await.verdict, Verdict::Retryable { retry_after: Some(Duration::from_secs(5)), min_delay: None });
-    assert!(matches!(verdict("broken").await.verdict, Verdict::Retryable { retry_after: None, .. }));
+    assert_eq!(
+        verdict("busy").await.verdict,
+        Verdict::Retryable {
+            retry_after: Some(Duration::from_secs(5)),
+            min_delay: None
+        }
+    );
+    assert!(matches!(
+        verdict("broken").await.verdict,
+        Verdict::Retryable {
+            retry_after: None,
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
 async fn schema_violations_come_back_as_invalid_argument() {
     let (mock, client) = fcm_pair().await;
     let mut m = FcmMessage::notification("tok", "t", "b");
-    m.android = Some(AndroidConfig { ttl: Some(Duration::from_millis(1500)), ..AndroidConfig::default() });
+    m.android = Some(AndroidConfig {
+        ttl: Some(Duration::from_millis(1500)),
+        ..AndroidConfig::default()
+    });
     // Fractional seconds are valid protobuf durations.
-    assert_eq!(client.send(&m).await.expect("send").classification.verdict, Verdict::Delivered);
+    assert_eq!(
+        client.send(&m).await.expect("send").classification.verdict,
+        Verdict::Delivered
+    );
     let big = FcmMessage::notification("tok", "t", &"x".repeat(4100));
-    assert!(matches!(client.send(&big).await, Err(PushError::Payload(PayloadError::TooLarge { .. }))));
+    assert!(matches!(
+        client.send(&big).await,
+        Err(PushError::Payload(PayloadError::TooLarge { .. }))
+    ));
     assert_eq!(mock.send_count(), 1, "the oversized message never left");
 }
 
@@ -82,7 +142,10 @@ async fn schema_violations_come_back_as_invalid_argument() {
 async fn a_401_refetches_the_access_token_once() {
     let (mock, client) = fcm_pair().await;
     mock.script("tok", [FcmReply::Unauthenticated]);
-    let r = client.send(&FcmMessage::notification("tok", "t", "b")).await.expect("send");
+    let r = client
+        .send(&FcmMessage::notification("tok", "t", "b"))
+        .await
+        .expect("send");
     assert_eq!(r.classification.verdict, Verdict::Delivered);
     assert_eq!(mock.token_requests(), 2);
     assert_eq!(client.token_refreshes(), 2);
@@ -95,16 +158,34 @@ async fn access_token_is_refreshed_before_expires_in() {
     let client = FcmClient::new(&fcm_config(&mock, no_timers())).expect("client");
     let send = |t: &'static str| {
         let client = &client;
-        async move { client.send(&FcmMessage::notification(t, "t", "b")).await.expect("send").classification.verdict }
+        async move {
+            client
+                .send(&FcmMessage::notification(t, "t", "b"))
+                .await
+                .expect("send")
+                .classification
+                .verdict
+        }
     };
     assert_eq!(send("a").await, Verdict::Delivered);
     tokio::time::advance(Duration::from_secs(480)).await;
     assert_eq!(send("b").await, Verdict::Delivered);
-    assert_eq!(mock.token_requests(), 1, "8 min into a 10 min token: reuse it");
+    assert_eq!(
+        mock.token_requests(),
+        1,
+        "8 min into a 10 min token: reuse it"
+    );
     tokio::time::advance(Duration::from_secs(90)).await;
     assert_eq!(send("c").await, Verdict::Delivered);
-    assert_eq!(mock.token_requests(), 2, "within a minute of expiry: refreshed first");
-    assert!(mock.requests().iter().all(|r| r.status == 200), "no request ever carried an expired token");
+    assert_eq!(
+        mock.token_requests(),
+        2,
+        "within a minute of expiry: refreshed first"
+    );
+    assert!(
+        mock.requests().iter().all(|r| r.status == 200),
+        "no request ever carried an expired token"
+    );
 }
 
 #[tokio::test]
@@ -114,10 +195,17 @@ async fn a_burst_shares_one_connection_and_one_token() {
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..500 {
         let client = Arc::clone(&client);
-        tasks.spawn(async move { client.send(&FcmMessage::notification(format!("tok-{n}"), "t", "b")).await });
+        tasks.spawn(async move {
+            client
+                .send(&FcmMessage::notification(format!("tok-{n}"), "t", "b"))
+                .await
+        });
     }
     while let Some(r) = tasks.join_next().await {
-        assert_eq!(r.expect("join").expect("send").classification.verdict, Verdict::Delivered);
+        assert_eq!(
+            r.expect("join").expect("send").classification.verdict,
+            Verdict::Delivered
+        );
     }
     assert_eq!(mock.token_requests(), 1);
     assert_eq!(client.connections_opened(), 1);

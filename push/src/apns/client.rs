@@ -45,17 +45,36 @@ impl ApnsClient {
     pub fn with_clock(config: &ApnsConfig, clock: UnixClock) -> Result<Self, PushError> {
         let endpoint = Endpoint::parse(&config.base_url)?;
         let (jwt, identity) = match &config.auth {
-            ApnsAuth::Token { key_pem, key_id, team_id } => {
-                (Some(JwtCache::new(key_pem, key_id, team_id, config.token_refresh, clock)?), None)
-            }
-            ApnsAuth::Certificate { chain_pem, key_pem } => {
-                (None, Some(ClientIdentity { chain_pem: chain_pem.clone(), key_pem: key_pem.clone() }))
-            }
+            ApnsAuth::Token {
+                key_pem,
+                key_id,
+                team_id,
+            } => (
+                Some(JwtCache::new(
+                    key_pem,
+                    key_id,
+                    team_id,
+                    config.token_refresh,
+                    clock,
+                )?),
+                None,
+            ),
+            ApnsAuth::Certificate { chain_pem, key_pem } => (
+                None,
+                Some(ClientIdentity {
+                    chain_pem: chain_pem.clone(),
+                    key_pem: key_pem.clone(),
+                }),
+            ),
         };
         // APNs is HTTP/2-only: offer nothing else in ALPN.
         let tls = client_config(&config.trust, identity.as_ref(), &[b"h2"])?;
         let channel = H2Channel::new(endpoint, Some(tls), config.conn.clone())?;
-        Ok(Self { channel, jwt, clock })
+        Ok(Self {
+            channel,
+            jwt,
+            clock,
+        })
     }
 
     /// Counts JWT mints into `counter` (for [`crate::PushMetrics::token_refreshes`]).
@@ -88,8 +107,16 @@ impl ApnsClient {
         loop {
             let request = self.request(n, body.clone(), token.as_deref())?;
             let raw = self.channel.send(request).await?;
-            let retry_after = raw.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
-            let classification = classify_apns(raw.status.as_u16(), &raw.body, retry_after, self.clock.now_ms());
+            let retry_after = raw
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok());
+            let classification = classify_apns(
+                raw.status.as_u16(),
+                &raw.body,
+                retry_after,
+                self.clock.now_ms(),
+            );
             if classification.verdict == Verdict::RefreshAuth
                 && !refreshed
                 && let (Some(jwt), Some(rejected)) = (&self.jwt, &token)
@@ -98,26 +125,53 @@ impl ApnsClient {
                 token = Some(jwt.replace(rejected)?);
                 continue;
             }
-            let apns_id = raw.headers.get("apns-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-            return Ok(ApnsResponse { classification, apns_id });
+            let apns_id = raw
+                .headers
+                .get("apns-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            return Ok(ApnsResponse {
+                classification,
+                apns_id,
+            });
         }
     }
 
-    fn request(&self, n: &ApnsNotification, body: Bytes, token: Option<&str>) -> Result<Request<Full<Bytes>>, PushError> {
-        let uri = self.channel.endpoint().uri(&format!("/3/device/{}", n.device_token));
+    fn request(
+        &self,
+        n: &ApnsNotification,
+        body: Bytes,
+        token: Option<&str>,
+    ) -> Result<Request<Full<Bytes>>, PushError> {
+        let uri = self
+            .channel
+            .endpoint()
+            .uri(&format!("/3/device/{}", n.device_token));
         let mut req = Request::builder().method(Method::POST).uri(uri);
         let headers = req
             .headers_mut()
             .ok_or_else(|| PushError::Config("APNs request URI rejected".into()))?;
         let value = |field: &'static str, v: &str| {
-            HeaderValue::from_str(v).map_err(|_| PayloadError::Invalid { field, why: "not a valid header value".into() })
+            HeaderValue::from_str(v).map_err(|_| PayloadError::Invalid {
+                field,
+                why: "not a valid header value".into(),
+            })
         };
         if let Some(token) = token {
-            headers.insert(http::header::AUTHORIZATION, value("authorization", &format!("bearer {token}"))?);
+            headers.insert(
+                http::header::AUTHORIZATION,
+                value("authorization", &format!("bearer {token}"))?,
+            );
         }
         headers.insert("apns-topic", value("apns-topic", &n.topic)?);
-        headers.insert("apns-push-type", HeaderValue::from_static(n.push_type.as_str()));
-        headers.insert("apns-priority", HeaderValue::from_static(n.effective_priority().as_str()));
+        headers.insert(
+            "apns-push-type",
+            HeaderValue::from_static(n.push_type.as_str()),
+        );
+        headers.insert(
+            "apns-priority",
+            HeaderValue::from_static(n.effective_priority().as_str()),
+        );
         if let Some(exp) = n.expiration {
             headers.insert("apns-expiration", HeaderValue::from(exp));
         }
@@ -127,7 +181,7 @@ impl ApnsClient {
         if let Some(id) = &n.apns_id {
             headers.insert("apns-id", value("apns-id", id)?);
         }
-        req.body(Full::new(body)).map_err(|e| PushError::Config(format!("APNs request: {e}")))
+        req.body(Full::new(body))
+            .map_err(|e| PushError::Config(format!("APNs request: {e}")))
     }
 }
-

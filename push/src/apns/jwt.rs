@@ -44,7 +44,8 @@ impl JwtCache {
         refresh_after: Duration,
         clock: UnixClock,
     ) -> Result<Self, AuthError> {
-        let key = EncodingKey::from_ec_pem(key_pem).map_err(|e| AuthError::Key(format!("APNs .p8 key: {e}")))?;
+        let key = EncodingKey::from_ec_pem(key_pem)
+            .map_err(|e| AuthError::Key(format!("APNs .p8 key: {e}")))?;
         // Apple's documented header is exactly {"alg","kid"}; leave `typ` out.
         let mut header = Header::new(Algorithm::ES256);
         header.typ = None;
@@ -81,11 +82,17 @@ impl JwtCache {
     }
 
     fn mint(&self, state: &mut Option<Minted>) -> Result<Arc<str>, AuthError> {
-        let claims = Claims { iss: &self.team_id, iat: self.clock.now_secs() };
+        let claims = Claims {
+            iss: &self.team_id,
+            iat: self.clock.now_secs(),
+        };
         let token: Arc<str> = jsonwebtoken::encode(&self.header, &claims, &self.key)
             .map_err(|e| AuthError::Key(format!("sign APNs JWT: {e}")))?
             .into();
-        *state = Some(Minted { token: Arc::clone(&token), at: Instant::now() });
+        *state = Some(Minted {
+            token: Arc::clone(&token),
+            at: Instant::now(),
+        });
         self.mints.inc();
         Ok(token)
     }

@@ -9,8 +9,8 @@ use std::time::Duration;
 pub use client::{ApnsClient, ApnsResponse};
 pub(crate) use payload::is_uuid as payload_is_uuid;
 pub use payload::{
-    Alert, ApnsNotification, ApnsPayload, Aps, COLLAPSE_ID_MAX, PAYLOAD_MAX, PAYLOAD_MAX_VOIP, Priority,
-    PushType,
+    Alert, ApnsNotification, ApnsPayload, Aps, COLLAPSE_ID_MAX, PAYLOAD_MAX, PAYLOAD_MAX_VOIP,
+    Priority, PushType,
 };
 
 use crate::{ConnOptions, TrustRoots};
@@ -49,9 +49,13 @@ impl std::fmt::Debug for ApnsAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
         match self {
-            Self::Token { key_id, team_id, .. } => {
-                f.debug_struct("Token").field("key_id", key_id).field("team_id", team_id).finish()
-            }
+            Self::Token {
+                key_id, team_id, ..
+            } => f
+                .debug_struct("Token")
+                .field("key_id", key_id)
+                .field("team_id", team_id)
+                .finish(),
             Self::Certificate { .. } => f.write_str("Certificate"),
         }
     }
@@ -75,7 +79,11 @@ pub struct ApnsConfig {
 
 impl ApnsConfig {
     /// Token auth against production.
-    pub fn token(key_pem: impl Into<Vec<u8>>, key_id: impl Into<String>, team_id: impl Into<String>) -> Self {
+    pub fn token(
+        key_pem: impl Into<Vec<u8>>,
+        key_id: impl Into<String>,
+        team_id: impl Into<String>,
+    ) -> Self {
         Self::with_auth(ApnsAuth::Token {
             key_pem: key_pem.into(),
             key_id: key_id.into(),
@@ -85,7 +93,10 @@ impl ApnsConfig {
 
     /// Certificate auth against production.
     pub fn certificate(chain_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
-        Self::with_auth(ApnsAuth::Certificate { chain_pem: chain_pem.into(), key_pem: key_pem.into() })
+        Self::with_auth(ApnsAuth::Certificate {
+            chain_pem: chain_pem.into(),
+            key_pem: key_pem.into(),
+        })
     }
 
     fn with_auth(auth: ApnsAuth) -> Self {

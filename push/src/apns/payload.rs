@@ -83,7 +83,11 @@ impl PushType {
 
     /// The payload size limit for this type.
     pub fn payload_limit(self) -> usize {
-        if self == Self::Voip { PAYLOAD_MAX_VOIP } else { PAYLOAD_MAX }
+        if self == Self::Voip {
+            PAYLOAD_MAX_VOIP
+        } else {
+            PAYLOAD_MAX
+        }
     }
 }
 
@@ -183,9 +187,18 @@ pub struct ApnsNotification {
 
 impl ApnsNotification {
     /// A visible alert (push type `alert`, priority 10).
-    pub fn alert(device_token: impl Into<String>, topic: impl Into<String>, title: &str, body: &str) -> Self {
+    pub fn alert(
+        device_token: impl Into<String>,
+        topic: impl Into<String>,
+        title: &str,
+        body: &str,
+    ) -> Self {
         let aps = Aps {
-            alert: Some(Alert { title: Some(title.to_owned()), subtitle: None, body: Some(body.to_owned()) }),
+            alert: Some(Alert {
+                title: Some(title.to_owned()),
+                subtitle: None,
+                body: Some(body.to_owned()),
+            }),
             ..Aps::default()
         };
         Self::new(device_token, topic, PushType::Alert, aps)
@@ -194,11 +207,19 @@ impl ApnsNotification {
     /// A silent wake-up: `content-available: 1`, push type `background`, priority 5, and no
     /// alert, sound or badge (Apple throttles or rejects background pushes that carry them).
     pub fn wake_up(device_token: impl Into<String>, topic: impl Into<String>) -> Self {
-        let aps = Aps { content_available: Some(1), ..Aps::default() };
+        let aps = Aps {
+            content_available: Some(1),
+            ..Aps::default()
+        };
         Self::new(device_token, topic, PushType::Background, aps)
     }
 
-    fn new(device_token: impl Into<String>, topic: impl Into<String>, push_type: PushType, aps: Aps) -> Self {
+    fn new(
+        device_token: impl Into<String>,
+        topic: impl Into<String>,
+        push_type: PushType,
+        aps: Aps,
+    ) -> Self {
         Self {
             device_token: device_token.into(),
             topic: topic.into(),
@@ -207,7 +228,10 @@ impl ApnsNotification {
             expiration: None,
             collapse_id: None,
             apns_id: None,
-            payload: ApnsPayload { aps, custom: serde_json::Map::new() },
+            payload: ApnsPayload {
+                aps,
+                custom: serde_json::Map::new(),
+            },
         }
     }
 
@@ -224,28 +248,46 @@ impl ApnsNotification {
     pub fn encode(&self) -> Result<Bytes, PayloadError> {
         validate_device_token(&self.device_token)?;
         if self.topic.is_empty() || !self.topic.is_ascii() {
-            return Err(PayloadError::Invalid { field: "apns-topic", why: "empty or not ASCII".into() });
+            return Err(PayloadError::Invalid {
+                field: "apns-topic",
+                why: "empty or not ASCII".into(),
+            });
         }
         if let Some(id) = &self.collapse_id {
             if id.len() > COLLAPSE_ID_MAX {
                 return Err(PayloadError::CollapseIdTooLong(id.len()));
             }
             if id.bytes().any(|b| b.is_ascii_control()) {
-                return Err(PayloadError::Invalid { field: "apns-collapse-id", why: "control character".into() });
+                return Err(PayloadError::Invalid {
+                    field: "apns-collapse-id",
+                    why: "control character".into(),
+                });
             }
         }
         if let Some(id) = &self.apns_id
             && !is_uuid(id)
         {
-            return Err(PayloadError::Invalid { field: "apns-id", why: "not a lowercase 8-4-4-4-12 UUID".into() });
+            return Err(PayloadError::Invalid {
+                field: "apns-id",
+                why: "not a lowercase 8-4-4-4-12 UUID".into(),
+            });
         }
-        if self.push_type == PushType::Background && self.effective_priority() == Priority::Immediate {
-            return Err(PayloadError::Invalid { field: "apns-priority", why: "10 on a background push".into() });
+        if self.push_type == PushType::Background
+            && self.effective_priority() == Priority::Immediate
+        {
+            return Err(PayloadError::Invalid {
+                field: "apns-priority",
+                why: "10 on a background push".into(),
+            });
         }
-        let body = serde_json::to_vec(&self.payload).map_err(|e| PayloadError::Encode(e.to_string()))?;
+        let body =
+            serde_json::to_vec(&self.payload).map_err(|e| PayloadError::Encode(e.to_string()))?;
         let limit = self.push_type.payload_limit();
         if body.len() > limit {
-            return Err(PayloadError::TooLarge { size: body.len(), limit });
+            return Err(PayloadError::TooLarge {
+                size: body.len(),
+                limit,
+            });
         }
         Ok(Bytes::from(body))
     }
@@ -255,7 +297,10 @@ fn validate_device_token(token: &str) -> Result<(), PayloadError> {
     // Apple documents tokens as opaque hex of varying length; anything else would be spliced
     // into the request path.
     if token.is_empty() || token.len() > 200 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(PayloadError::Invalid { field: "device token", why: "not hex".into() });
+        return Err(PayloadError::Invalid {
+            field: "device token",
+            why: "not hex".into(),
+        });
     }
     Ok(())
 }
@@ -280,13 +325,15 @@ mod tests {
     fn alert_and_wake_up_bodies() {
         let mut n = ApnsNotification::alert(TOKEN, "com.example", "Ann", "hi");
         n.payload.aps.badge = Some(3);
-        let body: serde_json::Value = serde_json::from_slice(&n.encode().expect("encode")).expect("json");
+        let body: serde_json::Value =
+            serde_json::from_slice(&n.encode().expect("encode")).expect("json");
         assert_eq!(body["aps"]["alert"]["body"], "hi");
         assert_eq!(body["aps"]["badge"], 3);
         assert_eq!(n.effective_priority(), Priority::Immediate);
 
         let w = ApnsNotification::wake_up(TOKEN, "com.example");
-        let body: serde_json::Value = serde_json::from_slice(&w.encode().expect("encode")).expect("json");
+        let body: serde_json::Value =
+            serde_json::from_slice(&w.encode().expect("encode")).expect("json");
         assert_eq!(body, serde_json::json!({"aps": {"content-available": 1}}));
         assert_eq!(w.effective_priority(), Priority::PowerAware);
     }
@@ -294,15 +341,27 @@ mod tests {
     #[test]
     fn limits_are_checked_before_sending() {
         let mut n = ApnsNotification::alert(TOKEN, "com.example", "t", &"x".repeat(5000));
-        assert!(matches!(n.encode(), Err(PayloadError::TooLarge { limit: 4096, .. })));
+        assert!(matches!(
+            n.encode(),
+            Err(PayloadError::TooLarge { limit: 4096, .. })
+        ));
         n.push_type = PushType::Voip;
-        n.payload.aps.alert = Some(Alert { body: Some("x".repeat(4500)), ..Alert::default() });
+        n.payload.aps.alert = Some(Alert {
+            body: Some("x".repeat(4500)),
+            ..Alert::default()
+        });
         assert!(n.encode().is_ok(), "VoIP allows 5 KiB");
         n.collapse_id = Some("c".repeat(65));
         assert_eq!(n.encode(), Err(PayloadError::CollapseIdTooLong(65)));
         n.collapse_id = Some("c".repeat(64));
         n.apns_id = Some("not-a-uuid".into());
-        assert!(matches!(n.encode(), Err(PayloadError::Invalid { field: "apns-id", .. })));
+        assert!(matches!(
+            n.encode(),
+            Err(PayloadError::Invalid {
+                field: "apns-id",
+                ..
+            })
+        ));
     }
 
     #[test]

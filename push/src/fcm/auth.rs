@@ -56,7 +56,9 @@ pub(crate) struct TokenSource {
 
 impl std::fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSource").field("token_uri", &self.token_uri).finish_non_exhaustive()
+        f.debug_struct("TokenSource")
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,7 +100,10 @@ impl TokenSource {
     /// requests saw the 401).
     pub(crate) async fn invalidate(&self, rejected: &Arc<str>) {
         let mut cache = self.cache.lock().await;
-        if cache.as_ref().is_some_and(|c| Arc::ptr_eq(&c.token, rejected)) {
+        if cache
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.token, rejected))
+        {
             *cache = None;
         }
     }
@@ -115,27 +120,43 @@ impl TokenSource {
         let assertion = jsonwebtoken::encode(&self.header, &claims, &self.key)
             .map_err(|e| AuthError::Key(format!("sign assertion: {e}")))?;
         // The grant is a constant and a JWT is base64url plus dots: only ':' needs escaping.
-        let form = format!("grant_type={}&assertion={assertion}", JWT_BEARER_GRANT.replace(':', "%3A"));
+        let form = format!(
+            "grant_type={}&assertion={assertion}",
+            JWT_BEARER_GRANT.replace(':', "%3A")
+        );
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.channel.endpoint().uri(""))
-            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
             .body(Full::new(Bytes::from(form)))
             .map_err(|e| PushError::Config(format!("token request: {e}")))?;
         let started = Instant::now();
         let raw = self.channel.send(request).await?;
-        let reply: Option<TokenReply> =
-            if raw.status.is_success() { serde_json::from_slice(&raw.body).ok() } else { None };
+        let reply: Option<TokenReply> = if raw.status.is_success() {
+            serde_json::from_slice(&raw.body).ok()
+        } else {
+            None
+        };
         let Some(reply) = reply else {
             let body = String::from_utf8_lossy(&raw.body[..raw.body.len().min(512)]).into_owned();
-            return Err(AuthError::TokenEndpoint { status: raw.status.as_u16(), body }.into());
+            return Err(AuthError::TokenEndpoint {
+                status: raw.status.as_u16(),
+                body,
+            }
+            .into());
         };
         let lifetime = Duration::from_secs(reply.expires_in);
         // Count the lifetime from when we asked, and refresh `margin` early (or halfway for a
         // token too short-lived for the margin) so no request carries an expired token.
         let lead = self.margin.min(lifetime / 2);
         let token: Arc<str> = reply.access_token.into();
-        *cache = Some(Cached { token: Arc::clone(&token), refresh_at: started + lifetime - lead });
+        *cache = Some(Cached {
+            token: Arc::clone(&token),
+            refresh_at: started + lifetime - lead,
+        });
         self.refreshes.inc();
         Ok(token)
     }

@@ -39,7 +39,11 @@ impl FcmClient {
     /// Builds the client with an explicit wall clock (tests).
     pub fn with_clock(config: &FcmConfig, clock: UnixClock) -> Result<Self, PushError> {
         let project = &config.account.project_id;
-        if project.is_empty() || !project.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if project.is_empty()
+            || !project
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(PushError::Config(format!("FCM project id {project:?}")));
         }
         let endpoint = Endpoint::parse(&config.base_url)?;
@@ -77,20 +81,38 @@ impl FcmClient {
             let request = Request::builder()
                 .method(Method::POST)
                 .uri(self.channel.endpoint().uri(&self.send_path))
-                .header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .header(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )
                 .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
                 .body(Full::new(body.clone()))
                 .map_err(|e| PushError::Config(format!("FCM request: {e}")))?;
             let raw = self.channel.send(request).await?;
-            let retry_after = raw.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
-            let classification = classify_fcm(raw.status.as_u16(), &raw.body, retry_after, self.clock.now_ms());
+            let retry_after = raw
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok());
+            let classification = classify_fcm(
+                raw.status.as_u16(),
+                &raw.body,
+                retry_after,
+                self.clock.now_ms(),
+            );
             if classification.verdict == Verdict::RefreshAuth && !refreshed {
                 refreshed = true;
                 self.auth.invalidate(&token).await;
                 continue;
             }
-            let name = if classification.verdict == Verdict::Delivered { success_name(&raw.body) } else { None };
-            return Ok(FcmResponse { classification, name });
+            let name = if classification.verdict == Verdict::Delivered {
+                success_name(&raw.body)
+            } else {
+                None
+            };
+            return Ok(FcmResponse {
+                classification,
+                name,
+            });
         }
     }
 }

@@ -65,7 +65,10 @@ pub struct AndroidConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub collapse_key: Option<String>,
     /// How long FCM keeps the message (serialised as `"3600s"`; max 4 weeks).
-    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration_string")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration_string"
+    )]
     pub ttl: Option<Duration>,
     /// Only deliver to this package.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,7 +119,10 @@ impl FcmMessage {
         Self {
             token: token.into(),
             data,
-            android: Some(AndroidConfig { priority: Some(AndroidPriority::High), ..AndroidConfig::default() }),
+            android: Some(AndroidConfig {
+                priority: Some(AndroidPriority::High),
+                ..AndroidConfig::default()
+            }),
             ..Self::default()
         }
     }
@@ -124,11 +130,18 @@ impl FcmMessage {
     /// Validates and encodes the `messages:send` body.
     pub fn encode(&self) -> Result<Bytes, PayloadError> {
         if self.token.is_empty() {
-            return Err(PayloadError::Invalid { field: "token", why: "empty".into() });
+            return Err(PayloadError::Invalid {
+                field: "token",
+                why: "empty".into(),
+            });
         }
-        let body = serde_json::to_vec(&SendRequest { message: self }).map_err(|e| PayloadError::Encode(e.to_string()))?;
+        let body = serde_json::to_vec(&SendRequest { message: self })
+            .map_err(|e| PayloadError::Encode(e.to_string()))?;
         if body.len() > MESSAGE_MAX {
-            return Err(PayloadError::TooLarge { size: body.len(), limit: MESSAGE_MAX });
+            return Err(PayloadError::TooLarge {
+                size: body.len(),
+                limit: MESSAGE_MAX,
+            });
         }
         Ok(Bytes::from(body))
     }
@@ -140,12 +153,14 @@ mod tests {
 
     #[test]
     fn wire_shape() {
-        let mut m = FcmMessage::wake_up("tok", BTreeMap::from([("conv".to_owned(), "7".to_owned())]));
+        let mut m =
+            FcmMessage::wake_up("tok", BTreeMap::from([("conv".to_owned(), "7".to_owned())]));
         if let Some(a) = &mut m.android {
             a.collapse_key = Some("conv-7".into());
             a.ttl = Some(Duration::from_secs(3600));
         }
-        let v: serde_json::Value = serde_json::from_slice(&m.encode().expect("encode")).expect("json");
+        let v: serde_json::Value =
+            serde_json::from_slice(&m.encode().expect("encode")).expect("json");
         assert_eq!(
             v,
             serde_json::json!({"message": {"token": "tok", "data": {"conv": "7"},

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use client::{FcmClient, FcmResponse};
-pub use message::{AndroidConfig, AndroidPriority, ApnsOverride, FcmMessage, FcmNotification, MESSAGE_MAX};
+pub use message::{
+    AndroidConfig, AndroidPriority, ApnsOverride, FcmMessage, FcmNotification, MESSAGE_MAX,
+};
 
 use crate::{ConnOptions, PushError, TrustRoots};
 
@@ -52,7 +54,8 @@ impl std::fmt::Debug for ServiceAccount {
 impl ServiceAccount {
     /// Parses a service-account JSON key file.
     pub fn from_json(json: &[u8]) -> Result<Self, PushError> {
-        serde_json::from_slice(json).map_err(|e| PushError::Config(format!("service account JSON: {e}")))
+        serde_json::from_slice(json)
+            .map_err(|e| PushError::Config(format!("service account JSON: {e}")))
     }
 }
 

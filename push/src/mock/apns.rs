@@ -136,7 +136,9 @@ impl std::fmt::Debug for ApnsHandler {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -147,13 +149,20 @@ impl MockApns {
     }
 
     /// Starts a mock serving a certificate from `pki`.
-    pub async fn start_with_pki(config: MockApnsConfig, pki: Arc<TestPki>) -> Result<Self, PushError> {
+    pub async fn start_with_pki(
+        config: MockApnsConfig,
+        pki: Arc<TestPki>,
+    ) -> Result<Self, PushError> {
         Self::start_on(config, pki, 0).await
     }
 
     /// Starts a mock on a given loopback port (`0`: any), e.g. to stand in for one that was
     /// shut down.
-    pub async fn start_on(config: MockApnsConfig, pki: Arc<TestPki>, port: u16) -> Result<Self, PushError> {
+    pub async fn start_on(
+        config: MockApnsConfig,
+        pki: Arc<TestPki>,
+        port: u16,
+    ) -> Result<Self, PushError> {
         let key = match &config.auth {
             MockApnsAuth::Token { public_pem, .. } => Some(
                 DecodingKey::from_ec_pem(public_pem.as_bytes())
@@ -162,9 +171,18 @@ impl MockApns {
             MockApnsAuth::Certificate => None,
         };
         let tls = pki.server_config(&[b"h2"], matches!(config.auth, MockApnsAuth::Certificate))?;
-        let handler = Arc::new(ApnsHandler { config, key, clock: UnixClock::system(), state: Mutex::default() });
+        let handler = Arc::new(ApnsHandler {
+            config,
+            key,
+            clock: UnixClock::system(),
+            state: Mutex::default(),
+        });
         let server = Server::spawn(Some(tls), Arc::clone(&handler), port).await?;
-        Ok(Self { server, handler, pki })
+        Ok(Self {
+            server,
+            handler,
+            pki,
+        })
     }
 
     /// `https://localhost:<port>`: the client's base URL.
@@ -184,7 +202,12 @@ impl MockApns {
 
     /// Queues answers for `device_token`, used in order; afterwards it gets 200.
     pub fn script(&self, device_token: &str, replies: impl IntoIterator<Item = ApnsReply>) {
-        self.handler.lock().scripts.entry(device_token.to_owned()).or_default().extend(replies);
+        self.handler
+            .lock()
+            .scripts
+            .entry(device_token.to_owned())
+            .or_default()
+            .extend(replies);
     }
 
     /// Every request recorded so far.
@@ -218,23 +241,44 @@ impl ApnsHandler {
     }
 
     /// Apple's checks, in Apple's order; `Err` carries (status, reason).
-    fn check(&self, conn: ConnInfo, parts: &http::request::Parts, body: Option<&Bytes>) -> Result<String, (u16, &'static str)> {
+    fn check(
+        &self,
+        conn: ConnInfo,
+        parts: &http::request::Parts,
+        body: Option<&Bytes>,
+    ) -> Result<String, (u16, &'static str)> {
         if parts.method != Method::POST {
             return Err((405, "MethodNotAllowed"));
         }
-        let token = parts.uri.path().strip_prefix("/3/device/").ok_or((404, "BadPath"))?;
+        let token = parts
+            .uri
+            .path()
+            .strip_prefix("/3/device/")
+            .ok_or((404, "BadPath"))?;
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err((400, "BadDeviceToken"));
         }
         let h = &parts.headers;
-        for name in ["authorization", "apns-topic", "apns-push-type", "apns-priority", "apns-expiration", "apns-collapse-id", "apns-id"] {
+        for name in [
+            "authorization",
+            "apns-topic",
+            "apns-push-type",
+            "apns-priority",
+            "apns-expiration",
+            "apns-collapse-id",
+            "apns-id",
+        ] {
             if h.get_all(name).iter().count() > 1 {
                 return Err((400, "DuplicateHeaders"));
             }
         }
         match &self.config.auth {
-            MockApnsAuth::Token { key_id, team_id, .. } => self.check_jwt(h, key_id, team_id)?,
-            MockApnsAuth::Certificate if !conn.client_cert => return Err((403, "MissingProviderToken")),
+            MockApnsAuth::Token {
+                key_id, team_id, ..
+            } => self.check_jwt(h, key_id, team_id)?,
+            MockApnsAuth::Certificate if !conn.client_cert => {
+                return Err((403, "MissingProviderToken"));
+            }
             MockApnsAuth::Certificate => {}
         }
         let header = |name| h.get(name).and_then(|v| v.to_str().ok());
@@ -246,21 +290,34 @@ impl ApnsHandler {
                 PushType::Alert
             }
         };
-        let bundle = topic.strip_suffix(push_type.topic_suffix()).ok_or((400, "BadTopic"))?;
-        if self.config.bundle_id.as_deref().is_some_and(|b| b != bundle) {
+        let bundle = topic
+            .strip_suffix(push_type.topic_suffix())
+            .ok_or((400, "BadTopic"))?;
+        if self
+            .config
+            .bundle_id
+            .as_deref()
+            .is_some_and(|b| b != bundle)
+        {
             return Err((400, "DeviceTokenNotForTopic"));
         }
         let priority = header("apns-priority").unwrap_or("10");
-        if !["10", "5", "1"].contains(&priority) || (push_type == PushType::Background && priority == "10") {
+        if !["10", "5", "1"].contains(&priority)
+            || (push_type == PushType::Background && priority == "10")
+        {
             return Err((400, "BadPriority"));
         }
         if header("apns-expiration").is_some_and(|v| v.parse::<u64>().is_err()) {
             return Err((400, "BadExpirationDate"));
         }
-        if h.get("apns-collapse-id").is_some_and(|v| v.len() > crate::apns::COLLAPSE_ID_MAX) {
+        if h.get("apns-collapse-id")
+            .is_some_and(|v| v.len() > crate::apns::COLLAPSE_ID_MAX)
+        {
             return Err((400, "BadCollapseId"));
         }
-        if header("apns-id").is_some_and(|v| !payload_is_uuid(v)) || (h.contains_key("apns-id") && header("apns-id").is_none()) {
+        if header("apns-id").is_some_and(|v| !payload_is_uuid(v))
+            || (h.contains_key("apns-id") && header("apns-id").is_none())
+        {
             return Err((400, "BadMessageId"));
         }
         let body = body.ok_or((413, "PayloadTooLarge"))?;
@@ -270,18 +327,35 @@ impl ApnsHandler {
         if body.len() > push_type.payload_limit() {
             return Err((413, "PayloadTooLarge"));
         }
-        let payload: serde_json::Value = serde_json::from_slice(body).map_err(|_| (400, "BadPayload"))?;
-        let aps = payload.get("aps").and_then(|a| a.as_object()).ok_or((400, "BadPayload"))?;
+        let payload: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| (400, "BadPayload"))?;
+        let aps = payload
+            .get("aps")
+            .and_then(|a| a.as_object())
+            .ok_or((400, "BadPayload"))?;
         if push_type == PushType::Background
-            && (aps.get("content-available") != Some(&json!(1)) || ["alert", "sound", "badge"].iter().any(|k| aps.contains_key(*k)))
+            && (aps.get("content-available") != Some(&json!(1))
+                || ["alert", "sound", "badge"]
+                    .iter()
+                    .any(|k| aps.contains_key(*k)))
         {
-            self.lock().violations.push(format!("background push with aps {}", serde_json::Value::Object(aps.clone())));
+            self.lock().violations.push(format!(
+                "background push with aps {}",
+                serde_json::Value::Object(aps.clone())
+            ));
         }
         Ok(token.to_owned())
     }
 
-    fn check_jwt(&self, h: &HeaderMap, key_id: &str, team_id: &str) -> Result<(), (u16, &'static str)> {
-        let auth = h.get("authorization").ok_or((403, "MissingProviderToken"))?;
+    fn check_jwt(
+        &self,
+        h: &HeaderMap,
+        key_id: &str,
+        team_id: &str,
+    ) -> Result<(), (u16, &'static str)> {
+        let auth = h
+            .get("authorization")
+            .ok_or((403, "MissingProviderToken"))?;
         let auth = auth.to_str().map_err(|_| (403, "InvalidProviderToken"))?;
         let jwt = auth
             .strip_prefix("bearer ")
@@ -294,7 +368,9 @@ impl ApnsHandler {
         }
         let key = self.key.as_ref().ok_or(invalid)?;
         // Verify over the exact bytes sent, not a re-encoding.
-        if !jsonwebtoken::crypto::verify(&sig, input.as_bytes(), key, Algorithm::ES256).unwrap_or(false) {
+        if !jsonwebtoken::crypto::verify(&sig, input.as_bytes(), key, Algorithm::ES256)
+            .unwrap_or(false)
+        {
             return Err(invalid);
         }
         let iat = claims["iat"].as_u64().ok_or(invalid)?;
@@ -319,13 +395,26 @@ impl ApnsHandler {
 }
 
 impl Handler for ApnsHandler {
-    fn handle(&self, conn: ConnInfo, parts: http::request::Parts, body: Option<Bytes>) -> Response<Full<Bytes>> {
+    fn handle(
+        &self,
+        conn: ConnInfo,
+        parts: http::request::Parts,
+        body: Option<Bytes>,
+    ) -> Response<Full<Bytes>> {
         let checked = self.check(conn, &parts, body.as_ref());
         let (status, reason, resp) = match checked {
-            Err((status, reason)) => (status, Some(reason.to_owned()), json(status, &json!({ "reason": reason }))),
+            Err((status, reason)) => (
+                status,
+                Some(reason.to_owned()),
+                json(status, &json!({ "reason": reason })),
+            ),
             Ok(token) => {
                 let mut state = self.lock();
-                let reply = state.scripts.get_mut(&token).and_then(VecDeque::pop_front).unwrap_or(ApnsReply::Ok);
+                let reply = state
+                    .scripts
+                    .get_mut(&token)
+                    .and_then(VecDeque::pop_front)
+                    .unwrap_or(ApnsReply::Ok);
                 if reply == ApnsReply::ExpiredProviderToken {
                     // The provider will (correctly) mint a new token right away.
                     state.allow_new_token = true;
@@ -335,11 +424,10 @@ impl Handler for ApnsHandler {
             }
         };
         let mut resp = resp;
-        let id = parts
-            .headers
-            .get("apns-id")
-            .cloned()
-            .unwrap_or_else(|| http::HeaderValue::from_str(&random_uuid()).unwrap_or(http::HeaderValue::from_static("x")));
+        let id = parts.headers.get("apns-id").cloned().unwrap_or_else(|| {
+            http::HeaderValue::from_str(&random_uuid())
+                .unwrap_or(http::HeaderValue::from_static("x"))
+        });
         resp.headers_mut().insert("apns-id", id);
         let mut state = self.lock();
         state.requests += 1;
@@ -362,7 +450,8 @@ fn reply_response(reply: ApnsReply) -> (u16, Option<String>, Response<Full<Bytes
     let error = |status: u16, reason: &str, retry_after: Option<u64>| {
         let mut resp = json(status, &json!({ "reason": reason }));
         if let Some(secs) = retry_after {
-            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         (status, Some(reason.to_owned()), resp)
     };
@@ -372,9 +461,14 @@ fn reply_response(reply: ApnsReply) -> (u16, Option<String>, Response<Full<Bytes
             *resp.status_mut() = http::StatusCode::OK;
             (200, None, resp)
         }
-        ApnsReply::Unregistered { timestamp_ms } => {
-            (410, Some("Unregistered".into()), json(410, &json!({ "reason": "Unregistered", "timestamp": timestamp_ms })))
-        }
+        ApnsReply::Unregistered { timestamp_ms } => (
+            410,
+            Some("Unregistered".into()),
+            json(
+                410,
+                &json!({ "reason": "Unregistered", "timestamp": timestamp_ms }),
+            ),
+        ),
         ApnsReply::BadDeviceToken => error(400, "BadDeviceToken", None),
         ApnsReply::TooManyRequests(after) => error(429, "TooManyRequests", after),
         ApnsReply::ServiceUnavailable(after) => error(503, "ServiceUnavailable", after),

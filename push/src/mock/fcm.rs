@@ -114,7 +114,10 @@ impl MockFcm {
     pub async fn start(config: MockFcmConfig) -> Result<Self, PushError> {
         let key = DecodingKey::from_rsa_pem(config.public_pem.as_bytes())
             .map_err(|e| PushError::Config(format!("mock FCM key: {e}")))?;
-        let state = State { expires_in: config.expires_in, ..State::default() };
+        let state = State {
+            expires_in: config.expires_in,
+            ..State::default()
+        };
         let handler = Arc::new(FcmHandler {
             config,
             key,
@@ -124,7 +127,11 @@ impl MockFcm {
         });
         let server = Server::spawn(None, Arc::clone(&handler), 0).await?;
         let mock = Self { server, handler };
-        *mock.handler.token_uri.lock().unwrap_or_else(|p| p.into_inner()) = mock.token_uri();
+        *mock
+            .handler
+            .token_uri
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = mock.token_uri();
         Ok(mock)
     }
 
@@ -140,7 +147,12 @@ impl MockFcm {
 
     /// Queues answers for registration `token`, used in order; afterwards it gets 200.
     pub fn script(&self, token: &str, replies: impl IntoIterator<Item = FcmReply>) {
-        self.handler.lock().scripts.entry(token.to_owned()).or_default().extend(replies);
+        self.handler
+            .lock()
+            .scripts
+            .entry(token.to_owned())
+            .or_default()
+            .extend(replies);
     }
 
     /// Changes `expires_in` for tokens issued from now on.
@@ -177,11 +189,19 @@ fn rpc_error(status: u16, rpc: &str, message: &str, code: Option<&str>) -> Rejec
     if let Some(code) = code {
         details.push(json!({"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}));
     }
-    (status, json!({"error": {"code": status, "message": message, "status": rpc, "details": details}}))
+    (
+        status,
+        json!({"error": {"code": status, "message": message, "status": rpc, "details": details}}),
+    )
 }
 
 fn invalid_field(field: &str, description: &str) -> Reject {
-    let (status, mut body) = rpc_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument.", Some("INVALID_ARGUMENT"));
+    let (status, mut body) = rpc_error(
+        400,
+        "INVALID_ARGUMENT",
+        "Request contains an invalid argument.",
+        Some("INVALID_ARGUMENT"),
+    );
     if let Some(details) = body["error"]["details"].as_array_mut() {
         details.push(json!({"@type": "type.googleapis.com/google.rpc.BadRequest",
             "fieldViolations": [{"field": field, "description": description}]}));
@@ -190,7 +210,10 @@ fn invalid_field(field: &str, description: &str) -> Reject {
 }
 
 fn oauth_error(error: &str, description: &str) -> Reject {
-    (400, json!({"error": error, "error_description": description}))
+    (
+        400,
+        json!({"error": error, "error_description": description}),
+    )
 }
 
 impl FcmHandler {
@@ -203,39 +226,68 @@ impl FcmHandler {
         if form.get("grant_type").map(String::as_str) != Some(JWT_BEARER_GRANT) {
             return Err(oauth_error("unsupported_grant_type", "Invalid grant_type"));
         }
-        let assertion = form.get("assertion").ok_or_else(|| oauth_error("invalid_request", "Missing assertion"))?;
+        let assertion = form
+            .get("assertion")
+            .ok_or_else(|| oauth_error("invalid_request", "Missing assertion"))?;
         let bad = |why: &str| oauth_error("invalid_grant", why);
-        let (input, header, claims, sig) = split_jwt(assertion).ok_or_else(|| bad("Invalid JWT"))?;
+        let (input, header, claims, sig) =
+            split_jwt(assertion).ok_or_else(|| bad("Invalid JWT"))?;
         if header["alg"] != "RS256" {
             return Err(bad("Invalid JWT algorithm"));
         }
-        if !jsonwebtoken::crypto::verify(&sig, input.as_bytes(), &self.key, Algorithm::RS256).unwrap_or(false) {
+        if !jsonwebtoken::crypto::verify(&sig, input.as_bytes(), &self.key, Algorithm::RS256)
+            .unwrap_or(false)
+        {
             return Err(bad("Invalid JWT Signature."));
         }
-        let token_uri = self.token_uri.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if claims["iss"] != self.config.client_email.as_str() || claims["aud"] != token_uri.as_str() {
+        let token_uri = self
+            .token_uri
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if claims["iss"] != self.config.client_email.as_str() || claims["aud"] != token_uri.as_str()
+        {
             return Err(bad("Invalid iss or aud"));
         }
         let scope = claims["scope"].as_str().unwrap_or_default();
-        if !scope.split(' ').any(|s| s.ends_with("/auth/firebase.messaging") || s.ends_with("/auth/cloud-platform")) {
+        if !scope
+            .split(' ')
+            .any(|s| s.ends_with("/auth/firebase.messaging") || s.ends_with("/auth/cloud-platform"))
+        {
             return Err(bad("Invalid scope"));
         }
-        let (iat, exp) = (claims["iat"].as_u64().unwrap_or(0), claims["exp"].as_u64().unwrap_or(0));
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap_or(0),
+            claims["exp"].as_u64().unwrap_or(0),
+        );
         let now = self.clock.now_secs();
         if exp <= iat || exp - iat > 3600 || exp <= now || iat > now + 60 {
-            return Err(bad("Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe."));
+            return Err(bad(
+                "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.",
+            ));
         }
         let mut state = self.lock();
         state.token_requests += 1;
-        let token = format!("ya29.mock-{}-{:016x}", state.token_requests, fastrand::u64(..));
+        let token = format!(
+            "ya29.mock-{}-{:016x}",
+            state.token_requests,
+            fastrand::u64(..)
+        );
         let expires_in = state.expires_in;
-        state.tokens.insert(token.clone(), self.clock.now_ms() + expires_in * 1000);
+        state
+            .tokens
+            .insert(token.clone(), self.clock.now_ms() + expires_in * 1000);
         Ok(json!({"access_token": token, "expires_in": expires_in, "token_type": "Bearer"}))
     }
 
     fn send(&self, parts: &http::request::Parts, body: &[u8]) -> Result<(Value, String), Reject> {
         let unauthenticated = || {
-            rpc_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 access token.", None)
+            rpc_error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+                None,
+            )
         };
         let bearer = parts
             .headers
@@ -250,20 +302,45 @@ impl FcmHandler {
         if body.len() > MESSAGE_MAX + 64 {
             return Err(invalid_field("message", "Message is too big"));
         }
-        let request: Value = serde_json::from_slice(body).map_err(|_| invalid_field("", "Invalid JSON payload received."))?;
-        let message = request.get("message").and_then(Value::as_object).ok_or_else(|| invalid_field("message", "required"))?;
-        const KNOWN: [&str; 9] = ["token", "topic", "condition", "notification", "data", "android", "apns", "webpush", "fcm_options"];
+        let request: Value = serde_json::from_slice(body)
+            .map_err(|_| invalid_field("", "Invalid JSON payload received."))?;
+        let message = request
+            .get("message")
+            .and_then(Value::as_object)
+            .ok_or_else(|| invalid_field("message", "required"))?;
+        const KNOWN: [&str; 9] = [
+            "token",
+            "topic",
+            "condition",
+            "notification",
+            "data",
+            "android",
+            "apns",
+            "webpush",
+            "fcm_options",
+        ];
         if let Some(unknown) = message.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(invalid_field(&format!("message.{unknown}"), "Unknown name"));
         }
-        let targets = ["token", "topic", "condition"].iter().filter(|t| message.contains_key(**t)).count();
+        let targets = ["token", "topic", "condition"]
+            .iter()
+            .filter(|t| message.contains_key(**t))
+            .count();
         if targets != 1 {
-            return Err(invalid_field("message", "Exactly one of token, topic or condition must be set"));
+            return Err(invalid_field(
+                "message",
+                "Exactly one of token, topic or condition must be set",
+            ));
         }
         if let Some(data) = message.get("data") {
-            let ok = data.as_object().is_some_and(|d| d.values().all(Value::is_string));
+            let ok = data
+                .as_object()
+                .is_some_and(|d| d.values().all(Value::is_string));
             if !ok {
-                return Err(invalid_field("message.data", "Invalid value: data values must be strings"));
+                return Err(invalid_field(
+                    "message.data",
+                    "Invalid value: data values must be strings",
+                ));
             }
         }
         if let Some(android) = message.get("android") {
@@ -278,13 +355,22 @@ impl FcmHandler {
                 return Err(invalid_field("message.android.ttl", "Invalid duration"));
             }
         }
-        let token = message.get("token").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let token = message
+            .get("token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         Ok((Value::Object(message.clone()), token))
     }
 }
 
 impl Handler for FcmHandler {
-    fn handle(&self, conn: ConnInfo, parts: http::request::Parts, body: Option<Bytes>) -> Response<Full<Bytes>> {
+    fn handle(
+        &self,
+        conn: ConnInfo,
+        parts: http::request::Parts,
+        body: Option<Bytes>,
+    ) -> Response<Full<Bytes>> {
         let body = body.unwrap_or_default();
         let path = parts.uri.path();
         if parts.method != Method::POST {
@@ -313,7 +399,11 @@ impl Handler for FcmHandler {
             Err((s, v)) => (s, json(s, &v), Value::Null),
             Ok((message, token)) => {
                 let mut state = self.lock();
-                let reply = state.scripts.get_mut(&token).and_then(VecDeque::pop_front).unwrap_or(FcmReply::Ok);
+                let reply = state
+                    .scripts
+                    .get_mut(&token)
+                    .and_then(VecDeque::pop_front)
+                    .unwrap_or(FcmReply::Ok);
                 let n = state.sends;
                 drop(state);
                 let (s, resp) = reply_response(reply, &self.config.project_id, n);
@@ -323,7 +413,12 @@ impl Handler for FcmHandler {
         let mut state = self.lock();
         state.sends += 1;
         if self.config.record {
-            state.records.push(FcmRecord { connection: conn.id, message, access_token, status });
+            state.records.push(FcmRecord {
+                connection: conn.id,
+                message,
+                access_token,
+                status,
+            });
         }
         resp
     }
@@ -333,33 +428,95 @@ fn reply_response(reply: FcmReply, project: &str, n: u64) -> (u16, Response<Full
     let with_retry = |(s, v): Reject, after: Option<u64>| {
         let mut resp = json(s, &v);
         if let Some(secs) = after {
-            resp.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(secs));
         }
         (s, resp)
     };
     match reply {
-        FcmReply::Ok => (200, json(200, &json!({"name": format!("projects/{project}/messages/0:{n}")}))),
-        FcmReply::Unregistered => with_retry(rpc_error(404, "NOT_FOUND", "Requested entity was not found.", Some("UNREGISTERED")), None),
-        FcmReply::InvalidToken => with_retry(
-            rpc_error(400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token", Some("INVALID_ARGUMENT")),
+        FcmReply::Ok => (
+            200,
+            json(
+                200,
+                &json!({"name": format!("projects/{project}/messages/0:{n}")}),
+            ),
+        ),
+        FcmReply::Unregistered => with_retry(
+            rpc_error(
+                404,
+                "NOT_FOUND",
+                "Requested entity was not found.",
+                Some("UNREGISTERED"),
+            ),
             None,
         ),
-        FcmReply::SenderIdMismatch => with_retry(rpc_error(403, "PERMISSION_DENIED", "SenderId mismatch", Some("SENDER_ID_MISMATCH")), None),
+        FcmReply::InvalidToken => with_retry(
+            rpc_error(
+                400,
+                "INVALID_ARGUMENT",
+                "The registration token is not a valid FCM registration token",
+                Some("INVALID_ARGUMENT"),
+            ),
+            None,
+        ),
+        FcmReply::SenderIdMismatch => with_retry(
+            rpc_error(
+                403,
+                "PERMISSION_DENIED",
+                "SenderId mismatch",
+                Some("SENDER_ID_MISMATCH"),
+            ),
+            None,
+        ),
         FcmReply::QuotaExceeded(after) => with_retry(
-            rpc_error(429, "RESOURCE_EXHAUSTED", "Quota exceeded for quota metric 'Send requests'", Some("QUOTA_EXCEEDED")),
+            rpc_error(
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded for quota metric 'Send requests'",
+                Some("QUOTA_EXCEEDED"),
+            ),
             after,
         ),
-        FcmReply::Unavailable(after) => with_retry(rpc_error(503, "UNAVAILABLE", "The service is currently unavailable.", Some("UNAVAILABLE")), after),
-        FcmReply::Internal => with_retry(rpc_error(500, "INTERNAL", "Internal error encountered.", Some("INTERNAL")), None),
-        FcmReply::Unauthenticated => with_retry(rpc_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.", None), None),
+        FcmReply::Unavailable(after) => with_retry(
+            rpc_error(
+                503,
+                "UNAVAILABLE",
+                "The service is currently unavailable.",
+                Some("UNAVAILABLE"),
+            ),
+            after,
+        ),
+        FcmReply::Internal => with_retry(
+            rpc_error(
+                500,
+                "INTERNAL",
+                "Internal error encountered.",
+                Some("INTERNAL"),
+            ),
+            None,
+        ),
+        FcmReply::Unauthenticated => with_retry(
+            rpc_error(
+                401,
+                "UNAUTHENTICATED",
+                "Request had invalid authentication credentials.",
+                None,
+            ),
+            None,
+        ),
     }
 }
 
 /// `^\d+(\.\d{1,9})?s$`, protobuf's JSON Duration.
 fn is_duration(s: &str) -> bool {
-    let Some(num) = s.strip_suffix('s') else { return false };
+    let Some(num) = s.strip_suffix('s') else {
+        return false;
+    };
     let (int, frac) = num.split_once('.').unwrap_or((num, "0"));
-    !int.is_empty() && int.bytes().all(|b| b.is_ascii_digit()) && (1..=9).contains(&frac.len()) && frac.bytes().all(|b| b.is_ascii_digit())
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && (1..=9).contains(&frac.len())
+        && frac.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `application/x-www-form-urlencoded` → map (enough for the token grant).

@@ -17,14 +17,18 @@ pub struct ApnsTestKey {
 
 impl std::fmt::Debug for ApnsTestKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApnsTestKey").field("key_id", &self.key_id).field("team_id", &self.team_id).finish()
+        f.debug_struct("ApnsTestKey")
+            .field("key_id", &self.key_id)
+            .field("team_id", &self.team_id)
+            .finish()
     }
 }
 
 impl ApnsTestKey {
     /// Generates a fresh key.
     pub fn generate() -> Result<Self, PushError> {
-        let pair = rcgen::KeyPair::generate().map_err(|e| PushError::Config(format!("generate P-256: {e}")))?;
+        let pair = rcgen::KeyPair::generate()
+            .map_err(|e| PushError::Config(format!("generate P-256: {e}")))?;
         Ok(Self {
             key_pem: pair.serialize_pem(),
             public_pem: pair.public_key_pem(),
@@ -56,9 +60,18 @@ impl RsaTestKey {
         use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
         let err = |e: &dyn std::fmt::Display| PushError::Config(format!("generate RSA: {e}"));
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| err(&e))?;
-        let private_pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| err(&e))?.to_string();
-        let public_pem = key.to_public_key().to_public_key_pem(LineEnding::LF).map_err(|e| err(&e))?;
-        Ok(Self { private_pem, public_pem })
+        let private_pem = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| err(&e))?
+            .to_string();
+        let public_pem = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|e| err(&e))?;
+        Ok(Self {
+            private_pem,
+            public_pem,
+        })
     }
 
     /// A service account for `project` using this key, whose token URI is `token_uri`.

@@ -20,20 +20,31 @@ pub use tls::TestPki;
 /// them and the real services appear to accept them).
 pub(crate) fn b64_lenient(s: &str) -> Option<Vec<u8>> {
     use base64::Engine;
-    let norm: String = s.trim_end_matches('=').chars().map(|c| match c {
-        '+' => '-',
-        '/' => '_',
-        c => c,
-    }).collect();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(norm).ok()
+    let norm: String = s
+        .trim_end_matches('=')
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(norm)
+        .ok()
 }
 
 /// Splits a compact JWS into (signing input, header JSON, claims JSON, base64url signature).
-pub(crate) fn split_jwt(token: &str) -> Option<(&str, serde_json::Value, serde_json::Value, String)> {
+pub(crate) fn split_jwt(
+    token: &str,
+) -> Option<(&str, serde_json::Value, serde_json::Value, String)> {
     let (input, sig) = token.rsplit_once('.')?;
     let (h, c) = input.split_once('.')?;
     let header = serde_json::from_slice(&b64_lenient(h)?).ok()?;
     let claims = serde_json::from_slice(&b64_lenient(c)?).ok()?;
-    let sig = sig.trim_end_matches('=').replace('+', "-").replace('/', "_");
+    let sig = sig
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_");
     Some((input, header, claims, sig))
 }

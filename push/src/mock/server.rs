@@ -31,7 +31,12 @@ pub(crate) struct ConnInfo {
 
 pub(crate) trait Handler: Send + Sync + 'static {
     /// Answers one request whose body was read in full (`None`: over the size cap).
-    fn handle(&self, conn: ConnInfo, parts: http::request::Parts, body: Option<Bytes>) -> Response<Full<Bytes>>;
+    fn handle(
+        &self,
+        conn: ConnInfo,
+        parts: http::request::Parts,
+        body: Option<Bytes>,
+    ) -> Response<Full<Bytes>>;
 }
 
 pub(crate) struct Server {
@@ -42,7 +47,11 @@ pub(crate) struct Server {
 
 impl Server {
     /// Serves on `127.0.0.1:port` (`0`: any free port).
-    pub(crate) async fn spawn<H: Handler>(tls: Option<Arc<ServerConfig>>, handler: Arc<H>, port: u16) -> Result<Self, PushError> {
+    pub(crate) async fn spawn<H: Handler>(
+        tls: Option<Arc<ServerConfig>>,
+        handler: Arc<H>,
+        port: u16,
+    ) -> Result<Self, PushError> {
         // Loopback only: tests must never listen on a routable address. A fixed port may still
         // be held for a moment by a just-aborted mock, so retry briefly.
         let mut attempts = 0;
@@ -57,7 +66,9 @@ impl Server {
                 Err(e) => return Err(PushError::Config(format!("mock bind: {e}"))),
             }
         };
-        let addr = listener.local_addr().map_err(|e| PushError::Config(format!("mock addr: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| PushError::Config(format!("mock addr: {e}")))?;
         let connections = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&connections);
         let task = tokio::spawn(async move {
@@ -76,7 +87,11 @@ impl Server {
                 }
             }
         });
-        Ok(Self { addr, connections, task })
+        Ok(Self {
+            addr,
+            connections,
+            task,
+        })
     }
 
     pub(crate) fn connections(&self) -> u64 {
@@ -90,18 +105,35 @@ impl Drop for Server {
     }
 }
 
-async fn serve<H: Handler>(tcp: tokio::net::TcpStream, tls: Option<Arc<ServerConfig>>, handler: Arc<H>, id: u64) {
+async fn serve<H: Handler>(
+    tcp: tokio::net::TcpStream,
+    tls: Option<Arc<ServerConfig>>,
+    handler: Arc<H>,
+    id: u64,
+) {
     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     match tls {
         Some(tls) => {
-            let Ok(stream) = TlsAcceptor::from(tls).accept(tcp).await else { return };
-            let conn = ConnInfo { id, client_cert: stream.get_ref().1.peer_certificates().is_some() };
-            let service = hyper::service::service_fn(move |req| respond(Arc::clone(&handler), conn, req));
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let Ok(stream) = TlsAcceptor::from(tls).accept(tcp).await else {
+                return;
+            };
+            let conn = ConnInfo {
+                id,
+                client_cert: stream.get_ref().1.peer_certificates().is_some(),
+            };
+            let service =
+                hyper::service::service_fn(move |req| respond(Arc::clone(&handler), conn, req));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         }
         None => {
-            let conn = ConnInfo { id, client_cert: false };
-            let service = hyper::service::service_fn(move |req| respond(Arc::clone(&handler), conn, req));
+            let conn = ConnInfo {
+                id,
+                client_cert: false,
+            };
+            let service =
+                hyper::service::service_fn(move |req| respond(Arc::clone(&handler), conn, req));
             let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
         }
     }
@@ -113,14 +145,22 @@ async fn respond<H: Handler>(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = Limited::new(body, MAX_REQUEST_BODY).collect().await.ok().map(|b| b.to_bytes());
+    let body = Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .ok()
+        .map(|b| b.to_bytes());
     Ok(handler.handle(conn, parts, body))
 }
 
 /// A JSON response.
 pub(crate) fn json(status: u16, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }

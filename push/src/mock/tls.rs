@@ -32,10 +32,13 @@ impl TestPki {
         let ca_key = KeyPair::generate().map_err(err)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "imgate push test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "imgate push test CA");
         let ca = ca_params.self_signed(&ca_key).map_err(err)?;
         let server_key = KeyPair::generate().map_err(err)?;
-        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).map_err(err)?;
+        let params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(err)?;
         let server = params.signed_by(&server_key, &ca, &ca_key).map_err(err)?;
         Ok(Self {
             server_cert: server.der().clone(),
@@ -54,13 +57,21 @@ impl TestPki {
     pub fn client_identity(&self, common_name: &str) -> Result<(String, String), PushError> {
         let key = KeyPair::generate().map_err(err)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).map_err(err)?;
+        let cert = params
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .map_err(err)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
-    pub(crate) fn server_config(&self, alpn: &[&[u8]], require_client_cert: bool) -> Result<Arc<ServerConfig>, PushError> {
+    pub(crate) fn server_config(
+        &self,
+        alpn: &[&[u8]],
+        require_client_cert: bool,
+    ) -> Result<Arc<ServerConfig>, PushError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -68,15 +79,20 @@ impl TestPki {
         let builder = if require_client_cert {
             let mut roots = RootCertStore::empty();
             roots.add(self.ca.der().clone()).map_err(err)?;
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(err)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(err)?;
             builder.with_client_cert_verifier(verifier)
         } else {
             builder.with_no_client_auth()
         };
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
-        let mut config = builder.with_single_cert(vec![self.server_cert.clone()], key).map_err(err)?;
+        let mut config = builder
+            .with_single_cert(vec![self.server_cert.clone()], key)
+            .map_err(err)?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }

@@ -3,7 +3,9 @@
 
 use std::sync::OnceLock;
 
-use imgate_push::mock::{ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig, RsaTestKey};
+use imgate_push::mock::{
+    ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig, RsaTestKey,
+};
 use imgate_push::{ApnsClient, ApnsConfig, ConnOptions, FcmClient, FcmConfig};
 
 pub const TOPIC: &str = "com.example.chat";
@@ -20,9 +22,18 @@ pub fn rsa_key() -> &'static RsaTestKey {
     static KEY: OnceLock<RsaTestKey> = OnceLock::new();
     KEY.get_or_init(|| {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let (private, public) = (dir.join("push-test-rsa.pem"), dir.join("push-test-rsa.pub.pem"));
-        if let (Ok(private_pem), Ok(public_pem)) = (std::fs::read_to_string(&private), std::fs::read_to_string(&public)) {
-            return RsaTestKey { private_pem, public_pem };
+        let (private, public) = (
+            dir.join("push-test-rsa.pem"),
+            dir.join("push-test-rsa.pub.pem"),
+        );
+        if let (Ok(private_pem), Ok(public_pem)) = (
+            std::fs::read_to_string(&private),
+            std::fs::read_to_string(&public),
+        ) {
+            return RsaTestKey {
+                private_pem,
+                public_pem,
+            };
         }
         let key = RsaTestKey::generate().expect("generate RSA test key");
         let _ = std::fs::write(&private, &key.private_pem);
@@ -33,18 +44,25 @@ pub fn rsa_key() -> &'static RsaTestKey {
 
 /// Options for paused-clock tests: no timers racing loopback I/O.
 pub fn no_timers() -> ConnOptions {
-    ConnOptions { connect_timeout: None, request_timeout: None, keep_alive: None }
+    ConnOptions {
+        connect_timeout: None,
+        request_timeout: None,
+        keep_alive: None,
+    }
 }
 
 pub async fn apns_pair() -> (MockApns, ApnsClient, ApnsTestKey) {
     let key = ApnsTestKey::generate().expect("key");
-    let mock = MockApns::start(MockApnsConfig::token(&key)).await.expect("mock");
+    let mock = MockApns::start(MockApnsConfig::token(&key))
+        .await
+        .expect("mock");
     let client = ApnsClient::new(&apns_config(&mock, &key, no_timers())).expect("client");
     (mock, client, key)
 }
 
 pub fn apns_config(mock: &MockApns, key: &ApnsTestKey, conn: ConnOptions) -> ApnsConfig {
-    let mut config = ApnsConfig::token(key.key_pem.clone(), key.key_id.clone(), key.team_id.clone());
+    let mut config =
+        ApnsConfig::token(key.key_pem.clone(), key.key_id.clone(), key.team_id.clone());
     config.base_url(mock.url()).trust_pem(mock.ca_pem());
     config.conn = conn;
     config
@@ -52,7 +70,9 @@ pub fn apns_config(mock: &MockApns, key: &ApnsTestKey, conn: ConnOptions) -> Apn
 
 pub async fn fcm_pair() -> (MockFcm, FcmClient) {
     let key = rsa_key();
-    let mock = MockFcm::start(MockFcmConfig::new(PROJECT, key)).await.expect("mock");
+    let mock = MockFcm::start(MockFcmConfig::new(PROJECT, key))
+        .await
+        .expect("mock");
     let client = FcmClient::new(&fcm_config(&mock, no_timers())).expect("client");
     (mock, client)
 }
