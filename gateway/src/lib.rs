@@ -15,6 +15,7 @@
 mod app;
 pub mod auth;
 pub mod backend;
+pub mod config;
 pub mod deliver;
 mod handle;
 pub mod ids;

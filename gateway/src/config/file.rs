@@ -1,0 +1,137 @@
+//! The TOML file as written: every section, every key with its default, nothing unknown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub(super) server: Server,
+    #[serde(default)]
+    pub(super) tls: Tls,
+    #[serde(default)]
+    pub(super) listener: Vec<Listener>,
+    #[serde(default)]
+    pub(super) app: Vec<App>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Server {
+    pub(super) handshake_timeout_secs: u64,
+    pub(super) shards: usize,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_secs: 10,
+            shards: 64,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tls {
+    pub(super) cert: Option<PathBuf>,
+    pub(super) key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Listener {
+    #[serde(deserialize_with = "transport")]
+    pub(super) transport: imgate_transports::TransportKind,
+    pub(super) bind: SocketAddr,
+    #[serde(default = "default_max_connections")]
+    pub(super) max_connections: usize,
+    #[serde(default)]
+    pub(super) max_per_ip: usize,
+    pub(super) path: Option<String>,
+}
+
+fn default_max_connections() -> usize {
+    100_000
+}
+
+fn transport<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<imgate_transports::TransportKind, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "unknown transport {name:?} (tcp, tls, ws, wss, quic)"
+        ))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct App {
+    pub(super) id: String,
+    #[serde(default = "default_backend")]
+    pub(super) backend: Backend,
+    pub(super) auth: Auth,
+    #[serde(default)]
+    pub(super) session: Session,
+}
+
+fn default_backend() -> Backend {
+    Backend::Relay
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Backend {
+    Relay,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Auth {
+    pub(super) kind: String,
+    #[serde(default = "default_algorithm")]
+    pub(super) algorithm: String,
+    pub(super) secret: Option<String>,
+    pub(super) public_key_pem: Option<PathBuf>,
+    pub(super) audience: Option<String>,
+    pub(super) issuer: Option<String>,
+    #[serde(default)]
+    pub(super) tokens: BTreeMap<String, String>,
+}
+
+fn default_algorithm() -> String {
+    "HS256".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Session {
+    pub(super) heartbeat_secs: u64,
+    pub(super) max_unacked: usize,
+    pub(super) max_unacked_bytes: usize,
+    pub(super) resume_window_secs: u64,
+    pub(super) push_grace_secs: u64,
+    pub(super) ack_timeout_secs: u64,
+    pub(super) max_frame: u32,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Self {
+            heartbeat_secs: 30,
+            max_unacked: 1024,
+            max_unacked_bytes: 1024 * 1024,
+            resume_window_secs: 120,
+            push_grace_secs: 10,
+            ack_timeout_secs: 20,
+            max_frame: 1024 * 1024,
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The `imgate` binary: thin on purpose; everything lives in the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use imgate::config::{Config, DEFAULT_CONFIG};
+use imgate::ids::{AppId, UserId};
+
+/// imgate: an IM connection gateway.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format: text or json.
+    #[arg(long, global = true, default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults without --config: loopback listeners, relay backend).
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit (64 if invalid).
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+    /// Print the default configuration (every key, commented).
+    PrintDefaultConfig,
+    /// Mint a development token (HS256 JWT) for the default configuration's secret.
+    Token {
+        /// User id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// App id (`app_id` claim).
+        #[arg(long, default_value = "default")]
+        app: String,
+        /// HS256 secret.
+        #[arg(long, default_value = "imgate-development-secret-change-me")]
+        secret: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+    },
+}
+
+/// Exit code for a bad configuration (sysexits EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{}: {error}", file.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            ExitCode::SUCCESS
+        }
+        Command::Token {
+            user,
+            app,
+            secret,
+            ttl,
+        } => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let token = imgate::auth::mint_dev_token(
+                secret.as_bytes(),
+                &AppId::new(app),
+                &UserId::new(user),
+                Duration::from_secs(ttl),
+                now,
+            );
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let config = match &path {
+        Some(path) => Config::load(path),
+        None => Config::parse(DEFAULT_CONFIG),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        if path.is_none() {
+            tracing::warn!("no --config given: running on embedded defaults (development only)");
+        }
+        if config.dev_certificate {
+            tracing::warn!(
+                "USING A SELF-SIGNED DEVELOPMENT CERTIFICATE for TLS, WSS and QUIC: \
+                 clients will not trust it; set [tls] cert and key for production"
+            );
+        }
+        let gateway = match config.into_builder().start().await {
+            Ok(gateway) => gateway,
+            Err(error) => {
+                eprintln!("cannot start: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for (kind, addr) in gateway.local_addrs() {
+            println!("imgate listening: {kind} on {addr}");
+        }
+        match tokio::signal::ctrl_c().await {
+            Ok(()) => tracing::info!("shutting down"),
+            Err(error) => tracing::error!(%error, "cannot wait for signals; shutting down"),
+        }
+        gateway.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
