@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::backend::Backend;
 use crate::ids::AppId;
+use crate::offline::PushPolicy;
 use crate::session::SessionConfig;
 
 /// An app: users, backend and credentials never cross from one app to another.
@@ -19,6 +20,8 @@ pub struct App {
     pub backend: Arc<dyn Backend>,
     /// Session limits and timers.
     pub session: SessionConfig,
+    /// Push policy for the app's offline devices (`NoPush` when push is not configured).
+    pub push: Arc<dyn PushPolicy>,
 }
 
 impl fmt::Debug for App {
@@ -26,6 +29,7 @@ impl fmt::Debug for App {
         f.debug_struct("App")
             .field("id", &self.id)
             .field("session", &self.session)
+            .field("push", &self.push)
             .finish_non_exhaustive()
     }
 }

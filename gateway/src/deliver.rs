@@ -24,6 +24,31 @@ pub struct DeliveryOptions {
     pub from: Option<UserId>,
     /// Skip this session (a room message is not echoed to the device that sent it).
     pub exclude_session: Option<SessionId>,
+    /// How to push the message to devices it cannot reach over a connection (None: no push).
+    pub push: Option<PushOptions>,
+}
+
+/// How a message is pushed when its recipient is offline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushOptions {
+    /// A visible alert (title, body); None sends a silent wake-up (`content-available` /
+    /// FCM data, high priority) so the app fetches the message itself.
+    pub alert: Option<PushAlert>,
+    /// Collapse id: newer pushes with the same id replace older ones on the device.
+    pub collapse_id: Option<String>,
+    /// How long the push service keeps trying, in seconds (0: provider default).
+    pub ttl_secs: u32,
+    /// Custom data delivered with the push (small: the whole push is limited to 4 KiB).
+    pub data: Vec<(String, String)>,
+}
+
+/// The visible part of an alert push.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushAlert {
+    /// Title line.
+    pub title: String,
+    /// Body text.
+    pub body: String,
 }
 
 /// A delivery request.

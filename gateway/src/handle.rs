@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::deliver::{Delivery, DeliveryReport, DeviceOutcome, DeviceReport, Target};
-use crate::ids::{AppId, MessageId, RoomId, SessionId, UserId};
+use crate::ids::{AppId, DeviceId, MessageId, RoomId, SessionId, UserId};
+use crate::offline::PushTrigger;
 use crate::registry::{Registry, SessionCell};
 use crate::session::{DeliverOutcome, Outgoing, Undelivered, UndeliveredReason};
 
@@ -71,6 +72,9 @@ impl GatewayHandle {
             .ok_or_else(|| DeliverError::UnknownApp(app.clone()))?;
         let now = Instant::now();
         let message_id = MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed));
+        if let Some(push) = &delivery.options.push {
+            app_state.push.on_message(app, message_id, push);
+        }
         let outgoing = Outgoing {
             message_id,
             payload: delivery.payload,
@@ -102,7 +106,18 @@ impl GatewayHandle {
                 cell.wake();
                 let outcome = match outcome {
                     DeliverOutcome::Sent { seq } => DeviceOutcome::Sent { seq },
-                    DeliverOutcome::Buffered { seq, .. } => DeviceOutcome::Buffered { seq },
+                    DeliverOutcome::Buffered { seq, push } => {
+                        if push {
+                            app_state.push.push(
+                                app,
+                                user,
+                                Some(&cell.identity().device),
+                                &[message_id],
+                                PushTrigger::DetachedGrace,
+                            );
+                        }
+                        DeviceOutcome::Buffered { seq }
+                    }
                     DeliverOutcome::Overflow | DeliverOutcome::Ended => DeviceOutcome::Offline,
                 };
                 devices.push(DeviceReport {
@@ -147,7 +162,13 @@ impl GatewayHandle {
             }
         }
         for (user, messages) in offline {
-            self.hand_offline(app_state, user, messages, UndeliveredReason::NoSession);
+            self.hand_offline(
+                app_state,
+                user,
+                None,
+                messages,
+                UndeliveredReason::NoSession,
+            );
         }
         Ok(DeliveryReport {
             message_id,
@@ -200,9 +221,16 @@ impl GatewayHandle {
         &self,
         app: &App,
         user: UserId,
+        device: Option<&DeviceId>,
         messages: Vec<Undelivered>,
         reason: UndeliveredReason,
     ) {
+        let ids: Vec<MessageId> = messages.iter().map(|m| m.message_id).collect();
+        let trigger = match reason {
+            UndeliveredReason::NoSession => PushTrigger::NoSession,
+            other => PushTrigger::SessionEnded(other),
+        };
+        app.push.push(&app.id, &user, device, &ids, trigger);
         let backend = app.backend.clone();
         let app_id = app.id.clone();
         let handle = self.clone();
@@ -220,7 +248,7 @@ pub struct SessionInfo {
     /// Session id.
     pub id: SessionId,
     /// Device.
-    pub device: crate::ids::DeviceId,
+    pub device: DeviceId,
     /// Whether a connection is attached right now.
     pub attached: bool,
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod deliver;
 mod handle;
 pub mod ids;
+pub mod offline;
 mod registry;
 pub mod server;
 pub mod session;

@@ -22,6 +22,7 @@ async fn start() -> RunningGateway {
         authenticator: Arc::new(tokens),
         backend: Arc::new(RelayBackend),
         session: SessionConfig::default(),
+        push: Arc::new(imgate::offline::NoPush),
     };
     Gateway::builder()
         .app(app)

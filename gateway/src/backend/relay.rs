@@ -5,7 +5,7 @@ use imgate_codec::{CloseCode, ReceiptStatus};
 
 use super::{Backend, BoxFuture, Origin, UpstreamOutcome};
 use crate::GatewayHandle;
-use crate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, Target};
+use crate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, PushAlert, PushOptions, Target};
 use crate::session::{Upstream, UpstreamTarget};
 
 /// Relays direct and room messages between the app's users; accepts every room join.
@@ -53,9 +53,10 @@ fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> Upstrea
             return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
         }
         Upstream::RegisterPush { .. } => {
+            // The gateway's push policy handles registrations before they reach a backend.
             return UpstreamOutcome::rejected(
                 CloseCode::BACKEND_REJECTED,
-                "push registration is not enabled for this app",
+                "push registration is handled by the gateway",
             );
         }
     };
@@ -65,6 +66,14 @@ fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> Upstrea
         options: DeliveryOptions {
             from: Some(user.clone()),
             exclude_session: Some(origin.session),
+            // Offline recipients get a visible alert; the app fetches the message on resume.
+            push: Some(PushOptions {
+                alert: Some(PushAlert {
+                    title: user.to_string(),
+                    body: "New message".into(),
+                }),
+                ..PushOptions::default()
+            }),
         },
     };
     match gateway.deliver(app, delivery) {

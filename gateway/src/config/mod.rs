@@ -149,6 +149,7 @@ impl ConfigFile {
                 authenticator,
                 backend,
                 session,
+                push: Arc::new(crate::offline::NoPush),
             });
         }
         if apps.is_empty() {

@@ -12,8 +12,9 @@ use super::ServerConfig;
 use crate::app::App;
 use crate::backend::{Origin, UpstreamOutcome};
 use crate::handle::GatewayHandle;
+use crate::offline::{PushRegistration, PushTrigger};
 use crate::registry::SessionCell;
-use crate::session::Event;
+use crate::session::{Event, Upstream};
 
 type Connection = (FrameReader, FrameWriter);
 
@@ -79,26 +80,45 @@ impl Driver {
             for event in output.events {
                 match event {
                     Event::Upstream { msg_id, request } => {
-                        let outcome = self
-                            .app
-                            .backend
-                            .on_upstream(&self.handle, &self.origin, request)
-                            .await;
+                        let outcome = match request {
+                            Upstream::RegisterPush {
+                                provider,
+                                token,
+                                topic,
+                                sandbox,
+                            } => self.register_push(PushRegistration {
+                                provider,
+                                token,
+                                topic,
+                                sandbox,
+                            }),
+                            request => {
+                                self.app
+                                    .backend
+                                    .on_upstream(&self.handle, &self.origin, request)
+                                    .await
+                            }
+                        };
                         self.cell.lock().handle_receipt(receipt(msg_id, outcome));
                         answered = true;
                     }
                     Event::Undelivered { reason, messages } => self.handle.hand_offline(
                         &self.app,
                         self.origin.identity.user.clone(),
+                        Some(&self.origin.identity.device),
                         messages,
                         reason,
                     ),
                     Event::CloseConnection { code, .. } => close = Some(code),
                     Event::Ended => ended = true,
-                    Event::Acked { .. }
-                    | Event::AckOverdue { .. }
-                    | Event::PushGraceElapsed { .. } => {
-                        // Consumed by the push policy once it is wired in.
+                    Event::Acked { message_ids, .. } => {
+                        self.app.push.acked(&self.origin.identity, &message_ids);
+                    }
+                    Event::AckOverdue { message_ids } => {
+                        self.push(&message_ids, PushTrigger::AckTimeout);
+                    }
+                    Event::PushGraceElapsed { message_ids } => {
+                        self.push(&message_ids, PushTrigger::DetachedGrace);
                     }
                 }
             }
@@ -129,6 +149,27 @@ impl Driver {
                 }
                 None => self.wait_detached(output.deadline).await,
             }
+        }
+    }
+
+    fn push(&self, messages: &[crate::ids::MessageId], trigger: PushTrigger) {
+        if messages.is_empty() {
+            return;
+        }
+        let identity = &self.origin.identity;
+        self.app.push.push(
+            &identity.app,
+            &identity.user,
+            Some(&identity.device),
+            messages,
+            trigger,
+        );
+    }
+
+    fn register_push(&self, registration: PushRegistration) -> UpstreamOutcome {
+        match self.app.push.register(&self.origin.identity, registration) {
+            Ok(()) => UpstreamOutcome::ok(imgate_codec::ReceiptStatus::Accepted, None),
+            Err(reason) => UpstreamOutcome::rejected(CloseCode::BACKEND_REJECTED, reason),
         }
     }
 

@@ -1,0 +1,73 @@
+//! The offline path's hook: what the gateway tells the push policy, and when.
+//!
+//! The gateway calls these from delivery and session drivers; implementations must not block
+//! (queue work and return). `imgate::push_policy` implements it over `imgate-push`.
+
+use std::fmt;
+
+use crate::deliver::PushOptions;
+use crate::ids::{AppId, DeviceId, MessageId, UserId};
+use crate::session::{Identity, UndeliveredReason};
+
+/// Why the gateway asks for a push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushTrigger {
+    /// The user had no session (or its buffer was full, or it ended) when the message came.
+    NoSession,
+    /// A detached session outlived the push grace period with these messages pending, or a
+    /// message arrived for a session already past it.
+    DetachedGrace,
+    /// Transmitted but not acknowledged within the ack time-out (a half-dead socket).
+    AckTimeout,
+    /// The session ended with these messages unacknowledged.
+    SessionEnded(UndeliveredReason),
+}
+
+/// A device-registration request from a client (`RegisterPush`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushRegistration {
+    /// Provider.
+    pub provider: imgate_codec::PushProvider,
+    /// Token.
+    pub token: String,
+    /// APNs topic.
+    pub topic: String,
+    /// APNs sandbox.
+    pub sandbox: bool,
+}
+
+/// The push policy's view of the gateway. Every method has a no-op default.
+pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
+    /// A message was accepted for delivery with these push options (remember them: later
+    /// triggers only name the message id).
+    fn on_message(&self, _app: &AppId, _message: MessageId, _options: &PushOptions) {}
+
+    /// Push `messages` to `user`'s devices (or only to `device`, when known).
+    fn push(
+        &self,
+        _app: &AppId,
+        _user: &UserId,
+        _device: Option<&DeviceId>,
+        _messages: &[MessageId],
+        _trigger: PushTrigger,
+    ) {
+    }
+
+    /// The device acknowledged these messages: they need no push, and the badge resets.
+    fn acked(&self, _identity: &Identity, _messages: &[MessageId]) {}
+
+    /// A client registers its push token. Return an error message to reject it.
+    fn register(
+        &self,
+        _identity: &Identity,
+        _registration: PushRegistration,
+    ) -> Result<(), String> {
+        Err("push is not configured for this app".into())
+    }
+}
+
+/// The policy of apps without push: nothing is pushed; registrations are refused.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoPush;
+
+impl PushPolicy for NoPush {}
