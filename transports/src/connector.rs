@@ -118,7 +118,10 @@ impl Connector {
             }
             (TransportKind::Wss, Some(connector)) => {
                 let tls = tls::connect(connector, stream, &config.server_name, ALPN_HTTP1).await?;
-                (ws::WsIo::Right(tokio_rustls::TlsStream::Client(tls)), "wss")
+                (
+                    ws::WsIo::Right(Box::new(tokio_rustls::TlsStream::Client(tls))),
+                    "wss",
+                )
             }
             _ => (ws::WsIo::Left(stream), "ws"),
         };
@@ -144,14 +147,14 @@ impl Connector {
         FramedConn::new(
             FrameReader::new(
                 reader,
-                FrameDecoder::new(self.config.max_frame),
+                Arc::new(FrameDecoder::new(self.config.max_frame)),
                 info,
                 None,
                 None,
             ),
             FrameWriter::new(
                 writer,
-                FrameEncoder::new(self.config.peer_max_frame),
+                Arc::new(FrameEncoder::new(self.config.peer_max_frame)),
                 self.config.max_outbound_bytes,
             ),
         )

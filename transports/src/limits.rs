@@ -131,23 +131,35 @@ mod tests {
         let limits = ConnLimits::new(10, Some(2));
         let ip: IpAddr = [10, 0, 0, 1].into();
         let other: IpAddr = [10, 0, 0, 2].into();
-        let a = limits.admit(limits.acquire().await.0, ip).expect("admitted");
-        let _b = limits.admit(limits.acquire().await.0, ip).expect("admitted");
+        let a = limits
+            .admit(limits.acquire().await.0, ip)
+            .expect("admitted");
+        let _b = limits
+            .admit(limits.acquire().await.0, ip)
+            .expect("admitted");
         assert_eq!(
-            limits.admit(limits.acquire().await.0, ip).expect_err("over the limit"),
+            limits
+                .admit(limits.acquire().await.0, ip)
+                .expect_err("over the limit"),
             LimitError::PerIp { limit: 2 }
         );
-        let _c = limits.admit(limits.acquire().await.0, other).expect("admitted");
+        let _c = limits
+            .admit(limits.acquire().await.0, other)
+            .expect("admitted");
         assert_eq!(limits.active(), 3);
         drop(a);
-        let _d = limits.admit(limits.acquire().await.0, ip).expect("admitted");
+        let _d = limits
+            .admit(limits.acquire().await.0, ip)
+            .expect("admitted");
     }
 
     #[tokio::test(start_paused = true)]
     async fn global_limit_waits_for_a_slot() {
         let limits = ConnLimits::new(1, None);
         let ip: IpAddr = [10, 0, 0, 1].into();
-        let first = limits.admit(limits.acquire().await.0, ip).expect("admitted");
+        let first = limits
+            .admit(limits.acquire().await.0, ip)
+            .expect("admitted");
         let waiting = tokio::time::timeout(std::time::Duration::from_secs(1), limits.acquire());
         assert!(waiting.await.is_err(), "second slot must wait");
         drop(first);

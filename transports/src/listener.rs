@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<TransportStats>,
     pub(crate) tx: mpsc::Sender<FramedConn>,
     pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) decoder: Arc<FrameDecoder>,
+    pub(crate) encoder: Arc<FrameEncoder>,
 }
 
 impl Shared {
@@ -61,14 +63,14 @@ impl Shared {
         let conn = FramedConn::new(
             FrameReader::new(
                 reader,
-                FrameDecoder::new(self.config.max_frame),
+                Arc::clone(&self.decoder),
                 info,
                 Some(Arc::clone(&self.stats)),
                 Some(guard),
             ),
             FrameWriter::new(
                 writer,
-                FrameEncoder::new(self.config.peer_max_frame),
+                Arc::clone(&self.encoder),
                 self.config.max_outbound_bytes,
             ),
         );
@@ -112,6 +114,8 @@ impl Listener {
             _ => None,
         };
         let shared = Arc::new(Shared {
+            decoder: Arc::new(FrameDecoder::new(config.max_frame)),
+            encoder: Arc::new(FrameEncoder::new(config.peer_max_frame)),
             config,
             stats: Arc::clone(&stats),
             tx,
@@ -285,7 +289,7 @@ async fn handshake_inner(
                     info,
                 ));
             }
-            ws::WsIo::Right(tokio_rustls::TlsStream::Server(tls))
+            ws::WsIo::Right(Box::new(tokio_rustls::TlsStream::Server(tls)))
         }
         _ => ws::WsIo::Left(stream),
     };

@@ -33,7 +33,10 @@ pub(crate) fn transport_config(
         .stream_receive_window(VarInt::from_u32(config.stream_receive_window))
         .receive_window(VarInt::from_u32(config.receive_window))
         .send_window(config.send_window)
-        .datagram_receive_buffer_size(None);
+        .datagram_receive_buffer_size(None)
+        // quinn keeps each connection's transmit buffer at its high-water mark; with GSO
+        // that is several datagrams per connection, for bulk throughput chat never needs.
+        .enable_segmentation_offload(false);
     Ok(transport)
 }
 

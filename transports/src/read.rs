@@ -33,7 +33,8 @@ thread_local! {
 /// Receives frames from one connection.
 pub struct FrameReader {
     inner: ReadInner,
-    decoder: FrameDecoder,
+    /// Shared by every connection of a listener until one changes it (copy on write).
+    decoder: Arc<FrameDecoder>,
     info: ConnInfo,
     stats: Option<Arc<TransportStats>>,
     _guard: Option<ConnGuard>,
@@ -64,7 +65,7 @@ impl fmt::Debug for FrameReader {
 impl FrameReader {
     pub(crate) fn new(
         inner: ReadInner,
-        decoder: FrameDecoder,
+        decoder: Arc<FrameDecoder>,
         info: ConnInfo,
         stats: Option<Arc<TransportStats>>,
         guard: Option<ConnGuard>,
@@ -94,7 +95,7 @@ impl FrameReader {
     /// The decoder (frame limit, dictionary). Replace it after the protocol handshake to
     /// accept frames compressed with the dictionary this side issued.
     pub fn decoder_mut(&mut self) -> &mut FrameDecoder {
-        &mut self.decoder
+        Arc::make_mut(&mut self.decoder)
     }
 
     /// The next frame: `Ok(None)` when the peer closed cleanly (end of stream on a frame

@@ -11,6 +11,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -59,14 +60,23 @@ impl EncodedFrame {
 /// Sends frames on one connection.
 pub struct FrameWriter {
     inner: WriteInner,
-    encoder: FrameEncoder,
-    /// Wire-ready chunks in order; `tail` comes after all of them.
-    queue: VecDeque<Bytes>,
-    /// Small frames encoded back to back (byte streams only). Empty while idle.
-    tail: BytesMut,
-    queued: usize,
+    /// Shared by every connection of a listener until one changes it (copy on write).
+    encoder: Arc<FrameEncoder>,
+    /// Created by the first queued frame and dropped once everything is written, so an idle
+    /// connection pays one pointer for its outbound queue.
+    out: Option<Box<Outbound>>,
     max_queued: usize,
     closed: bool,
+}
+
+/// Bytes waiting for the socket.
+#[derive(Default)]
+struct Outbound {
+    /// Wire-ready chunks in order; `tail` comes after all of them.
+    queue: VecDeque<Bytes>,
+    /// Small frames encoded back to back (byte streams only).
+    tail: BytesMut,
+    queued: usize,
 }
 
 pub(crate) enum WriteInner {
@@ -84,20 +94,18 @@ pub(crate) enum WriteInner {
 impl fmt::Debug for FrameWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameWriter")
-            .field("queued", &self.queued)
+            .field("queued", &self.queued_bytes())
             .field("max_queued", &self.max_queued)
             .finish_non_exhaustive()
     }
 }
 
 impl FrameWriter {
-    pub(crate) fn new(inner: WriteInner, encoder: FrameEncoder, max_queued: usize) -> Self {
+    pub(crate) fn new(inner: WriteInner, encoder: Arc<FrameEncoder>, max_queued: usize) -> Self {
         Self {
             inner,
             encoder,
-            queue: VecDeque::new(),
-            tail: BytesMut::new(),
-            queued: 0,
+            out: None,
             max_queued,
             closed: false,
         }
@@ -106,12 +114,12 @@ impl FrameWriter {
     /// The encoder (the peer's frame limit, compression). Switch compression on here once the
     /// protocol handshake allows it.
     pub fn encoder_mut(&mut self) -> &mut FrameEncoder {
-        &mut self.encoder
+        Arc::make_mut(&mut self.encoder)
     }
 
     /// Bytes queued and not yet handed to the socket.
     pub fn queued_bytes(&self) -> usize {
-        self.queued
+        self.out.as_ref().map_or(0, |out| out.queued)
     }
 
     /// Queues `frame` without writing. Fails with [`TransportError::SlowConsumer`] when the
@@ -122,16 +130,16 @@ impl FrameWriter {
             let message = self.encoder.encode_message(frame)?;
             return self.push(message);
         }
-        let before = self.tail.len();
-        self.encoder.encode_stream(frame, &mut self.tail)?;
-        let added = self.tail.len() - before;
-        if self.queued + added > self.max_queued {
-            self.tail.truncate(before);
-            return Err(TransportError::SlowConsumer {
-                limit: self.max_queued,
-            });
+        let max_queued = self.max_queued;
+        let out = self.out.get_or_insert_with(Box::default);
+        let before = out.tail.len();
+        self.encoder.encode_stream(frame, &mut out.tail)?;
+        let added = out.tail.len() - before;
+        if out.queued + added > max_queued {
+            out.tail.truncate(before);
+            return Err(TransportError::SlowConsumer { limit: max_queued });
         }
-        self.queued += added;
+        out.queued += added;
         Ok(())
     }
 
@@ -149,37 +157,39 @@ impl FrameWriter {
         match self.inner {
             WriteInner::Ws(_) => self.push(bytes.slice(LENGTH_PREFIX_LEN..)),
             _ if bytes.len() <= COPY_THRESHOLD => {
-                self.check_room(bytes.len())?;
-                self.tail.extend_from_slice(bytes);
-                self.queued += bytes.len();
+                let out = self.room(bytes.len())?;
+                out.tail.extend_from_slice(bytes);
+                out.queued += bytes.len();
                 Ok(())
             }
             _ => {
-                self.check_room(bytes.len())?;
-                if !self.tail.is_empty() {
+                let out = self.room(bytes.len())?;
+                if !out.tail.is_empty() {
                     // Keep order: what was encoded so far goes before this frame.
-                    self.queue.push_back(self.tail.split().freeze());
+                    let encoded = out.tail.split().freeze();
+                    out.queue.push_back(encoded);
                 }
-                self.queued += bytes.len();
-                self.queue.push_back(bytes.clone());
+                out.queued += bytes.len();
+                out.queue.push_back(bytes.clone());
                 Ok(())
             }
         }
     }
 
-    fn check_room(&self, len: usize) -> Result<(), TransportError> {
-        if self.queued + len > self.max_queued {
+    /// The outbound queue, if `len` more bytes fit under the bound.
+    fn room(&mut self, len: usize) -> Result<&mut Outbound, TransportError> {
+        if self.queued_bytes() + len > self.max_queued {
             return Err(TransportError::SlowConsumer {
                 limit: self.max_queued,
             });
         }
-        Ok(())
+        Ok(self.out.get_or_insert_with(Box::default))
     }
 
     fn push(&mut self, chunk: Bytes) -> Result<(), TransportError> {
-        self.check_room(chunk.len())?;
-        self.queued += chunk.len();
-        self.queue.push_back(chunk);
+        let out = self.room(chunk.len())?;
+        out.queued += chunk.len();
+        out.queue.push_back(chunk);
         Ok(())
     }
 
@@ -205,33 +215,21 @@ impl FrameWriter {
 
     /// Polls [`FrameWriter::flush`].
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        let Some(out) = self.out.as_deref_mut() else {
+            return Poll::Ready(Ok(()));
+        };
         let result = match &mut self.inner {
-            WriteInner::Stream(io) => ready!(poll_write_stream(
-                io.as_mut(),
-                &mut self.queue,
-                &mut self.tail,
-                &mut self.queued,
-                cx
-            ))
-            .map_err(TransportError::from_io),
-            WriteInner::Quic { send, .. } => ready!(poll_write_stream(
-                Pin::new(send),
-                &mut self.queue,
-                &mut self.tail,
-                &mut self.queued,
-                cx
-            ))
-            .map_err(TransportError::from_io),
-            WriteInner::Ws(sink) => {
-                ready!(poll_write_ws(sink, &mut self.queue, &mut self.queued, cx))
+            WriteInner::Stream(io) => {
+                ready!(poll_write_stream(io.as_mut(), out, cx)).map_err(TransportError::from_io)
             }
+            WriteInner::Quic { send, .. } => {
+                ready!(poll_write_stream(Pin::new(send), out, cx)).map_err(TransportError::from_io)
+            }
+            WriteInner::Ws(sink) => ready!(poll_write_ws(sink, out, cx)),
         };
         if result.is_ok() {
             // Idle connections hold no write buffers.
-            self.tail = BytesMut::new();
-            if self.queue.capacity() > 0 {
-                self.queue = VecDeque::new();
-            }
+            self.out = None;
         }
         Poll::Ready(result)
     }
@@ -276,11 +274,14 @@ impl FrameWriter {
 
 fn poll_write_stream<W: AsyncWrite + ?Sized>(
     mut io: Pin<&mut W>,
-    queue: &mut VecDeque<Bytes>,
-    tail: &mut BytesMut,
-    queued: &mut usize,
+    out: &mut Outbound,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
+    let Outbound {
+        queue,
+        tail,
+        queued,
+    } = out;
     while !queue.is_empty() || !tail.is_empty() {
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
         let mut count = 0;
@@ -319,10 +320,10 @@ fn poll_write_stream<W: AsyncWrite + ?Sized>(
 
 fn poll_write_ws(
     sink: &mut SplitSink<WsStream, Message>,
-    queue: &mut VecDeque<Bytes>,
-    queued: &mut usize,
+    out: &mut Outbound,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), TransportError>> {
+    let Outbound { queue, queued, .. } = out;
     while !queue.is_empty() {
         ready!(sink.poll_ready_unpin(cx))?;
         if let Some(message) = queue.pop_front() {
