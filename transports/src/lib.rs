@@ -27,6 +27,14 @@
 //! - `connector`: the client side. `cert`: PEM loading, dev certificates, rustls configs.
 //! - `limits` (global and per-IP), `accept` (back-off on EMFILE), `stats` (counters).
 //!
+//! # Memory
+//!
+//! An idle connection holds no read buffer (reads go through a per-thread scratch buffer), no
+//! outbound queue (created by the first queued frame, dropped once written) and shares its
+//! codec settings with the listener. Split a connection *before* moving it into its task:
+//! a task future that captures the `FramedConn` and splits it inside stores both layouts.
+//! Measured figures per transport are in `README.md` (`bench` binary `idle_conns`).
+//!
 //! # Cancel safety
 //!
 //! [`FrameReader::recv`], [`FrameWriter::flush`] and [`Listener::accept`] are cancel-safe,

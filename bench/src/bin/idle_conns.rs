@@ -148,6 +148,7 @@ async fn server(args: &Args) -> Result<(), String> {
         config.quic.stream_receive_window = 1_250_000;
         config.quic.receive_window = u32::MAX;
         config.quic.send_window = 10_000_000;
+        config.quic.mtu_discovery = true;
     }
     let ready = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&ready);
