@@ -131,3 +131,28 @@ pub(crate) fn client_config(
     config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_pem_files() {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("generate");
+        let dir = std::env::temp_dir().join(format!("imgate-cert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+        std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
+        let identity = Identity::from_pem_files(&cert, &key).expect("load");
+        assert_eq!(identity.leaf().as_ref(), certified.cert.der().as_ref());
+        assert!(identity.server_config(ALPN_IMGATE, false).is_ok());
+        // A key file holding a certificate is a clear configuration error, not a panic.
+        assert!(matches!(
+            Identity::from_pem_files(&cert, &cert),
+            Err(TransportError::Config(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -335,3 +335,115 @@ fn poll_write_ws(
     ready!(sink.poll_flush_unpin(cx))?;
     Poll::Ready(Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Accepts everything, counting write calls.
+    struct CountingWriter {
+        writes: Arc<AtomicUsize>,
+        bytes: Arc<AtomicUsize>,
+    }
+
+    impl AsyncWrite for CountingWriter {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(buf.len(), Ordering::Relaxed);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let len = bufs.iter().map(|b| b.len()).sum();
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(len, Ordering::Relaxed);
+            Poll::Ready(Ok(len))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_frames_leave_in_one_write_and_buffers_are_released() {
+        let writes = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let io = CountingWriter {
+            writes: Arc::clone(&writes),
+            bytes: Arc::clone(&bytes),
+        };
+        let encoder = Arc::new(FrameEncoder::default());
+        let mut writer = FrameWriter::new(
+            WriteInner::Stream(Box::pin(io)),
+            Arc::clone(&encoder),
+            1 << 20,
+        );
+        let small: Frame = imgate_codec::Ping::default().into();
+        let shared = EncodedFrame::encode(
+            &encoder,
+            &imgate_codec::Deliver {
+                payload: Bytes::from(vec![7; 4096]),
+                ..Default::default()
+            }
+            .into(),
+        )
+        .expect("encode");
+        for _ in 0..50 {
+            writer.queue(&small).expect("queue");
+        }
+        writer.queue_encoded(&shared).expect("queue shared");
+        for _ in 0..50 {
+            writer.queue(&small).expect("queue");
+        }
+        let queued = writer.queued_bytes();
+        writer.flush().await.expect("flush");
+        assert_eq!(
+            writes.load(Ordering::Relaxed),
+            1,
+            "one vectored write for 101 frames"
+        );
+        assert_eq!(bytes.load(Ordering::Relaxed), queued);
+        assert_eq!(writer.queued_bytes(), 0);
+        assert!(writer.out.is_none(), "an idle writer holds no queue");
+        // Idle connection: the next frame goes out at once, alone.
+        writer.send(&small).await.expect("send");
+        assert_eq!(writes.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded() {
+        let io = CountingWriter {
+            writes: Arc::default(),
+            bytes: Arc::default(),
+        };
+        let mut writer = FrameWriter::new(WriteInner::Stream(Box::pin(io)), Arc::default(), 100);
+        let frame: Frame = imgate_codec::Deliver {
+            payload: Bytes::from(vec![1; 60]),
+            ..Default::default()
+        }
+        .into();
+        writer.queue(&frame).expect("first fits");
+        let err = writer.queue(&frame).expect_err("second does not");
+        assert_eq!(err.close_code(), Some(CloseCode::SLOW_CONSUMER));
+        assert!(writer.queued_bytes() <= 100);
+    }
+}
