@@ -165,18 +165,11 @@ fn poll_stream(
                 Err(e) => Err(e.into()),
             });
         }
-        let read = SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let mut buf = ReadBuf::new(&mut scratch[..]);
-            match io.as_mut().poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) => {
-                    // Copy out before the scratch is released: exactly the bytes received.
-                    pending.extend_from_slice(buf.filled());
-                    Poll::Ready(Ok(buf.filled().len()))
-                }
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Pending => Poll::Pending,
-            }
+        let read = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => read_into(io.as_mut(), &mut scratch, pending, cx),
+            // Only reachable if a `poll_read` below us re-entered a reader on this thread;
+            // a temporary buffer keeps that correct instead of panicking.
+            Err(_) => read_into(io.as_mut(), &mut [0; 4096], pending, cx),
         });
         match ready!(read) {
             Ok(0) => *eof = true,
@@ -184,6 +177,20 @@ fn poll_stream(
             Err(e) => return Poll::Ready(Err(TransportError::from_io(e))),
         }
     }
+}
+
+/// One `poll_read` into `scratch`, appending what arrived to `pending`.
+fn read_into(
+    io: Pin<&mut (dyn AsyncRead + Send)>,
+    scratch: &mut [u8],
+    pending: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    let mut buf = ReadBuf::new(scratch);
+    ready!(io.poll_read(cx, &mut buf))?;
+    // Copy out before the scratch is released: exactly the bytes received.
+    pending.extend_from_slice(buf.filled());
+    Poll::Ready(Ok(buf.filled().len()))
 }
 
 fn poll_ws(
