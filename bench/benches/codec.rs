@@ -6,6 +6,7 @@
 //!
 //! `cargo bench -p imgate-bench --bench codec -- --warm-up-time 1 --measurement-time 3`
 #![allow(missing_docs)] // reason: criterion's macros generate undocumented public items
+#![allow(clippy::unwrap_used)] // reason: benchmark set-up; a panic is a failed run
 
 use std::hint::black_box;
 

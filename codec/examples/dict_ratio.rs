@@ -6,6 +6,8 @@
 //! Ratio = uncompressed bytes / bytes on the wire (flags + body, as a WebSocket message);
 //! the encoder only compresses a frame when that makes it smaller, as in production.
 
+#![allow(clippy::disallowed_types)] // reason: a synchronous example timing itself with std Instant; no tokio here
+
 #[path = "support/traffic.rs"]
 #[allow(dead_code)] // reason: shared with gen_samples, which uses other parts
 mod traffic;

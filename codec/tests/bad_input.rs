@@ -1,5 +1,6 @@
 //! One test per kind of bad input: each must produce its own `CodecError` variant and close
 //! code, without panicking and without allocating beyond the frame limit.
+#![allow(clippy::unwrap_used)] // reason: test helpers; a panic is a test failure
 
 use bytes::{BufMut, Bytes, BytesMut};
 use imgate_codec::{

@@ -4,6 +4,7 @@
 //! The harness is `fuzz/src/lib.rs` itself, compiled in here: the targets and this test cannot
 //! drift apart. `write_seed_corpus` (ignored) regenerates the committed seeds:
 //! `cargo test -p imgate-codec --test fuzz_corpus_replay -- --ignored write_seed_corpus`.
+#![allow(clippy::unwrap_used)] // reason: test helpers; a panic is a test failure
 
 #[allow(unreachable_pub, dead_code)] // reason: the harness's items are `pub` for the fuzz crate
 #[path = "../../fuzz/src/lib.rs"]

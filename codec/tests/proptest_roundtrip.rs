@@ -1,6 +1,7 @@
 //! Property tests: frames of every kind survive both framings, with and without compression,
 //! however the byte stream is cut into reads; and arbitrary bytes never panic the decoder or
 //! make it allocate beyond its limit.
+#![allow(clippy::unwrap_used)] // reason: test helpers; a panic is a test failure
 
 use bytes::{BufMut, Bytes, BytesMut};
 use imgate_codec::proto::send::To;

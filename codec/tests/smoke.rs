@@ -1,4 +1,5 @@
 //! Basic round trips through both framings; the property tests cover the rest.
+#![allow(clippy::unwrap_used)] // reason: tests; a panic is a test failure
 
 use bytes::{Bytes, BytesMut};
 use imgate_codec::{Compression, Deliver, Dictionary, Frame, FrameDecoder, FrameEncoder, Kind};

@@ -4,6 +4,7 @@
 //!
 //! To regenerate the blocks after an intended change:
 //! `IMGATE_PRINT_VECTORS=1 cargo test -p imgate-codec --test spec_vectors -- --nocapture`.
+#![allow(clippy::unwrap_used)] // reason: test helpers; a panic is a test failure
 
 use bytes::{Bytes, BytesMut};
 use imgate_codec::{
@@ -242,7 +243,10 @@ fn spec_states_the_example_dictionary_id() {
 #[test]
 fn spec_states_the_builtin_dictionary_id() {
     let line = format!("builtin id\n`{:#010x}`", Dictionary::builtin().id().0);
-    assert!(SPEC.contains(&line), "docs/protocol.md must state the built-in dictionary {line}");
+    assert!(
+        SPEC.contains(&line),
+        "docs/protocol.md must state the built-in dictionary {line}"
+    );
 }
 
 #[test]

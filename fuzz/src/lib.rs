@@ -159,7 +159,7 @@ pub struct RoundTrip {
 
 /// Every frame kind, field by field, in `Arbitrary`-friendly form.
 #[derive(Arbitrary, Debug)]
-#[allow(missing_docs)] // reason: mirrors frame.proto one to one
+#[allow(missing_docs, clippy::type_complexity)] // reason: mirrors frame.proto one to one
 pub enum ArbFrame {
     Hello(
         (u32, String, String, String, i32),
