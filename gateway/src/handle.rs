@@ -2,16 +2,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use tokio::time::Instant;
 
 use crate::app::App;
 use crate::deliver::{Delivery, DeliveryReport, DeviceOutcome, DeviceReport, Target};
 use crate::ids::{AppId, DeviceId, MessageId, RoomId, SessionId, UserId};
+use crate::metrics::Metrics;
 use crate::offline::PushTrigger;
+use crate::rate_limit::SharedBucket;
 use crate::registry::{Registry, SessionCell};
+use crate::server::ServerConfig;
 use crate::session::{DeliverOutcome, Outgoing, Undelivered, UndeliveredReason};
 
 /// Errors of the delivery API.
@@ -29,6 +36,17 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) apps: HashMap<AppId, App>,
     next_message_id: AtomicU64,
+    pub(crate) metrics: Metrics,
+    pub(crate) config: ServerConfig,
+    /// Every connection, session driver and offline hand-off task, so a drain can wait.
+    pub(crate) tasks: TaskTracker,
+    /// Cancels every task at once (a hard shutdown).
+    pub(crate) cancel: CancellationToken,
+    /// Set when a drain starts: `/readyz` fails and new handshakes are refused.
+    pub(crate) draining: AtomicBool,
+    /// Notified whenever a connection detaches from its session.
+    pub(crate) detached: Notify,
+    pub(crate) handshake_limit: SharedBucket,
 }
 
 /// A cheap, cloneable handle to a running gateway.
@@ -46,15 +64,46 @@ pub(crate) fn wall_ms() -> u64 {
 }
 
 impl GatewayHandle {
-    pub(crate) fn new(apps: HashMap<AppId, App>, shards: usize) -> Self {
+    pub(crate) fn new(apps: HashMap<AppId, App>, config: ServerConfig, metrics: Metrics) -> Self {
         Self {
             shared: Arc::new(Shared {
-                registry: Registry::new(shards),
+                registry: Registry::new(config.shards),
                 apps,
                 // Seeded from the wall clock (µs) so ids stay unique across restarts.
                 next_message_id: AtomicU64::new(wall_ms().saturating_mul(1000)),
+                metrics,
+                handshake_limit: SharedBucket::new(config.handshake_rate),
+                config,
+                tasks: TaskTracker::new(),
+                cancel: CancellationToken::new(),
+                draining: AtomicBool::new(false),
+                detached: Notify::new(),
             }),
         }
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Whether the gateway is draining (not ready for new clients).
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Relaxed)
+    }
+
+    /// Runs `task` as part of the gateway: a drain waits for it, a shutdown cancels it.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let cancel = self.shared.cancel.clone();
+        self.shared.tasks.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = cancel.cancelled() => {}
+            }
+        });
     }
 
     pub(crate) fn app(&self, app: &AppId) -> Option<&App> {
@@ -93,6 +142,7 @@ impl GatewayHandle {
                 .filter(|c| Some(c.id()) != delivery.options.exclude_session)
                 .collect();
             if cells.is_empty() {
+                Metrics::count(&self.shared.metrics.deliveries, "no_session");
                 devices.push(DeviceReport {
                     user: user.clone(),
                     session: None,
@@ -104,6 +154,13 @@ impl GatewayHandle {
             for cell in cells {
                 let outcome = cell.lock().handle_deliver(now, outgoing.clone());
                 cell.wake();
+                let label = match outcome {
+                    DeliverOutcome::Sent { .. } => "sent",
+                    DeliverOutcome::Buffered { .. } => "buffered",
+                    DeliverOutcome::Overflow => "overflow",
+                    DeliverOutcome::Ended => "ended",
+                };
+                Metrics::count(&self.shared.metrics.deliveries, label);
                 let outcome = match outcome {
                     DeliverOutcome::Sent { seq } => DeviceOutcome::Sent { seq },
                     DeliverOutcome::Buffered { seq, push } => {
@@ -234,7 +291,7 @@ impl GatewayHandle {
         let backend = app.backend.clone();
         let app_id = app.id.clone();
         let handle = self.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             backend
                 .on_undelivered(&handle, &app_id, &user, &messages, reason)
                 .await;

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
+pub mod admin;
 mod app;
 pub mod auth;
 pub mod backend;
@@ -19,7 +20,9 @@ pub mod config;
 pub mod deliver;
 mod handle;
 pub mod ids;
+pub mod metrics;
 pub mod offline;
+pub mod rate_limit;
 mod registry;
 pub mod server;
 pub mod session;

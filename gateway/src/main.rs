@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use imgate::admin::AdminServer;
 use imgate::config::{Config, DEFAULT_CONFIG};
 use imgate::ids::{AppId, UserId};
 
@@ -118,6 +119,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let admin_config = config.admin.clone();
+    let drain_grace = config.drain_grace;
     runtime.block_on(async move {
         if path.is_none() {
             tracing::warn!("no --config given: running on embedded defaults (development only)");
@@ -128,23 +131,67 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                  clients will not trust it; set [tls] cert and key for production"
             );
         }
-        let gateway = match config.into_builder().start().await {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = imgate::metrics::Metrics::new(&mut registry);
+        let gateway = match config.into_builder().metrics(metrics).start().await {
             Ok(gateway) => gateway,
             Err(error) => {
                 eprintln!("cannot start: {error}");
                 return ExitCode::FAILURE;
             }
         };
+        let admin = match AdminServer::start(admin_config, gateway.handle().clone(), registry).await
+        {
+            Ok(admin) => admin,
+            Err(error) => {
+                eprintln!("cannot start the admin listener: {error}");
+                gateway.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        };
         for (kind, addr) in gateway.local_addrs() {
             println!("imgate listening: {kind} on {addr}");
         }
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => tracing::info!("shutting down"),
-            Err(error) => tracing::error!(%error, "cannot wait for signals; shutting down"),
+        println!(
+            "imgate admin: http://{}/metrics /healthz /readyz /v1/deliver",
+            admin.local_addr()
+        );
+        match wait_for_signal().await {
+            Signal::Terminate => {
+                tracing::info!(grace = ?drain_grace, "SIGTERM: draining");
+                let report = gateway.drain(drain_grace, Duration::from_secs(1)).await;
+                tracing::info!(?report, "drained");
+            }
+            Signal::Interrupt => {
+                tracing::info!("SIGINT: shutting down now");
+                gateway.shutdown().await;
+            }
         }
-        gateway.shutdown().await;
+        drop(admin);
         ExitCode::SUCCESS
     })
+}
+
+enum Signal {
+    Terminate,
+    Interrupt,
+}
+
+/// SIGTERM drains gracefully; SIGINT (Ctrl-C) stops at once.
+async fn wait_for_signal() -> Signal {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; Ctrl-C still works");
+                let _ = tokio::signal::ctrl_c().await;
+                return Signal::Interrupt;
+            }
+        };
+    tokio::select! {
+        _ = terminate.recv() => Signal::Terminate,
+        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+    }
 }
 
 fn init_logging(format: &str) {

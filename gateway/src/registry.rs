@@ -119,6 +119,10 @@ impl Registry {
             .find(|c| &c.identity.device == device)
     }
 
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<SessionCell>> {
+        self.by_id.values()
+    }
+
     pub(crate) fn session_count(&self) -> usize {
         self.by_id.len()
     }

@@ -56,6 +56,20 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
 }
 
 impl<K: Hash + Eq, V: Clone> Sharded<K, V> {
+    /// A snapshot of every value (one shard lock at a time; for drains and listings).
+    pub(crate) fn values(&self) -> Vec<V> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// A clone of the value at `key`.
     pub(crate) fn get(&self, key: &K) -> Option<V> {
         self.read(key).get(key).cloned()

@@ -1,87 +1,10 @@
 //! The gateway over real TCP sockets with a scripted client: handshake, relay, acks, resume.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod support;
 
 use bytes::Bytes;
-use imgate::auth::StaticTokens;
-use imgate::backend::RelayBackend;
-use imgate::ids::{AppId, UserId};
-use imgate::session::SessionConfig;
-use imgate::{App, Gateway, RunningGateway};
-use imgate_codec::{Ack, CloseCode, Frame, Hello, Kind, ReceiptStatus, Resume, Send, Welcome};
-use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
-use rustls::RootCertStore;
-
-async fn start() -> RunningGateway {
-    let mut tokens = StaticTokens::new();
-    tokens.insert("tok-alice", UserId::new("alice"));
-    tokens.insert("tok-bob", UserId::new("bob"));
-    let app = App {
-        id: AppId::new("chat"),
-        authenticator: Arc::new(tokens),
-        backend: Arc::new(RelayBackend),
-        session: SessionConfig::default(),
-        push: Arc::new(imgate::offline::NoPush),
-    };
-    Gateway::builder()
-        .app(app)
-        .listener(ListenerConfig::new(
-            TransportKind::Tcp,
-            "127.0.0.1:0".parse().expect("addr"),
-        ))
-        .start()
-        .await
-        .expect("start")
-}
-
-async fn connect(gw: &RunningGateway) -> FramedConn {
-    let connector = Connector::new(ConnectorConfig::new(
-        TransportKind::Tcp,
-        RootCertStore::empty(),
-    ))
-    .expect("connector");
-    connector
-        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
-        .await
-        .expect("connect")
-}
-
-async fn recv(conn: &mut FramedConn) -> Kind {
-    tokio::time::timeout(Duration::from_secs(5), conn.recv())
-        .await
-        .expect("timely frame")
-        .expect("frame")
-        .expect("open")
-        .kind
-        .expect("kind")
-}
-
-async fn hello(conn: &mut FramedConn, token: &str, resume: Option<Resume>) -> Welcome {
-    let hello = Hello {
-        version: 1,
-        token: token.into(),
-        app_id: "chat".into(),
-        device_id: "phone".into(),
-        resume,
-        ..Default::default()
-    };
-    conn.send(&hello.into()).await.expect("send hello");
-    match recv(conn).await {
-        Kind::Welcome(w) => w,
-        other => panic!("expected Welcome, got {other:?}"),
-    }
-}
-
-fn text(msg_id: u64, to: &str, body: &'static str) -> Frame {
-    Send {
-        msg_id,
-        to: Some(imgate_codec::proto::send::To::User(to.into())),
-        payload: Bytes::from_static(body.as_bytes()),
-        ack: 0,
-    }
-    .into()
-}
+use imgate_codec::{Ack, CloseCode, Hello, Kind, ReceiptStatus, Resume};
+use support::{connect, hello, recv, start, text};
 
 #[tokio::test]
 async fn direct_message_is_relayed_receipted_acked_and_resumed() {

@@ -13,6 +13,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub(super) server: Server,
     #[serde(default)]
+    pub(super) admin: Admin,
+    #[serde(default)]
     pub(super) tls: Tls,
     #[serde(default)]
     pub(super) listener: Vec<Listener>,
@@ -25,6 +27,9 @@ pub struct ConfigFile {
 pub(super) struct Server {
     pub(super) handshake_timeout_secs: u64,
     pub(super) shards: usize,
+    pub(super) drain_grace_secs: u64,
+    pub(super) handshakes_per_sec: f64,
+    pub(super) frames_per_sec_per_connection: f64,
 }
 
 impl Default for Server {
@@ -32,6 +37,25 @@ impl Default for Server {
         Self {
             handshake_timeout_secs: 10,
             shards: 64,
+            drain_grace_secs: 30,
+            handshakes_per_sec: 2000.0,
+            frames_per_sec_per_connection: 200.0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Admin {
+    pub(super) bind: SocketAddr,
+    pub(super) token: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 7180)),
+            token: None,
         }
     }
 }

@@ -37,6 +37,10 @@ pub struct Config {
     pub apps: Vec<App>,
     /// Whether a development certificate was generated (worth a loud warning).
     pub dev_certificate: bool,
+    /// The admin HTTP listener.
+    pub admin: crate::admin::AdminConfig,
+    /// How long a SIGTERM drain waits for clients to leave.
+    pub drain_grace: Duration,
 }
 
 impl Config {
@@ -72,6 +76,14 @@ impl ConfigFile {
         let server = ServerConfig {
             handshake_timeout: Duration::from_secs(self.server.handshake_timeout_secs.max(1)),
             shards: self.server.shards.max(1),
+            handshake_rate: crate::rate_limit::RateLimit::new(
+                self.server.handshakes_per_sec,
+                self.server.handshakes_per_sec * 2.0,
+            ),
+            message_rate: crate::rate_limit::RateLimit::new(
+                self.server.frames_per_sec_per_connection,
+                self.server.frames_per_sec_per_connection * 2.0,
+            ),
             ..ServerConfig::default()
         };
         let needs_cert = self.listener.iter().any(|l| {
@@ -160,6 +172,11 @@ impl ConfigFile {
             listeners,
             apps,
             dev_certificate,
+            admin: crate::admin::AdminConfig {
+                bind: self.admin.bind,
+                token: self.admin.token,
+            },
+            drain_grace: Duration::from_secs(self.server.drain_grace_secs),
         })
     }
 }

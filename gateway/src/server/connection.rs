@@ -13,13 +13,26 @@ use crate::auth::AuthRequest;
 use crate::backend::Origin;
 use crate::handle::{GatewayHandle, wall_ms};
 use crate::ids::{AppId, DeviceId, SessionId};
+use crate::metrics::{Metrics, TransportLabel};
 use crate::registry::SessionCell;
 use crate::session::{Handshake, Identity, Negotiated, ResumeSecret, Session};
 
 /// Serves one connection from its first byte to its close.
-pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn, config: ServerConfig) {
+pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn) {
     let peer = conn.info().peer;
     let transport = conn.info().kind;
+    let config = handle.shared.config.clone();
+    let gauge = handle
+        .metrics()
+        .connections
+        .get_or_create(&TransportLabel {
+            transport: transport.as_str(),
+        })
+        .clone();
+    gauge.inc();
+    let _open = scopeguard(move || {
+        gauge.dec();
+    });
     let (mut reader, mut writer) = conn.split();
     let span = tracing::debug_span!("conn", client.addr = %peer, transport = %transport);
     let _entered = span.enter();
@@ -37,6 +50,7 @@ pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn, config: Serve
     let authenticated = match app.authenticator.authenticate(&request).await {
         Ok(authenticated) => authenticated,
         Err(error) => {
+            Metrics::count(&handle.metrics().handshakes, error.close_code().name());
             tracing::debug!(client.addr = %peer, %error, "authentication failed");
             let _ = writer.close(error.close_code(), &error.to_string()).await;
             return;
@@ -60,6 +74,7 @@ pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn, config: Serve
         let _ = writer.close(CloseCode::INTERNAL, "internal error").await;
         return;
     };
+    Metrics::count(&handle.metrics().handshakes, "ok");
     let origin = Origin {
         session: cell.id(),
         identity: cell.identity().clone(),
@@ -67,7 +82,7 @@ pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn, config: Serve
     if fresh {
         app.backend.on_connect(&handle, &origin).await;
     }
-    Driver::new(handle, app, cell, origin, config)
+    Driver::new(handle, app, cell, origin)
         .run(Some((reader, writer)), compression)
         .await;
 }
@@ -83,6 +98,17 @@ async fn handshake(
     let first = tokio::time::timeout_at(handshake.poll_timeout(), reader.recv()).await;
     let refusal = match first {
         Err(_elapsed) => handshake.handle_timeout(Instant::now()),
+        Ok(Ok(Some(_))) if handle.is_draining() => Some(crate::session::HandshakeRefused::new(
+            CloseCode::GOING_AWAY,
+            "the server is draining; connect elsewhere",
+        )),
+        Ok(Ok(Some(_))) if !handle.shared.handshake_limit.try_take(Instant::now()) => {
+            Metrics::count(&handle.metrics().limited, "handshake_rate");
+            Some(crate::session::HandshakeRefused::new(
+                CloseCode::RATE_LIMITED,
+                "too many handshakes; retry with back-off",
+            ))
+        }
         Ok(Ok(Some(frame))) => match handshake.handle_frame(frame) {
             Ok(hello) => {
                 let app_id = AppId::new(hello.app_id.as_str());
@@ -102,6 +128,7 @@ async fn handshake(
             .map(|code| crate::session::HandshakeRefused::new(code, error.to_string())),
     };
     if let Some(refused) = refusal {
+        Metrics::count(&handle.metrics().handshakes, refused.code.name());
         let _ = tokio::time::timeout(
             config.close_timeout,
             writer.close(refused.code, &refused.message),
@@ -158,12 +185,16 @@ fn attach(
                 // The previous driver (if any) sees the new generation and lets go.
                 cell.wake();
                 match result {
-                    Ok(()) => return Some((cell, false)),
+                    Ok(()) => {
+                        Metrics::count(&handle.metrics().resumes, "resumed");
+                        return Some((cell, false));
+                    }
                     Err(reason) => refused = reason,
                 }
             }
             None => refused = ResumeRefused::UnknownSession,
         }
+        Metrics::count(&handle.metrics().resumes, refused.as_str_name());
     }
     if let Some(old) = registry.device_session(&identity.app, &identity.user, &identity.device) {
         old.lock().take_over();
@@ -194,4 +225,17 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
     let mut bytes = [0; N];
     getrandom::fill(&mut bytes).ok()?;
     Some(bytes)
+}
+
+/// Runs `f` when dropped (the connection gauge must go down however the task ends).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

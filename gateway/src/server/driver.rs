@@ -12,7 +12,9 @@ use super::ServerConfig;
 use crate::app::App;
 use crate::backend::{Origin, UpstreamOutcome};
 use crate::handle::GatewayHandle;
+use crate::metrics::{DirectionLabel, Metrics};
 use crate::offline::{PushRegistration, PushTrigger};
+use crate::rate_limit::TokenBucket;
 use crate::registry::SessionCell;
 use crate::session::{Event, Upstream};
 
@@ -23,9 +25,16 @@ pub(super) struct Driver {
     app: App,
     cell: Arc<SessionCell>,
     origin: Origin,
-    config: ServerConfig,
     generation: u64,
+    /// Frames the client may still send in this interval (per connection).
+    rate: TokenBucket,
+    /// Since when bytes have been waiting for the socket without a flush completing.
+    stalled_since: Option<Instant>,
 }
+
+/// Frames are pulled from the session only while less than this is queued for the socket:
+/// a replay of a large backlog streams instead of ballooning the write queue.
+const OUTBOUND_HIGH_WATER: usize = 32 * 1024;
 
 /// What one pass over the session's output asks for.
 #[derive(Default)]
@@ -43,22 +52,27 @@ impl Driver {
         app: App,
         cell: Arc<SessionCell>,
         origin: Origin,
-        config: ServerConfig,
     ) -> Self {
         let generation = cell.lock().generation();
+        let rate = TokenBucket::new(&handle.shared.config.message_rate, Instant::now());
         Self {
             handle,
             app,
             cell,
             origin,
-            config,
             generation,
+            rate,
+            stalled_since: None,
         }
+    }
+
+    fn config(&self) -> &ServerConfig {
+        &self.handle.shared.config
     }
 
     /// Runs until the session ends or is resumed on another connection.
     pub(super) async fn run(
-        self,
+        mut self,
         mut connection: Option<Connection>,
         mut compression: Option<Compression>,
     ) {
@@ -93,10 +107,17 @@ impl Driver {
                                 sandbox,
                             }),
                             request => {
-                                self.app
+                                let started = Instant::now();
+                                let outcome = self
+                                    .app
                                     .backend
                                     .on_upstream(&self.handle, &self.origin, request)
-                                    .await
+                                    .await;
+                                self.handle
+                                    .metrics()
+                                    .upstream_latency
+                                    .observe(started.elapsed().as_secs_f64());
+                                outcome
                             }
                         };
                         self.cell.lock().handle_receipt(receipt(msg_id, outcome));
@@ -132,7 +153,9 @@ impl Driver {
             if let Some(code) = close.or(ended.then_some(CloseCode::NORMAL))
                 && let Some((_, mut writer)) = connection.take()
             {
+                Metrics::count(&self.handle.metrics().closes, code.name());
                 self.close(&mut writer, code).await;
+                self.handle.shared.detached.notify_waiters();
             }
             if ended {
                 return;
@@ -142,9 +165,15 @@ impl Driver {
             }
             match connection.as_mut() {
                 Some((reader, writer)) => {
+                    if writer.queued_bytes() == 0 {
+                        self.stalled_since = None;
+                    } else if self.stalled_since.is_none() {
+                        self.stalled_since = Some(Instant::now());
+                    }
                     if !self.wait_attached(reader, writer, output.deadline).await {
                         connection = None;
                         self.cell.lock().detach(Instant::now());
+                        self.handle.shared.detached.notify_waiters();
                     }
                 }
                 None => self.wait_detached(output.deadline).await,
@@ -189,7 +218,8 @@ impl Driver {
         let mut output = Output::default();
         let now = Instant::now();
         if let Some(writer) = writer {
-            while session.wants_transmit() {
+            let mut sent = 0u64;
+            while session.wants_transmit() && writer.queued_bytes() < OUTBOUND_HIGH_WATER {
                 let Some(frame) = session.poll_transmit(now) else {
                     break;
                 };
@@ -198,10 +228,14 @@ impl Driver {
                     output.slow = true;
                     break;
                 }
+                sent += 1;
                 // Compression starts right after Welcome, never before.
                 if let Some(compression) = compression.take() {
                     writer.encoder_mut().set_compression(Some(compression));
                 }
+            }
+            if sent > 0 {
+                frames_counter(&self.handle, "out").inc_by(sent);
             }
         }
         output.events = std::iter::from_fn(|| session.poll_event()).collect();
@@ -211,19 +245,42 @@ impl Driver {
 
     /// Waits for input on an attached connection; false when the connection is gone.
     async fn wait_attached(
-        &self,
+        &mut self,
         reader: &mut FrameReader,
         writer: &mut FrameWriter,
         deadline: Option<Instant>,
     ) -> bool {
         let sleep = sleep_until(deadline);
+        let stall_limit = self.config().write_stall_timeout;
+        let stalled = sleep_until(self.stalled_since.map(|since| since + stall_limit));
         tokio::select! {
             flushed = writer.flush(), if writer.queued_bytes() > 0 => {
+                self.stalled_since = None;
                 flushed.is_ok()
+            }
+            () = stalled => {
+                // The client stopped reading: let it go and resume later rather than hold
+                // its backlog in memory.
+                Metrics::count(&self.handle.metrics().closes, CloseCode::SLOW_CONSUMER.name());
+                tracing::debug!(session.id = %self.cell.id(), "slow consumer: write stalled");
+                self.close(writer, CloseCode::SLOW_CONSUMER).await;
+                false
             }
             received = reader.recv() => match received {
                 Ok(Some(frame)) => {
-                    self.cell.lock().handle_frame(Instant::now(), frame);
+                    let now = Instant::now();
+                    frames_counter(&self.handle, "in").inc();
+                    if !self.rate.try_take(&self.handle.shared.config.message_rate, now) {
+                        Metrics::count(&self.handle.metrics().limited, "message_rate");
+                        let error = imgate_codec::Error::new(
+                            CloseCode::RATE_LIMITED,
+                            "too many frames; slow down and resume",
+                        );
+                        let _ = writer.queue(&error.into());
+                        self.close(writer, CloseCode::RATE_LIMITED).await;
+                        return false;
+                    }
+                    self.cell.lock().handle_frame(now, frame);
                     true
                 }
                 Ok(None) => false,
@@ -258,7 +315,7 @@ impl Driver {
             // The session already queued its Error or GoAway frame.
             let _ = writer.close(CloseCode::NORMAL, code.name()).await;
         };
-        let _ = tokio::time::timeout(self.config.close_timeout, close).await;
+        let _ = tokio::time::timeout(self.config().close_timeout, close).await;
     }
 }
 
@@ -277,4 +334,15 @@ fn receipt(msg_id: u64, outcome: UpstreamOutcome) -> Receipt {
         reason: outcome.reason,
         message_id: outcome.message_id.map_or(0, |m| m.0),
     }
+}
+
+fn frames_counter(
+    handle: &GatewayHandle,
+    direction: &'static str,
+) -> prometheus_client::metrics::counter::Counter {
+    handle
+        .metrics()
+        .frames
+        .get_or_create(&DirectionLabel { direction })
+        .clone()
 }

@@ -8,11 +8,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use imgate_transports::{Listener, ListenerConfig, TransportError, TransportKind};
+use std::sync::atomic::Ordering;
+
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::App;
 use crate::handle::GatewayHandle;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimit;
 
 /// Errors starting a gateway.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,14 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// Registry shards (rounded up to a power of two).
     pub shards: usize,
+    /// Protocol handshakes accepted per second, gateway-wide (a reconnect storm is smoothed
+    /// instead of melting the authenticator).
+    pub handshake_rate: RateLimit,
+    /// Frames accepted per second from one connection.
+    pub message_rate: RateLimit,
+    /// A connection whose socket accepts nothing for this long is closed as a slow consumer
+    /// (its session stays resumable, its messages buffered within the session's bounds).
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +62,9 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(1),
             shards: 64,
+            handshake_rate: RateLimit::new(2_000.0, 4_000.0),
+            message_rate: RateLimit::new(200.0, 400.0),
+            write_stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -60,6 +75,7 @@ pub struct GatewayBuilder {
     apps: Vec<App>,
     listeners: Vec<ListenerConfig>,
     config: ServerConfig,
+    metrics: Option<Metrics>,
 }
 
 /// Entry point: `Gateway::builder().app(…).listener(…).start().await`.
@@ -92,6 +108,12 @@ impl GatewayBuilder {
         self
     }
 
+    /// Metrics registered in the caller's registry (default: registered nowhere).
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     pub async fn start(self) -> Result<RunningGateway, GatewayError> {
         let mut apps = HashMap::new();
@@ -103,7 +125,8 @@ impl GatewayBuilder {
         if apps.is_empty() {
             return Err(GatewayError::Config("no app configured".into()));
         }
-        let handle = GatewayHandle::new(apps, self.config.shards);
+        let handle =
+            GatewayHandle::new(apps, self.config.clone(), self.metrics.unwrap_or_default());
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
@@ -113,12 +136,7 @@ impl GatewayBuilder {
                 .await
                 .map_err(|source| GatewayError::Listener { kind, bind, source })?;
             addrs.push((kind, listener.local_addr()));
-            tasks.spawn(accept_loop(
-                listener,
-                handle.clone(),
-                self.config.clone(),
-                stop_rx.clone(),
-            ));
+            tasks.spawn(accept_loop(listener, handle.clone(), stop_rx.clone()));
         }
         Ok(RunningGateway {
             handle,
@@ -154,34 +172,98 @@ impl RunningGateway {
         self.addrs.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
     }
 
-    /// Stops accepting and aborts every connection task.
+    /// Stops accepting and ends every connection and session at once (no drain).
     pub async fn shutdown(mut self) {
+        self.stop_accepting().await;
+        let shared = &self.handle.shared;
+        shared.cancel.cancel();
+        shared.tasks.close();
+        shared.tasks.wait().await;
+    }
+
+    /// Graceful drain: `/readyz` fails, listeners stop, every attached client gets
+    /// `GoAway{Drain, reconnect_after}`; once every client has gone (or `grace` has passed)
+    /// every remaining session ends and its unacknowledged messages go to the offline path.
+    /// Returns when all of that is done or, at the latest, shortly after `grace`.
+    pub async fn drain(mut self, grace: Duration, reconnect_after: Duration) -> DrainReport {
+        let deadline = tokio::time::Instant::now() + grace;
+        let shared = std::sync::Arc::clone(&self.handle.shared);
+        shared.draining.store(true, Ordering::Relaxed);
+        self.stop_accepting().await;
+        let sessions = shared.registry.all_sessions();
+        let now = tokio::time::Instant::now();
+        for cell in &sessions {
+            cell.lock().drain(now, reconnect_after);
+            cell.wake();
+        }
+        // Event-driven: each detaching connection notifies; the deadline bounds the wait.
+        loop {
+            let detached = shared.detached.notified();
+            let attached = shared
+                .registry
+                .all_sessions()
+                .iter()
+                .filter(|c| c.lock().is_attached())
+                .count();
+            if attached == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, detached).await.is_err() {
+                break;
+            }
+        }
+        let remaining = shared.registry.all_sessions();
+        for cell in &remaining {
+            cell.lock().end_now();
+            cell.wake();
+        }
+        shared.tasks.close();
+        let finished = tokio::time::timeout_at(
+            deadline.max(tokio::time::Instant::now()) + self.handle.shared.config.close_timeout,
+            shared.tasks.wait(),
+        )
+        .await
+        .is_ok();
+        if !finished {
+            shared.cancel.cancel();
+            shared.tasks.wait().await;
+        }
+        DrainReport {
+            sessions: sessions.len(),
+            ended: remaining.len(),
+            clean: finished,
+        }
+    }
+
+    async fn stop_accepting(&mut self) {
         let _ = self.stop.send(true);
-        self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// What a drain did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Sessions alive when the drain started.
+    pub sessions: usize,
+    /// Sessions still alive after the clients left (ended, their messages to the offline path).
+    pub ended: usize,
+    /// Whether every task finished before the deadline (false: the rest were cancelled).
+    pub clean: bool,
 }
 
 async fn accept_loop(
     mut listener: Listener,
     handle: GatewayHandle,
-    config: ServerConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Some(conn) => {
-                    connections.spawn(connection::serve(handle.clone(), conn, config.clone()));
-                }
+                Some(conn) => handle.spawn(connection::serve(handle.clone(), conn)),
                 None => break,
             },
-            // Reap finished connection tasks so the set does not grow.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             _ = stop.changed() => break,
         }
     }
-    connections.abort_all();
-    while connections.join_next().await.is_some() {}
 }

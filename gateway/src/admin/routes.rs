@@ -1,0 +1,260 @@
+//! Admin request handlers.
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+use super::AdminState;
+use crate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, PushAlert, PushOptions, Target};
+use crate::ids::{AppId, DeviceId, RoomId, SessionId, UserId};
+
+/// Largest request body accepted (a message payload plus JSON overhead).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+type Reply = Response<Full<Bytes>>;
+
+pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Reply {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method(), segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["readyz"]) => {
+            if state.gateway.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else {
+                text(StatusCode::OK, "ready\n")
+            }
+        }
+        _ if !authorized(state, &request) => {
+            text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n")
+        }
+        (&Method::GET, ["metrics"]) => metrics(state),
+        (&Method::POST, ["v1", "deliver"]) => deliver(state, request).await,
+        (&Method::GET, ["v1", "users", app, user, "sessions"]) => {
+            let sessions = state
+                .gateway
+                .user_sessions(&AppId::new(*app), &UserId::new(*user));
+            let body: Vec<_> = sessions
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "id": s.id.to_string(),
+                        "device": s.device.as_str(),
+                        "attached": s.attached,
+                    })
+                })
+                .collect();
+            json(StatusCode::OK, &body)
+        }
+        (&Method::DELETE, ["v1", "sessions", id]) => match u64::from_str_radix(id, 16) {
+            Ok(id) if state.gateway.kick(SessionId(id)) => text(StatusCode::NO_CONTENT, ""),
+            Ok(_) => text(StatusCode::NOT_FOUND, "no such session\n"),
+            Err(_) => text(StatusCode::BAD_REQUEST, "session ids are 16 hex digits\n"),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|presented| constant_time_eq(presented.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+fn metrics(state: &AdminState) -> Reply {
+    let metrics = state.gateway.metrics();
+    metrics
+        .sessions
+        .set(i64::try_from(state.gateway.session_count()).unwrap_or(i64::MAX));
+    let mut body = String::new();
+    if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n");
+    }
+    let mut reply = Response::new(Full::new(Bytes::from(body)));
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    reply
+}
+
+/// `POST /v1/deliver` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliverRequest {
+    app: String,
+    target: TargetJson,
+    /// UTF-8 payload (use `payload_base64` for binary).
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    payload_base64: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    push: Option<PushJson>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum TargetJson {
+    User(String),
+    Device { user: String, device: String },
+    Session(String),
+    Room(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushJson {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    collapse_id: Option<String>,
+    #[serde(default)]
+    ttl_secs: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct DeviceJson {
+    user: String,
+    session: Option<String>,
+    device: Option<String>,
+    outcome: &'static str,
+    seq: Option<u64>,
+}
+
+async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body too large or unreadable\n",
+            );
+        }
+    };
+    let parsed: DeliverRequest = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request: {error}\n"),
+            );
+        }
+    };
+    let payload = match (parsed.text, parsed.payload_base64) {
+        (Some(text), None) => Bytes::from(text),
+        (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "payload_base64 is not base64\n"),
+        },
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of text, payload_base64\n",
+            );
+        }
+    };
+    let target = match parsed.target {
+        TargetJson::User(user) => Target::User(UserId::new(user)),
+        TargetJson::Device { user, device } => {
+            Target::Device(UserId::new(user), DeviceId::new(device))
+        }
+        TargetJson::Room(room) => Target::Room(RoomId::new(room)),
+        TargetJson::Session(id) => match u64::from_str_radix(&id, 16) {
+            Ok(id) => Target::Session(SessionId(id)),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "session ids are 16 hex digits\n"),
+        },
+    };
+    let push = parsed.push.map(|p| PushOptions {
+        alert: match (p.title, p.body) {
+            (None, None) => None,
+            (title, body) => Some(PushAlert {
+                title: title.unwrap_or_default(),
+                body: body.unwrap_or_default(),
+            }),
+        },
+        collapse_id: p.collapse_id,
+        ttl_secs: p.ttl_secs,
+        data: Vec::new(),
+    });
+    let delivery = Delivery {
+        target,
+        payload,
+        options: DeliveryOptions {
+            from: parsed.from.map(UserId::new),
+            exclude_session: None,
+            push,
+        },
+    };
+    match state.gateway.deliver(&AppId::new(parsed.app), delivery) {
+        Ok(report) => {
+            let devices: Vec<DeviceJson> = report
+                .devices
+                .iter()
+                .map(|d| {
+                    let (outcome, seq) = match d.outcome {
+                        DeviceOutcome::Sent { seq } => ("sent", Some(seq)),
+                        DeviceOutcome::Buffered { seq } => ("buffered", Some(seq)),
+                        DeviceOutcome::Offline => ("offline", None),
+                    };
+                    DeviceJson {
+                        user: d.user.to_string(),
+                        session: d.session.map(|s| s.to_string()),
+                        device: d.device.as_ref().map(ToString::to_string),
+                        outcome,
+                        seq,
+                    }
+                })
+                .collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "message_id": report.message_id.0, "devices": devices }),
+            )
+        }
+        Err(error) => text(StatusCode::NOT_FOUND, &format!("{error}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *reply.status_mut() = status;
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    reply
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut reply = Response::new(Full::new(Bytes::from(body)));
+            *reply.status_mut() = status;
+            reply.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            reply
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+    }
+}

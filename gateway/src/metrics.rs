@@ -1,0 +1,129 @@
+//! Gateway metrics (Prometheus, via `prometheus-client`). The `Registry` is owned by whoever
+//! starts the gateway and injected here, never a global.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label: transport.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// tcp, tls, ws, wss, quic.
+    pub transport: &'static str,
+}
+
+/// Label: an outcome or reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// The outcome (e.g. `ok`, `UNAUTHENTICATED`, `resumed`, `offline`).
+    pub outcome: &'static str,
+}
+
+/// Label: direction of traffic.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `in` (from clients) or `out` (to clients).
+    pub direction: &'static str,
+}
+
+/// Every gateway metric.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Open client connections by transport.
+    pub connections: Family<TransportLabel, Gauge>,
+    /// Protocol handshakes by outcome (`ok` or the refusal's error-code name).
+    pub handshakes: Family<OutcomeLabel, Counter>,
+    /// Resume attempts by outcome (`resumed` or the refusal reason).
+    pub resumes: Family<OutcomeLabel, Counter>,
+    /// Frames by direction.
+    pub frames: Family<DirectionLabel, Counter>,
+    /// Per-device delivery outcomes (`sent`, `buffered`, `offline`).
+    pub deliveries: Family<OutcomeLabel, Counter>,
+    /// Connections closed by the gateway, by error-code name.
+    pub closes: Family<OutcomeLabel, Counter>,
+    /// Requests refused by a limit, by limit.
+    pub limited: Family<OutcomeLabel, Counter>,
+    /// Live sessions (attached or detached).
+    pub sessions: Gauge,
+    /// Time the backend took to answer an upstream request.
+    pub upstream_latency: Histogram,
+    /// Time from a delivery call to its message being queued on the connection.
+    pub deliver_latency: Histogram,
+}
+
+impl Metrics {
+    /// Registers every metric under `imgate_` in `registry`.
+    pub fn new(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            connections: Family::default(),
+            handshakes: Family::default(),
+            resumes: Family::default(),
+            frames: Family::default(),
+            deliveries: Family::default(),
+            closes: Family::default(),
+            limited: Family::default(),
+            sessions: Gauge::default(),
+            upstream_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            deliver_latency: Histogram::new(exponential_buckets(0.000_001, 2.0, 20)),
+        };
+        let r = registry.sub_registry_with_prefix("imgate");
+        r.register(
+            "connections",
+            "Open client connections",
+            metrics.connections.clone(),
+        );
+        r.register(
+            "handshakes",
+            "Protocol handshakes by outcome",
+            metrics.handshakes.clone(),
+        );
+        r.register(
+            "resumes",
+            "Resume attempts by outcome",
+            metrics.resumes.clone(),
+        );
+        r.register("frames", "Frames by direction", metrics.frames.clone());
+        r.register(
+            "deliveries",
+            "Per-device delivery outcomes",
+            metrics.deliveries.clone(),
+        );
+        r.register(
+            "closes",
+            "Connections closed by the gateway, by code",
+            metrics.closes.clone(),
+        );
+        r.register(
+            "limited",
+            "Requests refused by a limit",
+            metrics.limited.clone(),
+        );
+        r.register("sessions", "Live sessions", metrics.sessions.clone());
+        r.register(
+            "upstream_latency_seconds",
+            "Backend time to answer an upstream request",
+            metrics.upstream_latency.clone(),
+        );
+        r.register(
+            "deliver_latency_seconds",
+            "Time for a deliver call to queue a message on every recipient",
+            metrics.deliver_latency.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one outcome in `family`.
+    pub(crate) fn count(family: &Family<OutcomeLabel, Counter>, outcome: &'static str) {
+        family.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+}
+
+impl Default for Metrics {
+    /// Metrics registered nowhere (for gateways started without a registry).
+    fn default() -> Self {
+        Self::new(&mut Registry::default())
+    }
+}

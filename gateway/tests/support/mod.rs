@@ -1,0 +1,180 @@
+//! Shared test support: start a gateway, a scripted raw-frame client, a tiny HTTP client.
+#![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use imgate::auth::StaticTokens;
+use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
+use imgate::ids::{AppId, UserId};
+use imgate::session::{SessionConfig, Undelivered, UndeliveredReason, Upstream};
+use imgate::{App, Gateway, GatewayBuilder, GatewayHandle, RunningGateway, ServerConfig};
+use imgate_codec::{Frame, Hello, Kind, Resume, Send, Welcome};
+use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
+use rustls::RootCertStore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Users `alice`, `bob`, `carol` with tokens `tok-<user>`.
+pub fn tokens() -> StaticTokens {
+    let mut tokens = StaticTokens::new();
+    for user in ["alice", "bob", "carol"] {
+        tokens.insert(format!("tok-{user}"), UserId::new(user));
+    }
+    tokens
+}
+
+/// A relay that also records what the offline path received.
+#[derive(Debug, Default, Clone)]
+pub struct RecordingRelay {
+    pub undelivered: Arc<Mutex<Vec<(String, Undelivered, UndeliveredReason)>>>,
+}
+
+impl Backend for RecordingRelay {
+    fn on_upstream<'a>(
+        &'a self,
+        gateway: &'a GatewayHandle,
+        origin: &'a Origin,
+        request: Upstream,
+    ) -> BoxFuture<'a, UpstreamOutcome> {
+        RelayBackend.on_upstream(gateway, origin, request)
+    }
+
+    fn on_undelivered<'a>(
+        &'a self,
+        _gateway: &'a GatewayHandle,
+        _app: &'a AppId,
+        user: &'a UserId,
+        messages: &'a [Undelivered],
+        reason: UndeliveredReason,
+    ) -> BoxFuture<'a, ()> {
+        let mut log = self.undelivered.lock().expect("lock");
+        for m in messages {
+            log.push((user.to_string(), m.clone(), reason));
+        }
+        Box::pin(async {})
+    }
+}
+
+/// An app `chat` with static tokens and `backend`.
+pub fn app(backend: Arc<dyn Backend>, session: SessionConfig) -> App {
+    App {
+        id: AppId::new("chat"),
+        authenticator: Arc::new(tokens()),
+        backend,
+        session,
+        push: Arc::new(imgate::offline::NoPush),
+    }
+}
+
+/// A builder with a TCP listener on 127.0.0.1:0.
+pub fn builder(app: App, server: ServerConfig) -> GatewayBuilder {
+    Gateway::builder()
+        .app(app)
+        .config(server)
+        .listener(ListenerConfig::new(TransportKind::Tcp, loopback()))
+}
+
+pub fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// The default relay gateway on TCP.
+pub async fn start() -> RunningGateway {
+    builder(
+        app(Arc::new(RelayBackend), SessionConfig::default()),
+        ServerConfig::default(),
+    )
+    .start()
+    .await
+    .expect("start")
+}
+
+pub async fn connect(gw: &RunningGateway) -> FramedConn {
+    let connector = Connector::new(ConnectorConfig::new(
+        TransportKind::Tcp,
+        RootCertStore::empty(),
+    ))
+    .expect("connector");
+    connector
+        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
+        .await
+        .expect("connect")
+}
+
+/// The next frame's kind (5 s at most).
+pub async fn recv(conn: &mut FramedConn) -> Kind {
+    tokio::time::timeout(Duration::from_secs(5), conn.recv())
+        .await
+        .expect("timely frame")
+        .expect("frame")
+        .expect("open")
+        .kind
+        .expect("kind")
+}
+
+pub fn hello_frame(token: &str, device: &str, resume: Option<Resume>) -> Frame {
+    Hello {
+        version: 1,
+        token: token.into(),
+        app_id: "chat".into(),
+        device_id: device.into(),
+        resume,
+        ..Default::default()
+    }
+    .into()
+}
+
+pub async fn hello(conn: &mut FramedConn, token: &str, resume: Option<Resume>) -> Welcome {
+    conn.send(&hello_frame(token, "phone", resume))
+        .await
+        .expect("send hello");
+    match recv(conn).await {
+        Kind::Welcome(w) => w,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+pub fn text(msg_id: u64, to: &str, body: &'static str) -> Frame {
+    Send {
+        msg_id,
+        to: Some(imgate_codec::proto::send::To::User(to.into())),
+        payload: Bytes::from_static(body.as_bytes()),
+        ack: 0,
+    }
+    .into()
+}
+
+pub fn resume_of(welcome: &Welcome, last_seq: u64) -> Resume {
+    Resume {
+        session_id: welcome.session_id,
+        resume_secret: welcome.resume_secret.clone(),
+        last_seq,
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status, body).
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .expect("timely response")
+        .expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
