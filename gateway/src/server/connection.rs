@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use imgate_codec::{CloseCode, Compression, Dictionary, FEATURE_LZ4, Hello, ResumeRefused};
-use imgate_transports::{FrameReader, FrameWriter, FramedConn};
+use imgate_transports::{FrameReader, FrameWriter};
 use tokio::time::Instant;
 
 use super::ServerConfig;
@@ -18,9 +18,12 @@ use crate::registry::SessionCell;
 use crate::session::{Handshake, Identity, Negotiated, ResumeSecret, Session};
 
 /// Serves one connection from its first byte to its close.
-pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn) {
-    let peer = conn.info().peer;
-    let transport = conn.info().kind;
+///
+/// Takes the halves, not the `FramedConn`: a future holding the whole connection and then
+/// its halves would reserve room for both in every idle connection's task.
+pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut writer: FrameWriter) {
+    let peer = reader.info().peer;
+    let transport = reader.info().kind;
     let config = handle.shared.config.clone();
     let gauge = handle
         .metrics()
@@ -33,7 +36,6 @@ pub(super) async fn serve(handle: GatewayHandle, conn: FramedConn) {
     let _open = scopeguard(move || {
         gauge.dec();
     });
-    let (mut reader, mut writer) = conn.split();
     let span = tracing::debug_span!("conn", client.addr = %peer, transport = %transport);
     let _entered = span.enter();
     drop(_entered);

@@ -260,7 +260,10 @@ async fn accept_loop(
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Some(conn) => handle.spawn(connection::serve(handle.clone(), conn)),
+                Some(conn) => {
+                    let (reader, writer) = conn.split();
+                    handle.spawn(connection::serve(handle.clone(), reader, writer));
+                }
                 None => break,
             },
             _ = stop.changed() => break,

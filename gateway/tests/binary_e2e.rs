@@ -1,0 +1,219 @@
+//! The real `imgate` binary as a process: config file, clients over TCP, WSS and QUIC, direct
+//! and room messages through the relay, `/metrics`, and a SIGTERM drain.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use imgate_codec::{Frame, GoAwayReason, JoinRoom, Kind, Send};
+use imgate_transports::{Connector, ConnectorConfig, FramedConn, TransportKind};
+use rustls::RootCertStore;
+use support::{hello, http, recv, text};
+
+/// Kills the server if the test fails half-way (CI kills nothing for us).
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn write_config(dir: &std::path::Path) -> RootCertStore {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).expect("write key");
+    let config = format!(
+        r#"
+[server]
+drain_grace_secs = 5
+
+[admin]
+bind = "127.0.0.1:0"
+
+[tls]
+cert = "{dir}/cert.pem"
+key = "{dir}/key.pem"
+
+[[listener]]
+transport = "tcp"
+bind = "127.0.0.1:0"
+
+[[listener]]
+transport = "wss"
+bind = "127.0.0.1:0"
+
+[[listener]]
+transport = "quic"
+bind = "127.0.0.1:0"
+
+[[app]]
+id = "chat"
+[app.auth]
+kind = "static"
+tokens = {{ "tok-alice" = "alice", "tok-bob" = "bob", "tok-carol" = "carol" }}
+"#,
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("imgate.toml"), config).expect("write config");
+    let mut roots = RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).expect("trust");
+    roots
+}
+
+/// Starts the binary and reads where it listens from its stdout.
+fn spawn(config: &std::path::Path) -> (Server, Vec<(String, SocketAddr)>, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn imgate");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut listeners = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(rest) = line.strip_prefix("imgate listening: ") {
+            let (kind, addr) = rest.split_once(" on ").expect("listener line");
+            listeners.push((kind.to_owned(), addr.parse().expect("addr")));
+        } else if let Some(rest) = line.strip_prefix("imgate admin: http://") {
+            let addr = rest.split('/').next().expect("admin addr");
+            return (server, listeners, addr.parse().expect("admin addr"));
+        }
+    }
+    panic!("imgate exited before listening");
+}
+
+async fn connect(
+    listeners: &[(String, SocketAddr)],
+    kind: TransportKind,
+    roots: &RootCertStore,
+) -> FramedConn {
+    let addr = listeners
+        .iter()
+        .find(|(k, _)| k == kind.as_str())
+        .map(|(_, a)| *a)
+        .expect("listener");
+    Connector::new(ConnectorConfig::new(kind, roots.clone()))
+        .expect("connector")
+        .connect(addr)
+        .await
+        .expect("connect")
+}
+
+fn room_message(msg_id: u64, room: &str, body: &'static str) -> Frame {
+    Send {
+        msg_id,
+        to: Some(imgate_codec::proto::send::To::Room(room.into())),
+        payload: Bytes::from_static(body.as_bytes()),
+        ack: 0,
+    }
+    .into()
+}
+
+async fn expect_receipt(conn: &mut FramedConn, msg_id: u64) {
+    match recv(conn).await {
+        Kind::Receipt(r) => assert_eq!(r.msg_id, msg_id),
+        other => panic!("expected Receipt {msg_id}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn binary_relays_over_tcp_wss_and_quic_reports_metrics_and_drains_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("imgate-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let roots = write_config(&dir);
+    let (server, listeners, admin) = spawn(&dir.join("imgate.toml"));
+    assert_eq!(listeners.len(), 3, "{listeners:?}");
+
+    let mut alice = connect(&listeners, TransportKind::Tcp, &roots).await;
+    let mut bob = connect(&listeners, TransportKind::Wss, &roots).await;
+    let mut carol = connect(&listeners, TransportKind::Quic, &roots).await;
+    hello(&mut alice, "tok-alice", None).await;
+    hello(&mut bob, "tok-bob", None).await;
+    hello(&mut carol, "tok-carol", None).await;
+
+    // Direct: TCP → WSS.
+    alice.send(&text(1, "bob", "hi bob")).await.expect("send");
+    expect_receipt(&mut alice, 1).await;
+    match recv(&mut bob).await {
+        Kind::Deliver(d) => {
+            assert_eq!((d.from.as_str(), &d.payload[..]), ("alice", &b"hi bob"[..]))
+        }
+        other => panic!("expected Deliver, got {other:?}"),
+    }
+    // Room: bob and carol join; alice (not a member) posts; both members receive it.
+    for (conn, msg_id) in [(&mut bob, 2), (&mut carol, 1)] {
+        let join = JoinRoom {
+            msg_id,
+            room: "lobby".into(),
+        };
+        conn.send(&join.into()).await.expect("join");
+        expect_receipt(conn, msg_id).await;
+    }
+    alice
+        .send(&room_message(2, "lobby", "hello lobby"))
+        .await
+        .expect("send");
+    expect_receipt(&mut alice, 2).await;
+    for conn in [&mut bob, &mut carol] {
+        match recv(conn).await {
+            Kind::Deliver(d) => {
+                assert_eq!(
+                    (d.room.as_str(), &d.payload[..]),
+                    ("lobby", &b"hello lobby"[..])
+                );
+            }
+            other => panic!("expected room Deliver, got {other:?}"),
+        }
+    }
+
+    let (status, metrics) = http(admin, "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    for needle in [
+        r#"imgate_connections{transport="tcp"} 1"#,
+        r#"imgate_connections{transport="wss"} 1"#,
+        r#"imgate_connections{transport="quic"} 1"#,
+        r#"imgate_handshakes_total{outcome="ok"} 3"#,
+        r#"imgate_deliveries_total{outcome="sent"} 3"#,
+        "imgate_sessions 3",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+
+    // SIGTERM: every client gets GoAway{Drain}; the process exits 0 once they have gone.
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for conn in [&mut alice, &mut bob, &mut carol] {
+        match recv(conn).await {
+            Kind::GoAway(g) => assert_eq!(g.reason(), GoAwayReason::Drain),
+            other => panic!("expected GoAway, got {other:?}"),
+        }
+    }
+    drop((alice, bob, carol));
+    let mut server = server;
+    let exit = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(status) = server.0.try_wait().expect("wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("imgate exits after the drain");
+    assert!(exit.success(), "{exit:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
