@@ -227,6 +227,10 @@ impl GatewayHandle {
                 UndeliveredReason::NoSession,
             );
         }
+        self.shared
+            .metrics
+            .deliver_latency
+            .observe(now.elapsed().as_secs_f64());
         Ok(DeliveryReport {
             message_id,
             devices,
