@@ -5,6 +5,7 @@
 //! one of the app's users could not reach a device over its connection.
 
 mod relay;
+pub mod webhook;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use crate::GatewayHandle;
 use crate::ids::{AppId, MessageId, UserId};
 use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
 pub use relay::RelayBackend;
+pub use webhook::{WebhookBackend, WebhookConfig};
 
 /// A boxed future, so `Backend` can live behind `Arc<dyn Backend>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

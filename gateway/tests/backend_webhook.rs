@@ -1,0 +1,446 @@
+//! The webhook backend against a local hyper server: signatures, receipts from the answer,
+//! retries with back-off, no retry on 4xx, time-outs, and a full queue.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use imgate::auth::StaticTokens;
+use imgate::backend::webhook::{self, WebhookBackend, WebhookConfig};
+use imgate::ids::{AppId, UserId};
+use imgate::session::SessionConfig;
+use imgate::{App, Gateway, RunningGateway};
+use imgate_codec::{CloseCode, Frame, Hello, Kind, Receipt, ReceiptStatus, Send};
+use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
+use rustls::RootCertStore;
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+const SECRET: &[u8] = b"test-secret-0123456789";
+
+/// What the hook answers: status, body, and how long it waits first.
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    body: &'static str,
+    delay: Duration,
+    /// Wait for this before answering (a stuck webhook).
+    gate: Option<Arc<Notify>>,
+}
+
+fn reply(status: u16, body: &'static str) -> Reply {
+    Reply {
+        status,
+        body,
+        delay: Duration::ZERO,
+        gate: None,
+    }
+}
+
+/// One request the hook received.
+#[derive(Debug)]
+struct Seen {
+    timestamp: String,
+    signature: String,
+    event_id: String,
+    attempt: usize,
+    body: Bytes,
+    json: Value,
+}
+
+/// Decides the reply from the event and the attempt number (1-based, per event id).
+type Script = Arc<dyn Fn(&Value, usize) -> Reply + std::marker::Send + Sync>;
+
+struct Hook {
+    addr: SocketAddr,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    task: JoinHandle<()>,
+}
+
+impl Hook {
+    async fn start(script: Script) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, seen) = mpsc::unbounded_channel();
+        let attempts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (tx, script, attempts) = (tx.clone(), script.clone(), attempts.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let (tx, script, attempts) = (tx.clone(), script.clone(), attempts.clone());
+                        async move {
+                            let header = |name: &str| {
+                                request
+                                    .headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default()
+                                    .to_owned()
+                            };
+                            let (timestamp, signature, event_id) = (
+                                header(webhook::TIMESTAMP_HEADER),
+                                header(webhook::SIGNATURE_HEADER),
+                                header(webhook::EVENT_ID_HEADER),
+                            );
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .expect("body")
+                                .to_bytes();
+                            let json: Value = serde_json::from_slice(&body).expect("json body");
+                            let attempt = {
+                                let mut attempts = attempts.lock().expect("lock");
+                                let n = attempts.entry(event_id.clone()).or_insert(0);
+                                *n += 1;
+                                *n
+                            };
+                            let answer = script(&json, attempt);
+                            let _ = tx.send(Seen {
+                                timestamp,
+                                signature,
+                                event_id,
+                                attempt,
+                                body,
+                                json,
+                            });
+                            if let Some(gate) = &answer.gate {
+                                gate.notified().await;
+                            }
+                            tokio::time::sleep(answer.delay).await;
+                            let mut response = Response::new(Full::new(Bytes::from_static(
+                                answer.body.as_bytes(),
+                            )));
+                            *response.status_mut() =
+                                StatusCode::from_u16(answer.status).expect("status");
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// The next request whose event has `type` = `kind` (others are skipped).
+    async fn next(&mut self, kind: &str) -> Seen {
+        loop {
+            let seen = tokio::time::timeout(Duration::from_secs(5), self.seen.recv())
+                .await
+                .expect("timely webhook request")
+                .expect("hook running");
+            if seen.json["type"] == kind {
+                return seen;
+            }
+        }
+    }
+
+    /// No further request of type `kind` within `wait`.
+    async fn assert_no_more(&mut self, kind: &str, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        while let Ok(Some(seen)) = tokio::time::timeout_at(deadline, self.seen.recv()).await {
+            assert_ne!(seen.json["type"], kind, "unexpected retry: {seen:?}");
+        }
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn config(hook: &Hook) -> WebhookConfig {
+    let mut config = WebhookConfig::new(hook.url(), SECRET);
+    config.timeout = Duration::from_secs(2);
+    config.backoff_base = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(100);
+    config
+}
+
+async fn start(backend: WebhookBackend) -> RunningGateway {
+    let mut tokens = StaticTokens::new();
+    tokens.insert("tok-alice", UserId::new("alice"));
+    tokens.insert("tok-bob", UserId::new("bob"));
+    let app = App {
+        id: AppId::new("chat"),
+        authenticator: Arc::new(tokens),
+        backend: Arc::new(backend),
+        session: SessionConfig::default(),
+        push: Arc::new(imgate::offline::NoPush),
+    };
+    Gateway::builder()
+        .app(app)
+        .listener(ListenerConfig::new(
+            TransportKind::Tcp,
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .start()
+        .await
+        .expect("start")
+}
+
+async fn login(gw: &RunningGateway, token: &str) -> FramedConn {
+    let connector = Connector::new(ConnectorConfig::new(
+        TransportKind::Tcp,
+        RootCertStore::empty(),
+    ))
+    .expect("connector");
+    let mut conn = connector
+        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
+        .await
+        .expect("connect");
+    let hello = Hello {
+        version: 1,
+        token: token.into(),
+        app_id: "chat".into(),
+        device_id: "phone".into(),
+        ..Default::default()
+    };
+    conn.send(&hello.into()).await.expect("send hello");
+    match recv(&mut conn).await {
+        Kind::Welcome(_) => conn,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+async fn recv(conn: &mut FramedConn) -> Kind {
+    tokio::time::timeout(Duration::from_secs(10), conn.recv())
+        .await
+        .expect("timely frame")
+        .expect("frame")
+        .expect("open")
+        .kind
+        .expect("kind")
+}
+
+async fn receipt(conn: &mut FramedConn) -> Receipt {
+    match recv(conn).await {
+        Kind::Receipt(r) => r,
+        other => panic!("expected Receipt, got {other:?}"),
+    }
+}
+
+fn text(msg_id: u64, to: &str, body: &'static str) -> Frame {
+    Send {
+        msg_id,
+        to: Some(imgate_codec::proto::send::To::User(to.into())),
+        payload: Bytes::from_static(body.as_bytes()),
+        ack: 0,
+    }
+    .into()
+}
+
+fn verify(seen: &Seen) {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).expect("key");
+    mac.update(seen.timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(&seen.body);
+    let hex = seen.signature.strip_prefix("v1=").expect("v1= signature");
+    let expected: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(hex, expected, "signature of {seen:?}");
+    let ts: u64 = seen.timestamp.parse().expect("numeric timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(now.abs_diff(ts) < 60, "fresh timestamp");
+}
+
+#[tokio::test]
+async fn signed_message_reaches_the_webhook_and_its_answer_decides_the_receipt() {
+    let mut hook = Hook::start(Arc::new(|event: &Value, _| {
+        match event["payload"].as_str() {
+            // base64("deliver me")
+            Some("ZGVsaXZlciBtZQ==") => reply(200, r#"{"status":"delivered","message_id":"42"}"#),
+            Some(_) => reply(200, r#"{"status":"rejected","reason":"no such chat"}"#),
+            None => reply(204, ""),
+        }
+    }))
+    .await;
+    let gw = start(WebhookBackend::new(config(&hook)).expect("backend")).await;
+    let mut alice = login(&gw, "tok-alice").await;
+    let connect = hook.next("connect").await;
+    verify(&connect);
+    assert_eq!(connect.json["user"], "alice");
+    assert_eq!(connect.json["device"], "phone");
+
+    alice
+        .send(&text(1, "bob", "deliver me"))
+        .await
+        .expect("send");
+    let seen = hook.next("message").await;
+    verify(&seen);
+    assert_eq!(seen.json["v"], 1);
+    assert_eq!(seen.json["app"], "chat");
+    assert_eq!(seen.json["user"], "alice");
+    assert_eq!(seen.json["target"]["kind"], "user");
+    assert_eq!(seen.json["target"]["id"], "bob");
+    assert_eq!(seen.json["id"].as_str(), Some(seen.event_id.as_str()));
+    assert!(seen.json["session"].is_string() && seen.json["ts_ms"].is_u64());
+    let r = receipt(&mut alice).await;
+    assert_eq!(
+        (r.msg_id, r.status(), r.message_id),
+        (1, ReceiptStatus::Delivered, 42)
+    );
+
+    alice.send(&text(2, "bob", "other")).await.expect("send");
+    let r = receipt(&mut alice).await;
+    assert_eq!(r.status(), ReceiptStatus::Rejected);
+    assert_eq!(r.reason_code, u32::from(CloseCode::BACKEND_REJECTED.0));
+    assert_eq!(r.reason, "no such chat");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_503_is_retried_with_the_same_event_id_until_it_succeeds() {
+    let mut hook = Hook::start(Arc::new(|event: &Value, attempt| {
+        if event["type"] == "message" && attempt < 3 {
+            reply(503, "busy")
+        } else {
+            reply(200, r#"{"status":"accepted"}"#)
+        }
+    }))
+    .await;
+    let gw = start(WebhookBackend::new(config(&hook)).expect("backend")).await;
+    let mut alice = login(&gw, "tok-alice").await;
+    alice.send(&text(1, "bob", "hi")).await.expect("send");
+    let first = hook.next("message").await;
+    let second = hook.next("message").await;
+    let third = hook.next("message").await;
+    assert_eq!((first.attempt, second.attempt, third.attempt), (1, 2, 3));
+    assert!(first.event_id == second.event_id && second.event_id == third.event_id);
+    verify(&third);
+    let r = receipt(&mut alice).await;
+    assert_eq!(r.status(), ReceiptStatus::Accepted);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_4xx_is_not_retried_and_rejects() {
+    let mut hook = Hook::start(Arc::new(|event: &Value, _| {
+        if event["type"] == "message" {
+            reply(403, r#"{"reason":"muted"}"#)
+        } else {
+            reply(200, "")
+        }
+    }))
+    .await;
+    let gw = start(WebhookBackend::new(config(&hook)).expect("backend")).await;
+    let mut alice = login(&gw, "tok-alice").await;
+    alice.send(&text(1, "bob", "hi")).await.expect("send");
+    let r = receipt(&mut alice).await;
+    assert_eq!(r.status(), ReceiptStatus::Rejected);
+    assert_eq!(r.reason_code, u32::from(CloseCode::BACKEND_REJECTED.0));
+    assert_eq!(r.reason, "muted");
+    assert_eq!(hook.next("message").await.attempt, 1);
+    hook.assert_no_more("message", Duration::from_millis(200))
+        .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn time_outs_are_retried_then_answer_backend_unavailable() {
+    let mut hook = Hook::start(Arc::new(|event: &Value, _| {
+        if event["type"] == "message" {
+            Reply {
+                delay: Duration::from_secs(5),
+                ..reply(200, "")
+            }
+        } else {
+            reply(200, "")
+        }
+    }))
+    .await;
+    let mut config = config(&hook);
+    config.timeout = Duration::from_millis(150);
+    config.max_retries = 2;
+    let gw = start(WebhookBackend::new(config).expect("backend")).await;
+    let mut alice = login(&gw, "tok-alice").await;
+    let started = tokio::time::Instant::now();
+    alice.send(&text(1, "bob", "hi")).await.expect("send");
+    let r = receipt(&mut alice).await;
+    assert_eq!(r.status(), ReceiptStatus::Rejected);
+    assert_eq!(r.reason_code, u32::from(CloseCode::BACKEND_UNAVAILABLE.0));
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    let attempts: Vec<usize> = [
+        hook.next("message").await,
+        hook.next("message").await,
+        hook.next("message").await,
+    ]
+    .iter()
+    .map(|s| s.attempt)
+    .collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    hook.assert_no_more("message", Duration::from_millis(100))
+        .await;
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_rejects_at_once_instead_of_growing() {
+    let gate = Arc::new(Notify::new());
+    let hook_gate = gate.clone();
+    let mut hook = Hook::start(Arc::new(move |event: &Value, _| {
+        if event["type"] == "message" {
+            Reply {
+                gate: Some(hook_gate.clone()),
+                ..reply(200, "")
+            }
+        } else {
+            reply(200, "")
+        }
+    }))
+    .await;
+    let mut config = config(&hook);
+    config.queue_capacity = 1;
+    config.session_events = false;
+    let gw = start(WebhookBackend::new(config).expect("backend")).await;
+    let mut alice = login(&gw, "tok-alice").await;
+    let mut bob = login(&gw, "tok-bob").await;
+    alice.send(&text(1, "bob", "slow")).await.expect("send");
+    hook.next("message").await; // alice's request now holds the only queue slot
+
+    let started = tokio::time::Instant::now();
+    bob.send(&text(1, "alice", "hi")).await.expect("send");
+    let r = receipt(&mut bob).await;
+    assert_eq!(r.status(), ReceiptStatus::Rejected);
+    assert_eq!(r.reason_code, u32::from(CloseCode::BACKEND_UNAVAILABLE.0));
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "rejected fast"
+    );
+
+    gate.notify_one();
+    let r = receipt(&mut alice).await;
+    assert_eq!(r.status(), ReceiptStatus::Accepted);
+    gw.shutdown().await;
+}
