@@ -1,6 +1,6 @@
 //! Who is connected: sessions by id, by user and by device; room membership.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -65,7 +65,13 @@ pub(crate) struct Registry {
     by_id: Sharded<SessionId, Arc<SessionCell>>,
     by_user: Sharded<UserKey, Vec<Arc<SessionCell>>>,
     rooms: Sharded<RoomKey, HashSet<UserId>>,
+    /// Sessions ended by a newer login of the same device (bounded, oldest forgotten first),
+    /// so a kicked device that auto-reconnects cannot evict the login that replaced it.
+    taken_over: Mutex<(HashSet<SessionId>, VecDeque<SessionId>)>,
 }
+
+/// How many taken-over session ids are remembered.
+const TAKEN_OVER_MEMORY: usize = 65_536;
 
 impl Registry {
     pub(crate) fn new(shards: usize) -> Self {
@@ -73,7 +79,32 @@ impl Registry {
             by_id: Sharded::new(shards),
             by_user: Sharded::new(shards),
             rooms: Sharded::new(shards),
+            taken_over: Mutex::new((HashSet::new(), VecDeque::new())),
         }
+    }
+
+    pub(crate) fn remember_taken_over(&self, id: SessionId) {
+        let mut guard = self
+            .taken_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (set, order) = &mut *guard;
+        if set.insert(id) {
+            order.push_back(id);
+            if order.len() > TAKEN_OVER_MEMORY
+                && let Some(oldest) = order.pop_front()
+            {
+                set.remove(&oldest);
+            }
+        }
+    }
+
+    pub(crate) fn was_taken_over(&self, id: SessionId) -> bool {
+        self.taken_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .contains(&id)
     }
 
     pub(crate) fn insert(&self, cell: Arc<SessionCell>) {

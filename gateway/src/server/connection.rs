@@ -15,7 +15,7 @@ use crate::handle::{GatewayHandle, wall_ms};
 use crate::ids::{AppId, DeviceId, SessionId};
 use crate::metrics::{Metrics, TransportLabel};
 use crate::registry::SessionCell;
-use crate::session::{Handshake, Identity, Negotiated, ResumeSecret, Session};
+use crate::session::{Handshake, HandshakeRefused, Identity, Negotiated, ResumeSecret, Session};
 
 /// Serves one connection from its first byte to its close.
 ///
@@ -71,10 +71,13 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
         *decoder = decoder.clone().with_dictionary(Some(Dictionary::builtin()));
     }
     let now = Instant::now();
-    let Some((cell, fresh)) = attach(&handle, &app, &hello, identity, &negotiated, now) else {
-        tracing::error!("the OS random generator failed; refusing the connection");
-        let _ = writer.close(CloseCode::INTERNAL, "internal error").await;
-        return;
+    let (cell, fresh) = match attach(&handle, &app, &hello, identity, &negotiated, now) {
+        Ok(attached) => attached,
+        Err(refused) => {
+            Metrics::count(&handle.metrics().handshakes, refused.code.name());
+            let _ = writer.close(refused.code, &refused.message).await;
+            return;
+        }
     };
     Metrics::count(&handle.metrics().handshakes, "ok");
     let origin = Origin {
@@ -171,7 +174,7 @@ fn attach(
     identity: Identity,
     negotiated: &Negotiated,
     now: Instant,
-) -> Option<(Arc<SessionCell>, bool)> {
+) -> Result<(Arc<SessionCell>, bool), HandshakeRefused> {
     let registry = &handle.shared.registry;
     let mut refused = ResumeRefused::Unspecified;
     if let Some(resume) = &hello.resume {
@@ -189,7 +192,7 @@ fn attach(
                 match result {
                     Ok(()) => {
                         Metrics::count(&handle.metrics().resumes, "resumed");
-                        return Some((cell, false));
+                        return Ok((cell, false));
                     }
                     Err(reason) => refused = reason,
                 }
@@ -198,14 +201,30 @@ fn attach(
         }
         Metrics::count(&handle.metrics().resumes, refused.as_str_name());
     }
-    if let Some(old) = registry.device_session(&identity.app, &identity.user, &identity.device) {
+    let current = registry.device_session(&identity.app, &identity.user, &identity.device);
+    if let (Some(resume), Some(_)) = (&hello.resume, &current)
+        && registry.was_taken_over(SessionId(resume.session_id))
+    {
+        // A device that lost its session to a newer login is reconnecting on its own: it
+        // must not evict the login that replaced it.
+        return Err(HandshakeRefused::new(
+            CloseCode::SESSION_TAKEN_OVER,
+            "this session was taken over by a newer login of the device",
+        ));
+    }
+    if let Some(old) = current {
         old.lock().take_over();
         old.wake();
         registry.remove(&old);
+        registry.remember_taken_over(old.id());
     }
     // Without the OS generator no unguessable secret can be made: refuse the connection.
-    let id = SessionId(u64::from_le_bytes(random_bytes()?));
-    let secret = ResumeSecret::from_bytes(random_bytes()?);
+    let (Some(id), Some(secret)) = (random_bytes(), random_bytes()) else {
+        tracing::error!("the OS random generator failed; refusing the connection");
+        return Err(HandshakeRefused::new(CloseCode::INTERNAL, "internal error"));
+    };
+    let id = SessionId(u64::from_le_bytes(id));
+    let secret = ResumeSecret::from_bytes(secret);
     let mut session = Session::new(
         now,
         wall_ms(),
@@ -220,7 +239,7 @@ fn attach(
     }
     let cell = SessionCell::new(session);
     registry.insert(cell.clone());
-    Some((cell, true))
+    Ok((cell, true))
 }
 
 fn random_bytes<const N: usize>() -> Option<[u8; N]> {

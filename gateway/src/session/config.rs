@@ -2,11 +2,17 @@
 
 use std::time::Duration;
 
+use imgate_codec::Platform;
+
 /// Limits and timers of one session. Every buffer a session holds is bounded by these.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    /// Interval the client is told to send heartbeats at.
+    /// Interval the client is told to send heartbeats at (unless its platform has its own).
     pub heartbeat: Duration,
+    /// Per-platform heartbeat intervals: mobile NATs drop idle flows after 30–300 s depending
+    /// on the carrier, and a phone's radio costs battery on every ping, so iOS and Android
+    /// usually want a longer interval than desktops and browsers.
+    pub platform_heartbeats: Vec<(Platform, Duration)>,
     /// How long a silent connection lives, in heartbeat intervals (default 2.5).
     pub liveness_factor: f32,
     /// Most unacknowledged downstream messages kept for re-delivery and resume.
@@ -30,6 +36,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_secs(30),
+            platform_heartbeats: Vec::new(),
             liveness_factor: 2.5,
             max_unacked: 1024,
             max_unacked_bytes: 1024 * 1024,
@@ -43,6 +50,22 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
+    /// The heartbeat interval for `platform`.
+    pub fn heartbeat_for(&self, platform: Platform) -> Duration {
+        self.platform_heartbeats
+            .iter()
+            .find(|(p, _)| *p == platform)
+            .map_or(self.heartbeat, |(_, interval)| *interval)
+    }
+
+    /// The config a session of `platform` runs with: its heartbeat resolved.
+    pub fn for_platform(&self, platform: Platform) -> Self {
+        Self {
+            heartbeat: self.heartbeat_for(platform),
+            ..self.clone()
+        }
+    }
+
     /// How long the connection may stay silent before it is closed.
     pub fn liveness_timeout(&self) -> Duration {
         self.heartbeat.mul_f32(self.liveness_factor.max(1.0))

@@ -139,6 +139,7 @@ impl Session {
         config: SessionConfig,
         negotiated: &Negotiated,
     ) -> Self {
+        let config = config.for_platform(identity.platform);
         let mut session = Self {
             id,
             secret,

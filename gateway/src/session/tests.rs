@@ -146,6 +146,46 @@ fn ping_is_answered_with_server_time_and_keeps_the_connection_alive() {
 }
 
 #[test]
+fn heartbeat_interval_follows_the_platform() {
+    let t0 = Instant::now();
+    let config = SessionConfig {
+        platform_heartbeats: vec![(Platform::Ios, Duration::from_secs(240))],
+        ..config()
+    };
+    let mut ios = Session::new(
+        t0,
+        0,
+        SessionId(1),
+        ResumeSecret::from_bytes(SECRET),
+        identity(),
+        config.clone(),
+        &Negotiated::default(),
+    );
+    match ios.poll_transmit(t0).and_then(|f| f.kind) {
+        Some(Kind::Welcome(w)) => assert_eq!(w.heartbeat_ms, 240_000),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    assert_eq!(ios.poll_timeout(), Some(t0 + Duration::from_secs(600)));
+    let web = Identity {
+        platform: Platform::Web,
+        ..identity()
+    };
+    let mut web = Session::new(
+        t0,
+        0,
+        SessionId(2),
+        ResumeSecret::from_bytes(SECRET),
+        web,
+        config,
+        &Negotiated::default(),
+    );
+    match web.poll_transmit(t0).and_then(|f| f.kind) {
+        Some(Kind::Welcome(w)) => assert_eq!(w.heartbeat_ms, 10_000),
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+#[test]
 fn silent_client_is_closed_after_two_and_a_half_intervals_and_detached() {
     let t0 = Instant::now();
     let mut s = session(t0);
