@@ -1,0 +1,214 @@
+//! Plain configuration structs with safe defaults.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_codec::Platform;
+use imgate_transports::{RootCertStore, TransportKind};
+
+/// One server address and the transport to reach it with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The transport.
+    pub kind: TransportKind,
+    /// The server's address.
+    pub addr: SocketAddr,
+}
+
+impl Endpoint {
+    /// `kind` at `addr`.
+    pub fn new(kind: TransportKind, addr: SocketAddr) -> Self {
+        Self { kind, addr }
+    }
+}
+
+/// Everything a [`Client`](crate::Client) needs to connect, and how it behaves.
+///
+/// Build it with [`ClientConfig::new`] and adjust the public fields; every field has a safe
+/// default.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Where to connect. The client starts with the first endpoint and moves to the next one
+    /// on every reconnect (wrapping around), so a list rotates through servers or transports;
+    /// a session resumes on any of them.
+    pub endpoints: Vec<Endpoint>,
+    /// Roots trusted for TLS, WSS and QUIC.
+    pub roots: Arc<RootCertStore>,
+    /// Name the server certificate is verified against (and sent as SNI). Default `localhost`.
+    pub server_name: String,
+    /// Bearer credential sent in every `Hello`.
+    pub token: String,
+    /// Application id.
+    pub app_id: String,
+    /// Stable id of this installation (one session per device).
+    pub device_id: String,
+    /// Platform, which selects the server's heartbeat and push defaults. Default unspecified.
+    pub platform: Platform,
+    /// Compression features offered to the server.
+    pub features: Features,
+    /// Back-off between connection attempts.
+    pub reconnect: ReconnectPolicy,
+    /// When cumulative acks are sent.
+    pub acks: AckPolicy,
+    /// Heartbeat and liveness.
+    pub heartbeat: HeartbeatPolicy,
+    /// Upstream request bounds and re-sending.
+    pub requests: RequestPolicy,
+    /// Deadline for connecting and receiving `Welcome`. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Received messages buffered for the application before the client stops reading the
+    /// socket (the server then buffers, and eventually sheds a slow consumer). Default 1,024.
+    pub incoming_capacity: usize,
+}
+
+impl ClientConfig {
+    /// A configuration for one endpoint, with defaults for everything else.
+    pub fn new(
+        endpoint: Endpoint,
+        roots: RootCertStore,
+        token: impl Into<String>,
+        app_id: impl Into<String>,
+        device_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            endpoints: vec![endpoint],
+            roots: Arc::new(roots),
+            server_name: "localhost".to_owned(),
+            token: token.into(),
+            app_id: app_id.into(),
+            device_id: device_id.into(),
+            platform: Platform::Unspecified,
+            features: Features::default(),
+            reconnect: ReconnectPolicy::default(),
+            acks: AckPolicy::default(),
+            heartbeat: HeartbeatPolicy::default(),
+            requests: RequestPolicy::default(),
+            handshake_timeout: Duration::from_secs(10),
+            incoming_capacity: 1024,
+        }
+    }
+
+    /// Replaces the endpoint list (rotated through on every reconnect).
+    pub fn with_endpoints(mut self, endpoints: Vec<Endpoint>) -> Self {
+        self.endpoints = endpoints;
+        self
+    }
+}
+
+/// Optional protocol features.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// Offer LZ4 compression. Default on.
+    pub lz4: bool,
+    /// Offer the built-in dictionary (only with `lz4`). Default on.
+    pub builtin_dictionary: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Self {
+            lz4: true,
+            builtin_dictionary: true,
+        }
+    }
+}
+
+/// Exponential back-off with full jitter: attempt `n` (from 0) waits a uniformly random
+/// time in `[0, min(max, initial × 2ⁿ)]`. A connection that reached `Welcome` resets `n`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReconnectPolicy {
+    /// Upper bound of the first delay. Default 100 ms.
+    pub initial: Duration,
+    /// Largest delay. Default 10 s.
+    pub max: Duration,
+    /// After a `GoAway` the client waits `reconnect_after_ms` plus a jitter uniform in
+    /// `[0, max(reconnect_after_ms, goaway_jitter)]` (protocol §11). Default 1 s.
+    pub goaway_jitter: Duration,
+    /// How long the client keeps reading (receipts, acks settling) after a `GoAway` before
+    /// it leaves. Default 2 s.
+    pub goaway_linger: Duration,
+}
+
+impl Default for ReconnectPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            goaway_jitter: Duration::from_secs(1),
+            goaway_linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Cumulative acks: sent after `every` new messages or `delay` after the first unacked one,
+/// whichever comes first, and piggy-backed on every `Send` and `Ping`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckPolicy {
+    /// Messages per ack. Default 32.
+    pub every: u64,
+    /// Longest an ack waits. Default 100 ms.
+    pub delay: Duration,
+}
+
+impl Default for AckPolicy {
+    fn default() -> Self {
+        Self {
+            every: 32,
+            delay: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Heartbeats: the interval comes from `Welcome.heartbeat_ms`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeartbeatPolicy {
+    /// The connection counts as dead after this many intervals with nothing received.
+    /// Default 2.5 (as the server's rule).
+    pub liveness_factor: f32,
+    /// Interval to use if the server announces none. Default 30 s.
+    pub fallback_interval: Duration,
+}
+
+impl Default for HeartbeatPolicy {
+    fn default() -> Self {
+        Self {
+            liveness_factor: 2.5,
+            fallback_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Upstream requests (`Send`, `JoinRoom`, `LeaveRoom`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestPolicy {
+    /// Most requests waiting for their receipt; further calls wait. Default 256.
+    pub max_in_flight: usize,
+    /// What to do with un-receipted requests when a resume is refused and the server starts
+    /// a fresh session. Default [`OnFreshSession::Resend`].
+    pub on_fresh_session: OnFreshSession,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 256,
+            on_fresh_session: OnFreshSession::Resend,
+        }
+    }
+}
+
+/// Un-receipted requests after a refused resume.
+///
+/// The server de-duplicates re-sent requests by `msg_id` only within a session. Re-sending
+/// into a fresh session is therefore *at least once*: a request the old session already
+/// forwarded (but whose receipt was lost with the connection) reaches the backend again.
+/// Failing instead is *at most once*: the caller learns the outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFreshSession {
+    /// Re-send them in the fresh session (at least once).
+    Resend,
+    /// Fail them with [`ClientError::SessionLost`](crate::ClientError::SessionLost).
+    Fail,
+}

@@ -1,0 +1,254 @@
+//! The client against a real gateway: receipts, ordered delivery, resume after a drop,
+//! de-duplicated re-sends, rooms, close.
+
+mod support;
+
+use std::time::Duration;
+
+use imgate::session::SessionConfig;
+use imgate_client::{
+    Client, ClientError, ConnectionState, Event, ReceiptStatus, StopReason, Target, TransportKind,
+};
+use support::{payload, payload_id};
+
+const STEP: Duration = Duration::from_secs(10);
+
+async fn wait_connected(client: &Client, resumed: bool) -> u64 {
+    let mut state = client.state();
+    let state = tokio::time::timeout(
+        STEP,
+        state.wait_for(
+            |s| matches!(s, ConnectionState::Connected { resumed: r, .. } if *r == resumed),
+        ),
+    )
+    .await
+    .expect("timely connection")
+    .expect("driver alive")
+    .clone();
+    match state {
+        ConnectionState::Connected { session_id, .. } => session_id,
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn send_gets_a_receipt_and_messages_arrive_in_order() {
+    let t = support::start(SessionConfig::default()).await;
+    for kind in TransportKind::ALL {
+        let (alice, _alice_in) = Client::connect(t.config("alice", &[kind]))
+            .await
+            .expect("alice");
+        let (bob, mut bob_in) = Client::connect(t.config("bob", &[kind]))
+            .await
+            .expect("bob");
+        let receipts: Vec<_> = (1..=50)
+            .map(|n| alice.send(Target::user("bob"), payload("a", n)))
+            .collect();
+        for receipt in receipts {
+            let receipt = receipt.await.expect("receipt");
+            assert_eq!(receipt.status(), ReceiptStatus::Delivered, "{kind}");
+            assert_ne!(receipt.message_id, 0);
+        }
+        for n in 1..=50 {
+            let m = tokio::time::timeout(STEP, bob_in.recv())
+                .await
+                .expect("timely")
+                .expect("message");
+            assert_eq!(payload_id(&m.payload), ("a".to_owned(), n), "{kind}");
+            assert_eq!(m.from, "alice");
+        }
+        let rejected = alice.send(Target::Backend, "to nobody").await;
+        assert!(
+            matches!(rejected, Err(ClientError::Rejected { code, .. }) if code.0 == 4101),
+            "{rejected:?}"
+        );
+        alice.close().await;
+        bob.close().await;
+    }
+    t.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn resumes_after_a_drop_and_replays_what_was_missed() {
+    let t = support::start(SessionConfig::default()).await;
+    let (alice, _alice_in) = Client::connect(t.config("alice", &[TransportKind::Tcp]))
+        .await
+        .expect("alice");
+    let (bob, mut bob_in) =
+        Client::connect(t.config("bob", &[TransportKind::Quic, TransportKind::Wss]))
+            .await
+            .expect("bob");
+    let first = wait_connected(&bob, false).await;
+    let mut events = bob.events();
+    let mut next = 1;
+    for round in 0..20 {
+        for _ in 0..10 {
+            alice
+                .send(Target::user("bob"), payload("a", next))
+                .await
+                .expect("receipt");
+            next += 1;
+        }
+        bob.debug_drop_connection();
+        if round % 2 == 0 {
+            // Some sends while bob is away.
+            alice
+                .send(Target::user("bob"), payload("a", next))
+                .await
+                .expect("receipt");
+            next += 1;
+        }
+    }
+    for n in 1..next {
+        let m = tokio::time::timeout(STEP, bob_in.recv())
+            .await
+            .expect("timely")
+            .expect("message");
+        assert_eq!(payload_id(&m.payload).1, n);
+        assert_eq!(m.session_id, first, "resumed, never a fresh session");
+    }
+    let mut resumed = 0;
+    while let Ok(event) = events.try_recv() {
+        match event {
+            Event::Connected {
+                resumed: true,
+                session_id,
+                ..
+            } => {
+                assert_eq!(session_id, first);
+                resumed += 1;
+            }
+            Event::ResumeRefused { reason, .. } => panic!("resume refused: {reason:?}"),
+            _ => {}
+        }
+    }
+    assert!(resumed >= 15, "only {resumed} resumes");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), bob_in.recv())
+            .await
+            .is_err()
+    );
+    alice.close().await;
+    bob.close().await;
+    t.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreceipted_sends_are_resent_after_reconnect_and_deduplicated() {
+    let t = support::start(SessionConfig::default()).await;
+    let (alice, _alice_in) = Client::connect(t.config("alice", &[TransportKind::Tcp]))
+        .await
+        .expect("alice");
+    let (_bob, mut bob_in) = Client::connect(t.config("bob", &[TransportKind::Tcp]))
+        .await
+        .expect("bob");
+    // Queue sends and cut the connection right away, over and over: many are on the wire
+    // (some forwarded) without their receipt when the connection dies, and get re-sent.
+    let mut receipts = Vec::new();
+    for n in 1..=400 {
+        receipts.push(alice.send(Target::user("bob"), payload("a", n)));
+        if n % 20 == 0 {
+            alice.debug_drop_connection();
+        }
+    }
+    let mut message_ids = Vec::new();
+    for receipt in receipts {
+        let receipt = tokio::time::timeout(STEP, receipt)
+            .await
+            .expect("timely receipt")
+            .expect("receipt");
+        message_ids.push(receipt.message_id);
+    }
+    for n in 1..=400 {
+        let m = tokio::time::timeout(STEP, bob_in.recv())
+            .await
+            .expect("timely")
+            .expect("message");
+        assert_eq!(payload_id(&m.payload).1, n, "each exactly once, in order");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bob_in.recv())
+            .await
+            .is_err(),
+        "no duplicate after the last message"
+    );
+    message_ids.sort_unstable();
+    message_ids.dedup();
+    assert_eq!(message_ids.len(), 400, "one server message per request");
+    t.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rooms_and_close() {
+    let t = support::start(SessionConfig::default()).await;
+    let (alice, _alice_in) = Client::connect(t.config("alice", &[TransportKind::Ws]))
+        .await
+        .expect("alice");
+    let (bob, mut bob_in) = Client::connect(t.config("bob", &[TransportKind::Tls]))
+        .await
+        .expect("bob");
+    bob.join_room("lobby").await.expect("join");
+    alice
+        .send(Target::room("lobby"), "hello room")
+        .await
+        .expect("send");
+    let m = tokio::time::timeout(STEP, bob_in.recv())
+        .await
+        .expect("timely")
+        .expect("message");
+    assert_eq!(
+        (m.room.as_str(), &m.payload[..]),
+        ("lobby", &b"hello room"[..])
+    );
+    bob.leave_room("lobby").await.expect("leave");
+    let receipt = alice
+        .send(Target::room("lobby"), "anyone?")
+        .await
+        .expect("send");
+    assert_eq!(receipt.status(), ReceiptStatus::StoredOffline);
+    bob.close().await;
+    assert!(matches!(
+        bob.send(Target::user("alice"), "late").await,
+        Err(ClientError::Stopped(StopReason::Closed))
+    ));
+    assert!(matches!(
+        &*bob.state().borrow(),
+        ConnectionState::Stopped {
+            reason: StopReason::Closed
+        }
+    ));
+    t.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_token_stops_the_client() {
+    let t = support::start(SessionConfig::default()).await;
+    let mut config = t.config("alice", &[TransportKind::Tcp]);
+    config.token = "wrong".into();
+    let result = Client::connect(config).await;
+    assert!(
+        matches!(&result, Err(ClientError::Stopped(StopReason::Refused { code, .. })) if code.0 == 2001),
+        "{result:?}"
+    );
+    t.gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn heartbeats_keep_an_idle_connection_alive() {
+    let session = SessionConfig {
+        heartbeat: Duration::from_millis(100),
+        ..SessionConfig::default()
+    };
+    let t = support::start(session).await;
+    let (alice, _alice_in) = Client::connect(t.config("alice", &[TransportKind::Tcp]))
+        .await
+        .expect("alice");
+    let mut events = alice.events();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(events.try_recv().is_err(), "no reconnect while idle");
+    alice
+        .send(Target::user("alice"), "self")
+        .await
+        .expect("send");
+    t.gw.shutdown().await;
+}
