@@ -36,9 +36,6 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
     let _open = scopeguard(move || {
         gauge.dec();
     });
-    let span = tracing::debug_span!("conn", client.addr = %peer, transport = %transport);
-    let _entered = span.enter();
-    drop(_entered);
     let Some((hello, app)) = handshake(&handle, &mut reader, &mut writer, &config).await else {
         return;
     };
@@ -80,6 +77,13 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
         }
     };
     Metrics::count(&handle.metrics().handshakes, "ok");
+    tracing::Span::current().record("session.id", tracing::field::display(cell.id()));
+    tracing::debug!(
+        user = %cell.identity().user,
+        device = %cell.identity().device,
+        resumed = !fresh,
+        "session attached"
+    );
     let origin = Origin {
         session: cell.id(),
         identity: cell.identity().clone(),

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::handle::GatewayHandle;
@@ -261,8 +262,15 @@ async fn accept_loop(
         tokio::select! {
             conn = listener.accept() => match conn {
                 Some(conn) => {
+                    // Every event of the connection carries its peer and transport.
+                    let span = tracing::info_span!(
+                        "conn",
+                        client.addr = %conn.info().peer,
+                        transport = %conn.info().kind,
+                        session.id = tracing::field::Empty,
+                    );
                     let (reader, writer) = conn.split();
-                    handle.spawn(connection::serve(handle.clone(), reader, writer));
+                    handle.spawn(connection::serve(handle.clone(), reader, writer).instrument(span));
                 }
                 None => break,
             },
