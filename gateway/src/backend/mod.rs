@@ -5,6 +5,7 @@
 //! one of the app's users could not reach a device over its connection.
 
 mod relay;
+pub mod grpc;
 pub mod webhook;
 
 use std::future::Future;
@@ -16,6 +17,7 @@ use crate::GatewayHandle;
 use crate::ids::{AppId, MessageId, UserId};
 use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
 pub use relay::RelayBackend;
+pub use grpc::{GrpcBackend, GrpcBackendConfig};
 pub use webhook::{WebhookBackend, WebhookConfig};
 
 /// A boxed future, so `Backend` can live behind `Arc<dyn Backend>`.
