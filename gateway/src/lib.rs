@@ -22,6 +22,7 @@ mod handle;
 pub mod ids;
 pub mod metrics;
 pub mod offline;
+pub mod push_policy;
 pub mod rate_limit;
 mod registry;
 pub mod server;

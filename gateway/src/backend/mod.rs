@@ -109,4 +109,17 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
+
+    /// A device's push token is dead (APNs 410 `Unregistered`, FCM `UNREGISTERED`) and was
+    /// deleted from the push registry; `reason` is the provider's.
+    fn on_push_token_invalid<'a>(
+        &'a self,
+        _app: &'a AppId,
+        _user: &'a UserId,
+        _device: &'a crate::ids::DeviceId,
+        _token: &'a str,
+        _reason: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }

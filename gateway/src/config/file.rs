@@ -104,6 +104,8 @@ pub(super) struct App {
     pub(super) auth: Auth,
     #[serde(default)]
     pub(super) session: Session,
+    /// Push fallback; absent: the app pushes nothing.
+    pub(super) push: Option<Push>,
 }
 
 fn default_backend() -> Backend {
@@ -158,4 +160,68 @@ impl Default for Session {
             max_frame: 1024 * 1024,
         }
     }
+}
+
+/// `[app.push]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Push {
+    /// Directory of the device registry and the push queue (redb files).
+    pub(super) data_dir: PathBuf,
+    #[serde(default = "default_queue_capacity")]
+    pub(super) queue_capacity: usize,
+    #[serde(default = "default_push_ttl")]
+    pub(super) default_ttl_secs: u64,
+    #[serde(default = "default_max_messages")]
+    pub(super) max_messages: usize,
+    #[serde(default = "default_message_memory")]
+    pub(super) message_memory_secs: u64,
+    pub(super) apns: Option<Apns>,
+    pub(super) fcm: Option<Fcm>,
+}
+
+fn default_queue_capacity() -> usize {
+    100_000
+}
+
+fn default_push_ttl() -> u64 {
+    24 * 3600
+}
+
+fn default_max_messages() -> usize {
+    100_000
+}
+
+fn default_message_memory() -> u64 {
+    15 * 60
+}
+
+/// `[app.push.apns]`: token auth (`key`, `key_id`, `team_id`) or certificate auth
+/// (`cert`, `cert_key`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Apns {
+    pub(super) topic: String,
+    #[serde(default = "default_endpoint")]
+    pub(super) endpoint: String,
+    pub(super) key: Option<PathBuf>,
+    pub(super) key_id: Option<String>,
+    pub(super) team_id: Option<String>,
+    pub(super) cert: Option<PathBuf>,
+    pub(super) cert_key: Option<PathBuf>,
+    /// Trust only this CA (PEM) instead of the web PKI roots.
+    pub(super) ca: Option<PathBuf>,
+}
+
+fn default_endpoint() -> String {
+    "production".into()
+}
+
+/// `[app.push.fcm]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Fcm {
+    pub(super) service_account: PathBuf,
+    pub(super) base_url: Option<String>,
+    pub(super) token_uri: Option<String>,
 }

@@ -12,11 +12,16 @@ use imgate_transports::{Identity as Certificate, ListenerConfig, TransportKind};
 
 use crate::app::App;
 use crate::auth::{Authenticator, JwtAuthenticator, JwtConfig, JwtKey, StaticTokens};
-use crate::backend::RelayBackend;
+use crate::backend::{Backend, RelayBackend};
 use crate::ids::{AppId, UserId};
+use crate::offline::{NoPush, PushPolicy};
+use crate::push_policy::{
+    ApnsEnvironment, ApnsSettings, PolicyLimits, PushLimits, PushService, PushServiceMetrics,
+};
 use crate::server::{GatewayBuilder, ServerConfig};
 use crate::session::SessionConfig;
 pub use file::ConfigFile;
+use prometheus_client::registry::Registry;
 
 /// The configuration `imgate serve` uses without `--config` (also `imgate.example.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../imgate.example.toml");
@@ -51,11 +56,25 @@ impl Config {
         Self::parse(&text)
     }
 
-    /// Parses and validates TOML text.
+    /// Parses and validates TOML text. Push metrics, if any app pushes, go to a registry of
+    /// their own; use [`Config::parse_with_registry`] to collect them.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_registry(text, &mut Registry::default())
+    }
+
+    /// Reads and validates a TOML file, registering push metrics into `registry`.
+    pub fn load_with_registry(path: &Path, registry: &mut Registry) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse_with_registry(&text, registry)
+    }
+
+    /// Parses and validates TOML text, registering push metrics into `registry`. Apps with
+    /// `[app.push]` get a started [`PushService`] (its own thread; its redb files opened).
+    pub fn parse_with_registry(text: &str, registry: &mut Registry) -> Result<Self, ConfigError> {
         let file: ConfigFile =
             toml::from_str(text).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
-        file.validate()
+        file.validate(registry)
     }
 
     /// A builder with every app and listener of this configuration.
@@ -72,7 +91,7 @@ impl Config {
 }
 
 impl ConfigFile {
-    fn validate(self) -> Result<Config, ConfigError> {
+    fn validate(self, registry: &mut Registry) -> Result<Config, ConfigError> {
         let server = ServerConfig {
             handshake_timeout: Duration::from_secs(self.server.handshake_timeout_secs.max(1)),
             shards: self.server.shards.max(1),
@@ -137,6 +156,8 @@ impl ConfigFile {
         }
         let mut apps = Vec::new();
         let mut seen = HashMap::new();
+        let mut data_dirs = HashMap::new();
+        let mut push_metrics = None;
         for app in self.app {
             if seen.insert(app.id.clone(), ()).is_some() {
                 return Err(ConfigError(format!("app {:?} is defined twice", app.id)));
@@ -153,15 +174,31 @@ impl ConfigFile {
                 max_frame: app.session.max_frame,
                 ..SessionConfig::default()
             };
-            let backend = match app.backend {
+            let backend: Arc<dyn Backend> = match app.backend {
                 file::Backend::Relay => Arc::new(RelayBackend),
+            };
+            let push: Arc<dyn PushPolicy> = match &app.push {
+                None => Arc::new(NoPush),
+                Some(push) => {
+                    if let Some(other) = data_dirs.insert(push.data_dir.clone(), app.id.clone()) {
+                        return Err(ConfigError(format!(
+                            "app {}: push data_dir {} is already used by app {other}",
+                            app.id,
+                            push.data_dir.display()
+                        )));
+                    }
+                    let metrics = push_metrics
+                        .get_or_insert_with(|| PushServiceMetrics::new(registry))
+                        .clone();
+                    Arc::new(push.build(&id, Arc::clone(&backend), &metrics)?)
+                }
             };
             apps.push(App {
                 id,
                 authenticator,
                 backend,
                 session,
-                push: Arc::new(crate::offline::NoPush),
+                push,
             });
         }
         if apps.is_empty() {
@@ -178,6 +215,113 @@ impl ConfigFile {
             },
             drain_grace: Duration::from_secs(self.server.drain_grace_secs),
         })
+    }
+}
+
+impl file::Push {
+    fn build(
+        &self,
+        app: &AppId,
+        backend: Arc<dyn Backend>,
+        metrics: &PushServiceMetrics,
+    ) -> Result<PushService, ConfigError> {
+        let read = |what: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                ConfigError(format!(
+                    "app {app}: push {what}: cannot read {}: {e}",
+                    path.display()
+                ))
+            })
+        };
+        if self.apns.is_none() && self.fcm.is_none() {
+            return Err(ConfigError(format!(
+                "app {app}: [app.push] needs [app.push.apns] and/or [app.push.fcm]"
+            )));
+        }
+        let mut limits = PushLimits {
+            policy: PolicyLimits {
+                max_messages: self.max_messages.max(1),
+                message_ttl: Duration::from_secs(self.message_memory_secs.max(1)),
+                ..PolicyLimits::default()
+            },
+            default_ttl_secs: self.default_ttl_secs,
+            ..PushLimits::default()
+        };
+        limits.dispatcher.capacity = self.queue_capacity.max(1);
+        let mut builder = PushService::builder(app.clone())
+            .backend(backend)
+            .limits(limits);
+        if let Some(apns) = &self.apns {
+            let mut config = match (
+                &apns.key,
+                &apns.key_id,
+                &apns.team_id,
+                &apns.cert,
+                &apns.cert_key,
+            ) {
+                (Some(key), Some(key_id), Some(team_id), None, None) => {
+                    imgate_push::ApnsConfig::token(read("apns.key", key)?, key_id, team_id)
+                }
+                (None, None, None, Some(cert), Some(cert_key)) => {
+                    imgate_push::ApnsConfig::certificate(
+                        read("apns.cert", cert)?,
+                        read("apns.cert_key", cert_key)?,
+                    )
+                }
+                _ => {
+                    return Err(ConfigError(format!(
+                        "app {app}: [app.push.apns] needs key, key_id and team_id (token auth) \
+                         or cert and cert_key (certificate auth)"
+                    )));
+                }
+            };
+            let environment = match apns.endpoint.as_str() {
+                "production" => ApnsEnvironment::Production,
+                "sandbox" => {
+                    config.sandbox();
+                    ApnsEnvironment::Sandbox
+                }
+                url if url.starts_with("https://") => {
+                    config.base_url(url);
+                    ApnsEnvironment::Custom
+                }
+                other => {
+                    return Err(ConfigError(format!(
+                        "app {app}: push apns.endpoint {other:?} (production, sandbox, or an https:// URL)"
+                    )));
+                }
+            };
+            if let Some(ca) = &apns.ca {
+                config.trust_pem(read("apns.ca", ca)?);
+            }
+            if apns.topic.is_empty() {
+                return Err(ConfigError(format!(
+                    "app {app}: push apns.topic is required"
+                )));
+            }
+            builder = builder.apns(ApnsSettings {
+                config,
+                topic: apns.topic.clone(),
+                environment,
+            });
+        }
+        if let Some(fcm) = &self.fcm {
+            let json = read("fcm.service_account", &fcm.service_account)?;
+            let account = imgate_push::fcm::ServiceAccount::from_json(&json)
+                .map_err(|e| ConfigError(format!("app {app}: push fcm.service_account: {e}")))?;
+            let mut config = imgate_push::FcmConfig::new(account);
+            if let Some(url) = &fcm.base_url {
+                config.base_url(url.as_str());
+            }
+            if let Some(uri) = &fcm.token_uri {
+                config.token_uri(uri.as_str());
+            }
+            builder = builder.fcm(config);
+        }
+        builder
+            .data_dir(&self.data_dir)
+            .and_then(|b| b.start(metrics))
+            .map_err(|e| ConfigError(format!("app {app}: push: {e}")))
     }
 }
 
@@ -249,6 +393,33 @@ mod tests {
         assert_eq!(config.listeners.len(), 5);
         assert!(config.dev_certificate);
         assert_eq!(config.apps[0].id, AppId::new("default"));
+    }
+
+    #[test]
+    fn push_section_builds_a_push_service() {
+        let dir = std::env::temp_dir().join(format!("imgate-push-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let key = imgate_push::mock::ApnsTestKey::generate().expect("key");
+        let key_path = dir.join("AuthKey.p8");
+        std::fs::write(&key_path, &key.key_pem).expect("write key");
+        let push = format!(
+            "\n[app.push]\ndata_dir = {data:?}\n\n[app.push.apns]\nkey = {key:?}\n\
+             key_id = \"ABC123DEFG\"\nteam_id = \"DEF123GHIJ\"\ntopic = \"com.example.chat\"\n\
+             endpoint = \"sandbox\"\n",
+            data = dir.join("data").display().to_string(),
+            key = key_path.display().to_string(),
+        );
+        let mut registry = Registry::default();
+        let config = Config::parse_with_registry(&format!("{DEFAULT_CONFIG}{push}"), &mut registry)
+            .expect("push config");
+        assert!(format!("{:?}", config.apps[0].push).contains("PushService"));
+        drop(config);
+        let typo = push.replace("team_id", "teamid");
+        assert!(Config::parse(&format!("{DEFAULT_CONFIG}{typo}")).is_err());
+        let no_provider = format!("{DEFAULT_CONFIG}\n[app.push]\ndata_dir = \"/nonexistent\"\n");
+        let error = Config::parse(&no_provider).expect_err("no provider");
+        assert!(error.0.contains("app.push.apns"), "{error}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -1,0 +1,350 @@
+//! The push thread: one task owns the policy state, the device store and the dispatcher, and
+//! takes commands and dispatcher outcomes in turn.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use imgate_push::{
+    ApnsClient, Device, Dispatcher, FcmClient, Platform, PushKind, PushOutcome, PushQueue,
+    PushRequest, Routes,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use super::state::{Planned, PolicyState};
+use super::store::{DeviceRegistration, DeviceStore, RegisteredDevice, StoreError};
+use super::{ApnsSettings, PushLimits, PushServiceError, PushServiceMetrics};
+use crate::backend::Backend;
+use crate::deliver::PushOptions;
+use crate::ids::{AppId, DeviceId, MessageId, UserId};
+use crate::offline::PushTrigger;
+
+/// Wall-clock ms since the epoch (registration times, compared with APNs 410 timestamps).
+pub(crate) fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Work for the push thread.
+pub(crate) enum Command {
+    Message(MessageId, Arc<PushOptions>),
+    Push {
+        user: UserId,
+        device: Option<DeviceId>,
+        messages: Vec<MessageId>,
+        trigger: PushTrigger,
+    },
+    Acked {
+        user: UserId,
+        messages: Vec<MessageId>,
+    },
+    Register {
+        user: UserId,
+        device: DeviceId,
+        registration: DeviceRegistration,
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+    },
+    Unregister {
+        user: UserId,
+        device: DeviceId,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    Devices {
+        user: UserId,
+        reply: oneshot::Sender<Result<Vec<RegisteredDevice>, StoreError>>,
+    },
+    Badge {
+        user: UserId,
+        reply: oneshot::Sender<u32>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+pub(crate) struct Setup {
+    pub(crate) app: AppId,
+    pub(crate) apns: Option<ApnsSettings>,
+    pub(crate) fcm: Option<imgate_push::FcmConfig>,
+    pub(crate) store: Arc<dyn DeviceStore>,
+    pub(crate) queue: Arc<dyn PushQueue>,
+    pub(crate) backend: Option<Arc<dyn Backend>>,
+    pub(crate) limits: PushLimits,
+    pub(crate) metrics: PushServiceMetrics,
+    pub(crate) commands: mpsc::Receiver<Command>,
+}
+
+/// Starts the push thread; returns once its dispatcher runs (or setup failed).
+pub(crate) fn spawn(setup: Setup) -> Result<std::thread::JoinHandle<()>, PushServiceError> {
+    let mut routes = Routes::new();
+    let app = setup.app.to_string();
+    if let Some(apns) = &setup.apns {
+        let client = ApnsClient::new(&apns.config)
+            .map_err(|e| PushServiceError::Setup(format!("APNs: {e}")))?
+            .with_refresh_counter(
+                setup
+                    .metrics
+                    .push
+                    .token_refresh_counter(Platform::Apns, &app),
+            );
+        routes.apns(app.clone(), Arc::new(client), apns.topic.clone());
+    }
+    if let Some(fcm) = &setup.fcm {
+        let client = FcmClient::new(fcm)
+            .map_err(|e| PushServiceError::Setup(format!("FCM: {e}")))?
+            .with_refresh_counter(
+                setup
+                    .metrics
+                    .push
+                    .token_refresh_counter(Platform::Fcm, &app),
+            );
+        routes.fcm(app.clone(), Arc::new(client));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PushServiceError::Setup(format!("push runtime: {e}")))?;
+    std::thread::Builder::new()
+        .name(format!("imgate-push-{app}"))
+        .spawn(move || {
+            let reply = runtime.block_on(async move {
+                let (dispatcher, outcomes) = Dispatcher::start(
+                    setup.limits.dispatcher.clone(),
+                    routes,
+                    setup.queue,
+                    setup.metrics.push.clone(),
+                );
+                let worker = Worker {
+                    app: setup.app,
+                    state: PolicyState::new(setup.limits.policy.clone()),
+                    store: setup.store,
+                    backend: setup.backend,
+                    limits: setup.limits,
+                    metrics: setup.metrics,
+                    dispatcher,
+                };
+                worker.run(setup.commands, outcomes).await
+            });
+            // Every task (and with them the queue and the store) is gone before the caller
+            // hears that the service stopped, so the files can be opened again at once.
+            drop(runtime);
+            if let Some(reply) = reply {
+                let _ = reply.send(());
+            }
+        })
+        .map_err(|e| PushServiceError::Setup(format!("push thread: {e}")))
+}
+
+struct Worker {
+    app: AppId,
+    state: PolicyState,
+    store: Arc<dyn DeviceStore>,
+    backend: Option<Arc<dyn Backend>>,
+    limits: PushLimits,
+    metrics: PushServiceMetrics,
+    dispatcher: Dispatcher,
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut outcomes: mpsc::Receiver<PushOutcome>,
+    ) -> Option<oneshot::Sender<()>> {
+        let mut sweep = tokio::time::interval(
+            Duration::from_secs(1).min(
+                self.limits
+                    .policy
+                    .message_ttl
+                    .max(Duration::from_millis(10)),
+            ),
+        );
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut outcomes_open = true;
+        let reply = loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => break None,
+                    Some(Command::Shutdown { reply }) => break Some(reply),
+                    Some(command) => self.command(command),
+                },
+                outcome = outcomes.recv(), if outcomes_open => match outcome {
+                    Some(outcome) => self.outcome(outcome),
+                    None => outcomes_open = false,
+                },
+                _ = sweep.tick() => self.state.evict(Instant::now()),
+            }
+        };
+        self.dispatcher.shutdown().await;
+        reply
+    }
+
+    fn count(&self, event: &'static str, n: u64) {
+        self.metrics.count(&self.app, event, n);
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Message(id, options) => self.state.on_message(Instant::now(), id, options),
+            Command::Push {
+                user,
+                device,
+                messages,
+                trigger,
+            } => self.push(&user, device.as_ref(), &messages, trigger),
+            Command::Acked { user, messages } => self.state.acked(&user, &messages),
+            Command::Register {
+                user,
+                device,
+                registration,
+                reply,
+            } => {
+                let result = self.store.put(&self.app, &user, &device, &registration);
+                match &result {
+                    Ok(()) => self.count("registered", 1),
+                    Err(error) => {
+                        tracing::warn!(app = %self.app, %user, %device, %error, "push registration not stored");
+                    }
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Command::Unregister {
+                user,
+                device,
+                reply,
+            } => {
+                let result = self
+                    .store
+                    .remove(&self.app, &user, &device)
+                    .map(|old| old.is_some());
+                let _ = reply.send(result);
+            }
+            Command::Devices { user, reply } => {
+                let _ = reply.send(self.store.devices(&self.app, &user));
+            }
+            Command::Badge { user, reply } => {
+                let _ = reply.send(self.state.badge(&user));
+            }
+            Command::Shutdown { .. } => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn push(
+        &mut self,
+        user: &UserId,
+        device: Option<&DeviceId>,
+        messages: &[MessageId],
+        trigger: PushTrigger,
+    ) {
+        let mut devices = match self.store.devices(&self.app, user) {
+            Ok(devices) => devices,
+            Err(error) => {
+                tracing::warn!(app = %self.app, %user, %error, "device lookup failed; no push");
+                self.count("submit_error", 1);
+                return;
+            }
+        };
+        if let Some(device) = device {
+            devices.retain(|d| d.device == *device);
+        }
+        if devices.is_empty() {
+            self.count("no_device", 1);
+            return;
+        }
+        let (planned, skipped) = self.state.plan(user, &devices, messages);
+        self.count("unknown_message", skipped.unknown.into());
+        self.count("acked_skip", skipped.acked.into());
+        self.count("duplicate", skipped.duplicates.into());
+        for push in planned {
+            let request = self.request(push);
+            match self.dispatcher.submit(request) {
+                Ok(_) => self.count("submitted", 1),
+                Err(error) => {
+                    tracing::warn!(app = %self.app, %user, ?trigger, %error, "push not submitted");
+                    self.count("submit_error", 1);
+                }
+            }
+        }
+    }
+
+    fn request(&self, push: Planned) -> PushRequest {
+        let Planned {
+            device,
+            options,
+            messages,
+            badge,
+        } = push;
+        let mut data: BTreeMap<String, String> = options.data.iter().cloned().collect();
+        if let Some(newest) = messages.iter().max() {
+            data.entry("message_id".into())
+                .or_insert_with(|| newest.0.to_string());
+        }
+        let ttl_secs = match u64::from(options.ttl_secs) {
+            0 => self.limits.default_ttl_secs,
+            ttl => ttl.min(self.limits.max_ttl_secs),
+        };
+        PushRequest {
+            app: self.app.to_string(),
+            device: Device {
+                platform: device.registration.platform,
+                token: device.registration.token,
+                registered_at_ms: device.registration.registered_at_ms,
+            },
+            kind: match &options.alert {
+                Some(alert) => PushKind::Alert {
+                    title: alert.title.clone(),
+                    body: alert.body.clone(),
+                },
+                None => PushKind::WakeUp,
+            },
+            badge: Some(badge),
+            collapse_id: options.collapse_id.clone(),
+            ttl_secs,
+            data,
+        }
+    }
+
+    fn outcome(&mut self, outcome: PushOutcome) {
+        match outcome {
+            PushOutcome::Delivered { .. } => self.count("delivered", 1),
+            PushOutcome::TokenPruned {
+                request, reason, ..
+            } => {
+                self.count("token_pruned", 1);
+                let token = request.device.token;
+                match self.store.remove_token(&self.app, &token) {
+                    Ok(Some((user, device))) => {
+                        tracing::info!(app = %self.app, %user, %device, %reason, "push token pruned");
+                        if let Some(backend) = self.backend.clone() {
+                            let app = self.app.clone();
+                            tokio::spawn(async move {
+                                backend
+                                    .on_push_token_invalid(&app, &user, &device, &token, &reason)
+                                    .await;
+                            });
+                        }
+                    }
+                    // Re-registered with another token since, or already gone.
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(app = %self.app, %error, "pruning a push token failed");
+                    }
+                }
+            }
+            PushOutcome::TokenRejected { reason, .. } => {
+                // Usually a sandbox/production or topic mix-up: keep the token, raise an alert.
+                self.count("token_rejected", 1);
+                tracing::warn!(app = %self.app, %reason, "push token rejected (kept)");
+            }
+            PushOutcome::Failed { kind, reason, .. } => {
+                self.count("failed", 1);
+                tracing::debug!(app = %self.app, ?kind, %reason, "push failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! Push fallback end to end: a real gateway on 127.0.0.1, scripted clients over TCP, the
+//! `PushService` sending to loopback mock APNs and FCM servers.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use imgate::auth::StaticTokens;
+use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
+use imgate::deliver::{Delivery, DeliveryOptions, PushAlert, PushOptions, Target};
+use imgate::ids::{AppId, DeviceId, UserId};
+use imgate::offline::PushRegistration;
+use imgate::push_policy::{
+    ApnsEnvironment, ApnsSettings, PushLimits, PushService, PushServiceMetrics,
+};
+use imgate::session::{SessionConfig, Upstream};
+use imgate::{App, Gateway, GatewayHandle, RunningGateway};
+use imgate_codec::{Ack, Frame, Hello, Kind, PushProvider, ReceiptStatus, RegisterPush};
+use imgate_push::mock::{
+    ApnsRecord, ApnsReply, ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig,
+    RsaTestKey, TestPki,
+};
+use imgate_push::{ApnsConfig, ConnOptions, DispatcherConfig, FcmConfig, RetryPolicy};
+use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
+use prometheus_client::registry::Registry;
+use rustls::RootCertStore;
+use serde_json::Value;
+
+const APP: &str = "chat";
+const TOPIC: &str = "com.example.chat";
+const PROJECT: &str = "demo-proj";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn apns_token(n: u64) -> String {
+    format!("{n:064x}")
+}
+
+/// Relays like `RelayBackend` and records dead-token notices.
+#[derive(Default)]
+struct TestBackend {
+    invalid: Mutex<Vec<(String, String, String, String)>>,
+}
+
+impl Backend for TestBackend {
+    fn on_upstream<'a>(
+        &'a self,
+        gateway: &'a GatewayHandle,
+        origin: &'a Origin,
+        request: Upstream,
+    ) -> BoxFuture<'a, UpstreamOutcome> {
+        RelayBackend.on_upstream(gateway, origin, request)
+    }
+
+    fn on_push_token_invalid<'a>(
+        &'a self,
+        _app: &'a AppId,
+        user: &'a UserId,
+        device: &'a DeviceId,
+        token: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        self.invalid.lock().expect("lock").push((
+            user.to_string(),
+            device.to_string(),
+            token.to_owned(),
+            reason.to_owned(),
+        ));
+        Box::pin(async {})
+    }
+}
+
+fn short_timers() -> SessionConfig {
+    SessionConfig {
+        heartbeat: Duration::from_secs(1),
+        resume_window: Duration::from_millis(200),
+        push_grace: Duration::from_millis(100),
+        ack_timeout: Duration::from_millis(300),
+        ..SessionConfig::default()
+    }
+}
+
+fn limits() -> PushLimits {
+    PushLimits {
+        dispatcher: DispatcherConfig {
+            retry: RetryPolicy {
+                base: Duration::from_millis(20),
+                max_delay: Duration::from_millis(100),
+                max_attempts: 1000,
+            },
+            rng_seed: Some(1),
+            ..DispatcherConfig::default()
+        },
+        ..PushLimits::default()
+    }
+}
+
+fn apns_settings(url: &str, ca_pem: &str, key: &ApnsTestKey) -> ApnsSettings {
+    let mut config =
+        ApnsConfig::token(key.key_pem.clone(), key.key_id.clone(), key.team_id.clone());
+    config.base_url(url).trust_pem(ca_pem.to_owned());
+    config.conn = ConnOptions {
+        connect_timeout: Some(Duration::from_millis(500)),
+        ..ConnOptions::default()
+    };
+    ApnsSettings {
+        config,
+        topic: TOPIC.into(),
+        environment: ApnsEnvironment::Custom,
+    }
+}
+
+/// One RSA key per test process, cached in Cargo's per-target temp dir (generation is slow).
+fn rsa_key() -> &'static RsaTestKey {
+    static KEY: OnceLock<RsaTestKey> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let (private, public) = (dir.join("gw-push-rsa.pem"), dir.join("gw-push-rsa.pub.pem"));
+        if let (Ok(private_pem), Ok(public_pem)) = (
+            std::fs::read_to_string(&private),
+            std::fs::read_to_string(&public),
+        ) {
+            return RsaTestKey {
+                private_pem,
+                public_pem,
+            };
+        }
+        let key = RsaTestKey::generate().expect("RSA key");
+        let _ = std::fs::write(&private, &key.private_pem);
+        let _ = std::fs::write(&public, &key.public_pem);
+        key
+    })
+}
+
+async fn gateway(push: &PushService, backend: Arc<TestBackend>) -> RunningGateway {
+    let mut tokens = StaticTokens::new();
+    tokens.insert("tok-ann", UserId::new("ann"));
+    tokens.insert("tok-bob", UserId::new("bob"));
+    let app = App {
+        id: AppId::new(APP),
+        authenticator: Arc::new(tokens),
+        backend,
+        session: short_timers(),
+        push: Arc::new(push.clone()),
+    };
+    Gateway::builder()
+        .app(app)
+        .listener(ListenerConfig::new(
+            TransportKind::Tcp,
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .start()
+        .await
+        .expect("start")
+}
+
+async fn connect(gw: &RunningGateway, token: &str, device: &str) -> FramedConn {
+    let connector = Connector::new(ConnectorConfig::new(
+        TransportKind::Tcp,
+        RootCertStore::empty(),
+    ))
+    .expect("connector");
+    let mut conn = connector
+        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
+        .await
+        .expect("connect");
+    let hello = Hello {
+        version: 1,
+        token: token.into(),
+        app_id: APP.into(),
+        device_id: device.into(),
+        ..Default::default()
+    };
+    conn.send(&hello.into()).await.expect("hello");
+    match recv(&mut conn).await {
+        Kind::Welcome(_) => conn,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+async fn recv(conn: &mut FramedConn) -> Kind {
+    tokio::time::timeout(WAIT, conn.recv())
+        .await
+        .expect("timely frame")
+        .expect("frame")
+        .expect("open")
+        .kind
+        .expect("kind")
+}
+
+async fn register(conn: &mut FramedConn, provider: PushProvider, token: &str) {
+    let frame: Frame = RegisterPush {
+        msg_id: 1,
+        provider: provider as i32,
+        token: token.into(),
+        topic: if provider == PushProvider::Apns {
+            TOPIC.into()
+        } else {
+            String::new()
+        },
+        sandbox: false,
+    }
+    .into();
+    conn.send(&frame).await.expect("register");
+    loop {
+        match recv(conn).await {
+            Kind::Receipt(r) => {
+                assert_eq!(r.status(), ReceiptStatus::Accepted, "{r:?}");
+                return;
+            }
+            Kind::Ping(_) | Kind::Pong(_) => {}
+            other => panic!("expected Receipt, got {other:?}"),
+        }
+    }
+}
+
+fn deliver(gw: &RunningGateway, to: &str, body: &str, collapse: Option<&str>) -> u64 {
+    let report = gw
+        .handle()
+        .deliver(
+            &AppId::new(APP),
+            Delivery {
+                target: Target::User(UserId::new(to)),
+                payload: Bytes::from(body.to_owned()),
+                options: DeliveryOptions {
+                    push: Some(PushOptions {
+                        alert: Some(PushAlert {
+                            title: "Bob".into(),
+                            body: body.into(),
+                        }),
+                        collapse_id: collapse.map(Into::into),
+                        ttl_secs: 600,
+                        data: vec![("conv".into(), "c1".into())],
+                    }),
+                    ..DeliveryOptions::default()
+                },
+            },
+        )
+        .expect("deliver");
+    report.message_id.0
+}
+
+/// Waits until `count()` reaches `n`.
+async fn until(what: &str, n: usize, count: impl Fn() -> usize) {
+    let reached = tokio::time::timeout(WAIT, async {
+        while count() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{what}: {} of {n}", count());
+}
+
+async fn until_ended(gw: &RunningGateway) {
+    until("sessions ended", 1, || {
+        usize::from(gw.handle().session_count() == 0)
+    })
+    .await;
+}
+
+fn body(record: &ApnsRecord) -> Value {
+    serde_json::from_slice(&record.body).expect("json body")
+}
+
+fn header<'a>(record: &'a ApnsRecord, name: &str) -> &'a str {
+    record
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+struct Fixture {
+    apns: MockApns,
+    push: PushService,
+    backend: Arc<TestBackend>,
+    gw: RunningGateway,
+}
+
+async fn fixture() -> Fixture {
+    let key = ApnsTestKey::generate().expect("key");
+    let apns = MockApns::start(MockApnsConfig::token(&key))
+        .await
+        .expect("mock");
+    let backend = Arc::new(TestBackend::default());
+    let metrics = PushServiceMetrics::new(&mut Registry::default());
+    let push = PushService::builder(AppId::new(APP))
+        .apns(apns_settings(&apns.url(), &apns.ca_pem(), &key))
+        .backend(backend.clone())
+        .limits(limits())
+        .start(&metrics)
+        .expect("push service");
+    let gw = gateway(&push, Arc::clone(&backend)).await;
+    Fixture {
+        apns,
+        push,
+        backend,
+        gw,
+    }
+}
+
+impl Fixture {
+    async fn stop(self) {
+        self.gw.shutdown().await;
+        self.push.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn offline_user_gets_one_push_per_message_with_rising_badges() {
+    let f = fixture().await;
+    let mut phone = connect(&f.gw, "tok-ann", "phone").await;
+    register(&mut phone, PushProvider::Apns, &apns_token(1)).await;
+    drop(phone);
+    until_ended(&f.gw).await;
+
+    let ids: Vec<u64> = ["one", "two", "three"]
+        .iter()
+        .map(|b| deliver(&f.gw, "ann", b, None))
+        .collect();
+    until("pushes", 3, || f.apns.requests().len()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let requests = f.apns.requests();
+    assert_eq!(requests.len(), 3, "exactly one push per message");
+    assert!(f.apns.violations().is_empty(), "{:?}", f.apns.violations());
+    for (i, r) in requests.iter().enumerate() {
+        assert_eq!(r.device_token, apns_token(1));
+        assert_eq!(header(r, "apns-topic"), TOPIC);
+        assert_eq!(header(r, "apns-push-type"), "alert");
+        assert_eq!(header(r, "apns-priority"), "10");
+        assert!(!header(r, "apns-expiration").is_empty(), "TTL sent");
+        assert_eq!(r.status, 200);
+        let b = body(r);
+        assert_eq!(b["aps"]["badge"], i as u64 + 1, "badge 1, 2, 3");
+        assert_eq!(b["aps"]["alert"]["title"], "Bob");
+        assert_eq!(b["conv"], "c1");
+    }
+    let bodies: Vec<Value> = requests
+        .iter()
+        .map(|r| body(r)["aps"]["alert"]["body"].clone())
+        .collect();
+    assert_eq!(bodies, ["one", "two", "three"]);
+    let message_ids: Vec<String> = requests
+        .iter()
+        .map(|r| body(r)["message_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        message_ids,
+        ids.iter().map(u64::to_string).collect::<Vec<_>>()
+    );
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_who_never_connected_gets_fcm_and_apns_pushes() {
+    let key = ApnsTestKey::generate().expect("key");
+    let apns = MockApns::start(MockApnsConfig::token(&key))
+        .await
+        .expect("mock");
+    let fcm = MockFcm::start(MockFcmConfig::new(PROJECT, rsa_key()))
+        .await
+        .expect("fcm mock");
+    let mut fcm_config = FcmConfig::new(rsa_key().service_account(PROJECT, &fcm.token_uri()));
+    fcm_config.base_url(fcm.url());
+    let metrics = PushServiceMetrics::new(&mut Registry::default());
+    let backend = Arc::new(TestBackend::default());
+    let push = PushService::builder(AppId::new(APP))
+        .apns(apns_settings(&apns.url(), &apns.ca_pem(), &key))
+        .fcm(fcm_config)
+        .backend(backend.clone())
+        .limits(limits())
+        .start(&metrics)
+        .expect("push service");
+    let gw = gateway(&push, backend).await;
+    let (app, ann) = (AppId::new(APP), UserId::new("ann"));
+    // The backend registers ann's devices; she never opens a session.
+    push.register_device(
+        &app,
+        &ann,
+        &DeviceId::new("iphone"),
+        PushRegistration {
+            provider: PushProvider::Apns,
+            token: apns_token(7),
+            topic: TOPIC.into(),
+            sandbox: false,
+        },
+    )
+    .await
+    .expect("register apns");
+    push.register_device(
+        &app,
+        &ann,
+        &DeviceId::new("pixel"),
+        PushRegistration {
+            provider: PushProvider::Fcm,
+            token: "fcm-token-ann".into(),
+            topic: String::new(),
+            sandbox: false,
+        },
+    )
+    .await
+    .expect("register fcm");
+    let refused = push
+        .register_device(
+            &app,
+            &ann,
+            &DeviceId::new("bad"),
+            PushRegistration {
+                provider: PushProvider::Apns,
+                token: "not-hex".into(),
+                topic: TOPIC.into(),
+                sandbox: false,
+            },
+        )
+        .await;
+    assert!(refused.is_err(), "malformed APNs token refused");
+
+    deliver(&gw, "ann", "hello", Some("conv-1"));
+    deliver(&gw, "ann", "again", Some("conv-1"));
+    until("apns", 2, || apns.requests().len()).await;
+    until("fcm", 2, || fcm.requests().len()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!((apns.requests().len(), fcm.requests().len()), (2, 2));
+    for (i, r) in fcm.requests().iter().enumerate() {
+        let m = &r.message;
+        assert_eq!(m["token"], "fcm-token-ann");
+        assert_eq!(m["notification"]["title"], "Bob");
+        assert_eq!(m["data"]["badge"], (i + 1).to_string(), "{m}");
+        assert_eq!(m["android"]["collapse_key"], "conv-1");
+        let ttl: u64 = m["android"]["ttl"]
+            .as_str()
+            .and_then(|t| t.strip_suffix('s'))
+            .and_then(|t| t.parse().ok())
+            .expect("ttl");
+        assert!((590..=600).contains(&ttl), "remaining TTL of 600 s: {ttl}");
+    }
+    for r in apns.requests() {
+        assert_eq!(header(&r, "apns-collapse-id"), "conv-1");
+    }
+    gw.shutdown().await;
+    push.shutdown().await;
+}
+
+#[tokio::test]
+async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge() {
+    let f = fixture().await;
+    let ann = UserId::new("ann");
+    let mut phone = connect(&f.gw, "tok-ann", "phone").await;
+    register(&mut phone, PushProvider::Apns, &apns_token(2)).await;
+
+    // The socket stays open but the client neither reads nor acks: three messages of one
+    // conversation make one collapsed push after the ack time-out.
+    for b in ["a", "b", "c"] {
+        deliver(&f.gw, "ann", b, Some("conv-9"));
+    }
+    until("ack-timeout push", 1, || f.apns.requests().len()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests = f.apns.requests();
+    assert_eq!(requests.len(), 1, "one collapsed push, no duplicates");
+    assert_eq!(header(&requests[0], "apns-collapse-id"), "conv-9");
+    let b = body(&requests[0]);
+    assert_eq!(b["aps"]["badge"], 3);
+    assert_eq!(b["aps"]["alert"]["body"], "c", "the newest message shows");
+    assert_eq!(f.push.badge(&ann).await.expect("badge"), 3);
+
+    // The client comes back to life and acks everything: the badge resets.
+    let mut last = 0;
+    while last < 3 {
+        if let Kind::Deliver(d) = recv(&mut phone).await {
+            last = d.seq;
+        }
+    }
+    phone.send(&Ack { seq: last }.into()).await.expect("ack");
+    let reset = tokio::time::timeout(WAIT, async {
+        while f.push.badge(&ann).await.expect("badge") != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(reset.is_ok(), "acks reset the badge");
+
+    // Silent again: the next push carries badge 1.
+    deliver(&f.gw, "ann", "d", None);
+    until("second push", 2, || f.apns.requests().len()).await;
+    assert_eq!(body(&f.apns.requests()[1])["aps"]["badge"], 1);
+    drop(phone);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
+    let f = fixture().await;
+    let ann = UserId::new("ann");
+    let mut phone = connect(&f.gw, "tok-ann", "phone").await;
+    register(&mut phone, PushProvider::Apns, &apns_token(3)).await;
+    drop(phone);
+    until_ended(&f.gw).await;
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        + 60_000;
+    f.apns.script(
+        &apns_token(3),
+        [ApnsReply::Unregistered {
+            timestamp_ms: later,
+        }],
+    );
+    deliver(&f.gw, "ann", "anyone?", None);
+    until("backend told", 1, || {
+        f.backend.invalid.lock().expect("lock").len()
+    })
+    .await;
+    let notice = f.backend.invalid.lock().expect("lock")[0].clone();
+    assert_eq!(
+        notice,
+        (
+            "ann".to_owned(),
+            "phone".to_owned(),
+            apns_token(3),
+            "Unregistered".to_owned()
+        )
+    );
+    assert!(
+        f.push.devices(&ann).await.expect("devices").is_empty(),
+        "pruned"
+    );
+    // Nothing more goes to the dead token.
+    deliver(&f.gw, "ann", "still?", None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(f.apns.requests().len(), 1);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!(
+        "imgate-push-e2e-{}-{}",
+        std::process::id(),
+        rand_u64()
+    ));
+    let key = ApnsTestKey::generate().expect("key");
+    let pki = Arc::new(TestPki::generate().expect("pki"));
+    let (app, ann) = (AppId::new(APP), UserId::new("ann"));
+
+    // Run 1: APNs is down. Registrations and pushes are accepted and wait on disk.
+    let down = MockApns::start_with_pki(MockApnsConfig::token(&key), Arc::clone(&pki))
+        .await
+        .expect("mock");
+    let (url, ca, port) = (down.url(), down.ca_pem(), port_of(&down.url()));
+    down.shutdown();
+    {
+        let metrics = PushServiceMetrics::new(&mut Registry::default());
+        let backend = Arc::new(TestBackend::default());
+        let push = PushService::builder(app.clone())
+            .apns(apns_settings(&url, &ca, &key))
+            .data_dir(&dir)
+            .expect("data dir")
+            .backend(backend.clone())
+            .limits(limits())
+            .start(&metrics)
+            .expect("push service");
+        let gw = gateway(&push, backend).await;
+        let mut phone = connect(&gw, "tok-ann", "phone").await;
+        register(&mut phone, PushProvider::Apns, &apns_token(5)).await;
+        drop(phone);
+        until_ended(&gw).await;
+        for b in ["1", "2", "3"] {
+            deliver(&gw, "ann", b, None);
+        }
+        until("queued", 3, || {
+            metrics.event_count(&app, "submitted") as usize
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        gw.shutdown().await;
+        push.shutdown().await;
+    }
+
+    // Run 2: same files, APNs back on the same address.
+    let up = MockApns::start_on(MockApnsConfig::token(&key), pki, port)
+        .await
+        .expect("mock again");
+    let metrics = PushServiceMetrics::new(&mut Registry::default());
+    let backend = Arc::new(TestBackend::default());
+    let push = PushService::builder(app.clone())
+        .apns(apns_settings(&up.url(), &up.ca_pem(), &key))
+        .data_dir(&dir)
+        .expect("data dir")
+        .backend(backend)
+        .limits(limits())
+        .start(&metrics)
+        .expect("push service");
+    until("sent after restart", 3, || up.requests().len()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut badges: Vec<u64> = up
+        .requests()
+        .iter()
+        .map(|r| body(r)["aps"]["badge"].as_u64().expect("badge"))
+        .collect();
+    badges.sort_unstable();
+    assert_eq!(badges, [1, 2, 3], "each queued push sent once");
+    let devices = push.devices(&ann).await.expect("devices");
+    assert_eq!(devices.len(), 1, "the registration survived the restart");
+    assert_eq!(devices[0].registration.token, apns_token(5));
+    push.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
