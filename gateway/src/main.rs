@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     init_logging(&cli.log_format);
     match cli.command {
         Command::Serve { config } => serve(config),
-        Command::CheckConfig { file } => match Config::load(&file) {
+        Command::CheckConfig { file } => match with_runtime(|| Config::load(&file)) {
             Ok(_) => {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
@@ -97,18 +97,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(path: Option<PathBuf>) -> ExitCode {
-    let config = match &path {
-        Some(path) => Config::load(path),
-        None => Config::parse(DEFAULT_CONFIG),
-    };
-    let config = match config {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("configuration error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
+/// Runs `f` inside a (throwaway) runtime: building some backends starts tasks.
+fn with_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            let _entered = runtime.enter();
+            f()
         }
-    };
+        Err(_) => f(),
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,6 +120,22 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    // One registry for every metric: the gateway's, the push dispatchers', the admin's.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let config = {
+        let _entered = runtime.enter();
+        match &path {
+            Some(path) => Config::load_with_registry(path, &mut registry),
+            None => Config::parse_with_registry(DEFAULT_CONFIG, &mut registry),
+        }
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let admin_config = config.admin.clone();
@@ -131,7 +150,6 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                  clients will not trust it; set [tls] cert and key for production"
             );
         }
-        let mut registry = prometheus_client::registry::Registry::default();
         let metrics = imgate::metrics::Metrics::new(&mut registry);
         let gateway = match config.into_builder().metrics(metrics).start().await {
             Ok(gateway) => gateway,

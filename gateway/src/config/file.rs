@@ -109,13 +109,33 @@ pub(super) struct App {
 }
 
 fn default_backend() -> Backend {
-    Backend::Relay
+    Backend::Name("relay".into())
+}
+
+/// `backend = "relay"`, or a table `[app.backend]` with `kind = "webhook"` or `"grpc"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Backend {
+    Name(String),
+    Table(BackendTable),
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum Backend {
-    Relay,
+#[serde(deny_unknown_fields)]
+pub(super) struct BackendTable {
+    pub(super) kind: String,
+    /// webhook: where to POST.
+    pub(super) url: Option<String>,
+    /// webhook: HMAC secret (≥ 16 bytes).
+    pub(super) secret: Option<String>,
+    /// grpc: `http://` or `https://` endpoint.
+    pub(super) endpoint: Option<String>,
+    /// webhook: per-request time-out; grpc: upstream request time-out.
+    pub(super) timeout_ms: Option<u64>,
+    /// webhook: retries after the first attempt.
+    pub(super) max_retries: Option<u32>,
+    /// Bounded queue of pending requests.
+    pub(super) queue_capacity: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,6 +166,8 @@ pub(super) struct Session {
     pub(super) push_grace_secs: u64,
     pub(super) ack_timeout_secs: u64,
     pub(super) max_frame: u32,
+    /// Per-platform heartbeat intervals (`ios`, `android`, `web`, `desktop`), seconds.
+    pub(super) platform_heartbeat_secs: BTreeMap<String, u64>,
 }
 
 impl Default for Session {
@@ -158,6 +180,7 @@ impl Default for Session {
             push_grace_secs: 10,
             ack_timeout_secs: 20,
             max_frame: 1024 * 1024,
+            platform_heartbeat_secs: BTreeMap::new(),
         }
     }
 }

@@ -172,11 +172,10 @@ impl ConfigFile {
                 push_grace: Duration::from_secs(app.session.push_grace_secs),
                 ack_timeout: Duration::from_secs(app.session.ack_timeout_secs.max(1)),
                 max_frame: app.session.max_frame,
+                platform_heartbeats: platform_heartbeats(&app.id, &app.session)?,
                 ..SessionConfig::default()
             };
-            let backend: Arc<dyn Backend> = match app.backend {
-                file::Backend::Relay => Arc::new(RelayBackend),
-            };
+            let backend = build_backend(&app.id, &app.backend)?;
             let push: Arc<dyn PushPolicy> = match &app.push {
                 None => Arc::new(NoPush),
                 Some(push) => {
@@ -383,6 +382,88 @@ impl file::Auth {
     }
 }
 
+fn platform_heartbeats(
+    app: &str,
+    session: &file::Session,
+) -> Result<Vec<(imgate_codec::Platform, Duration)>, ConfigError> {
+    session
+        .platform_heartbeat_secs
+        .iter()
+        .map(|(name, secs)| {
+            let platform = match name.as_str() {
+                "ios" => imgate_codec::Platform::Ios,
+                "android" => imgate_codec::Platform::Android,
+                "web" => imgate_codec::Platform::Web,
+                "desktop" => imgate_codec::Platform::Desktop,
+                other => {
+                    return Err(ConfigError(format!(
+                        "app {app}: platform_heartbeat_secs: unknown platform {other:?} \
+                         (ios, android, web, desktop)"
+                    )));
+                }
+            };
+            Ok((platform, Duration::from_secs((*secs).max(1))))
+        })
+        .collect()
+}
+
+/// Builds an app's backend. Must run inside a tokio runtime (the gRPC backend starts its
+/// stream at once).
+fn build_backend(app: &str, spec: &file::Backend) -> Result<Arc<dyn Backend>, ConfigError> {
+    let table = match spec {
+        file::Backend::Name(name) if name == "relay" => return Ok(Arc::new(RelayBackend)),
+        file::Backend::Name(other) => {
+            return Err(ConfigError(format!(
+                "app {app}: backend {other:?}: use \"relay\", or a [app.backend] table with \
+                 kind = \"webhook\" or \"grpc\""
+            )));
+        }
+        file::Backend::Table(table) => table,
+    };
+    let need = |field: &Option<String>, name: &str| {
+        field
+            .clone()
+            .ok_or_else(|| ConfigError(format!("app {app}: a {} backend needs {name}", table.kind)))
+    };
+    match table.kind.as_str() {
+        "relay" => Ok(Arc::new(RelayBackend)),
+        "webhook" => {
+            let mut config = crate::backend::WebhookConfig::new(
+                need(&table.url, "url")?,
+                need(&table.secret, "secret")?.into_bytes(),
+            );
+            if let Some(ms) = table.timeout_ms {
+                config.timeout = Duration::from_millis(ms.max(1));
+            }
+            if let Some(retries) = table.max_retries {
+                config.max_retries = retries;
+            }
+            if let Some(capacity) = table.queue_capacity {
+                config.queue_capacity = capacity.max(1);
+            }
+            let backend = crate::backend::WebhookBackend::new(config)
+                .map_err(|e| ConfigError(format!("app {app}: webhook backend: {e}")))?;
+            Ok(Arc::new(backend))
+        }
+        "grpc" => {
+            let mut config =
+                crate::backend::GrpcBackendConfig::new(need(&table.endpoint, "endpoint")?);
+            if let Some(ms) = table.timeout_ms {
+                config.request_timeout = Duration::from_millis(ms.max(1));
+            }
+            if let Some(capacity) = table.queue_capacity {
+                config.queue_capacity = capacity.max(1);
+            }
+            let backend = crate::backend::GrpcBackend::new(config)
+                .map_err(|e| ConfigError(format!("app {app}: grpc backend: {e}")))?;
+            Ok(Arc::new(backend))
+        }
+        other => Err(ConfigError(format!(
+            "app {app}: unknown backend kind {other:?} (relay, webhook, grpc)"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -436,6 +517,57 @@ mod tests {
                 .expect_err("secret")
                 .0
                 .contains("secret")
+        );
+    }
+
+    #[tokio::test]
+    async fn backends_and_platform_heartbeats_are_configurable() {
+        let webhook = DEFAULT_CONFIG.replace(
+            "backend = \"relay\"",
+            "[app.backend]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef0123\"\nmax_retries = 1",
+        );
+        Config::parse(&webhook).expect("webhook config");
+        // The webhook constructor ran: it refuses a short secret.
+        let short = webhook.replace("0123456789abcdef0123", "short");
+        assert!(
+            Config::parse(&short)
+                .expect_err("short secret")
+                .0
+                .contains("webhook")
+        );
+        let grpc = DEFAULT_CONFIG.replace(
+            "backend = \"relay\"",
+            "[app.backend]\nkind = \"grpc\"\nendpoint = \"http://127.0.0.1:9\"",
+        );
+        Config::parse(&grpc).expect("grpc config");
+        let bad_endpoint = grpc.replace("http://127.0.0.1:9", "ftp://nowhere");
+        assert!(
+            Config::parse(&bad_endpoint)
+                .expect_err("endpoint")
+                .0
+                .contains("grpc")
+        );
+        let missing =
+            DEFAULT_CONFIG.replace("backend = \"relay\"", "[app.backend]\nkind = \"webhook\"");
+        assert!(Config::parse(&missing).expect_err("url").0.contains("url"));
+        let unknown = DEFAULT_CONFIG.replace("backend = \"relay\"", "backend = \"carrier\"");
+        assert!(Config::parse(&unknown).is_err());
+        let config = Config::parse(DEFAULT_CONFIG).expect("default");
+        let session = &config.apps[0].session;
+        assert_eq!(
+            session.heartbeat_for(imgate_codec::Platform::Ios),
+            Duration::from_secs(240)
+        );
+        assert_eq!(
+            session.heartbeat_for(imgate_codec::Platform::Web),
+            Duration::from_secs(30)
+        );
+        let bad = DEFAULT_CONFIG.replace("ios = 240", "symbian = 240");
+        assert!(
+            Config::parse(&bad)
+                .expect_err("platform")
+                .0
+                .contains("symbian")
         );
     }
 }
