@@ -201,9 +201,7 @@ impl Driver {
                 biased;
                 stop = serve_control_until_stop(&mut self.control, &mut self.close_waiters) => return Err(stop),
                 () = &mut sleep => return Ok(()),
-                sent = deliver_staged(&self.incoming, &mut self.staged), if !self.staged.is_empty() => {
-                    let _ = sent;
-                }
+                () = deliver_staged(&self.incoming, &mut self.staged), if !self.staged.is_empty() => {}
             }
         }
     }
@@ -217,7 +215,10 @@ impl Driver {
         let mut last_received = now;
         // Un-receipted requests go again, in order; the server de-duplicates by msg_id.
         let mut queue_error = None;
+        // With ordered re-sends, new requests wait until every re-sent one is answered.
+        let mut resent_up_to = 0;
         for frame in self.state.resend_frames() {
+            resent_up_to = frame_msg_id(&frame);
             if let Err(e) = writer.queue(&frame) {
                 queue_error = Some(e);
                 break;
@@ -243,6 +244,7 @@ impl Driver {
             }
             let take_requests = self.requests_open
                 && going_away.is_none()
+                && !(self.config.requests.ordered_resend && self.state.pending_up_to(resent_up_to))
                 && self.state.requests_in_flight() < self.config.requests.max_in_flight.max(1);
             let result: Result<(), End> = tokio::select! {
                 biased;
@@ -264,8 +266,7 @@ impl Driver {
                 flushed = writer.flush(), if writer.queued_bytes() > 0 => flushed.map_err(|e| {
                     disconnected(going_away, DisconnectReason::Transport(e.to_string()))
                 }),
-                sent = deliver_staged(&self.incoming, &mut self.staged), if !self.staged.is_empty() => {
-                    let _ = sent;
+                () = deliver_staged(&self.incoming, &mut self.staged), if !self.staged.is_empty() => {
                     Ok(())
                 }
                 received = reader.recv(), if self.staged.len() < STAGED_MAX => {
@@ -438,6 +439,16 @@ fn disconnected(
             reason,
             delay: None,
         },
+    }
+}
+
+/// The `msg_id` of a request frame (0 for other frames).
+fn frame_msg_id(frame: &Frame) -> u64 {
+    match &frame.kind {
+        Some(Kind::Send(send)) => send.msg_id,
+        Some(Kind::JoinRoom(join)) => join.msg_id,
+        Some(Kind::LeaveRoom(leave)) => leave.msg_id,
+        _ => 0,
     }
 }
 
