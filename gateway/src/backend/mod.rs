@@ -4,8 +4,8 @@
 //! `on_connect` → (`on_upstream`)* → `on_disconnect`; `on_undelivered` whenever messages for
 //! one of the app's users could not reach a device over its connection.
 
-mod relay;
 pub mod grpc;
+mod relay;
 pub mod webhook;
 
 use std::future::Future;
@@ -16,8 +16,8 @@ use imgate_codec::{CloseCode, ReceiptStatus};
 use crate::GatewayHandle;
 use crate::ids::{AppId, MessageId, UserId};
 use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
-pub use relay::RelayBackend;
 pub use grpc::{GrpcBackend, GrpcBackendConfig};
+pub use relay::RelayBackend;
 pub use webhook::{WebhookBackend, WebhookConfig};
 
 /// A boxed future, so `Backend` can live behind `Arc<dyn Backend>`.
