@@ -188,6 +188,13 @@ pub struct RequestPolicy {
     /// What to do with un-receipted requests when a resume is refused and the server starts
     /// a fresh session. Default [`OnFreshSession::Resend`].
     pub on_fresh_session: OnFreshSession,
+    /// After a reconnect, re-send un-receipted requests one at a time (each once the
+    /// previous one is answered) and hold new requests back until all are answered.
+    /// Default on: it keeps requests in order at the backend even when the server is still
+    /// forwarding some of them for the previous connection while the new one starts (the
+    /// server answers such a re-send only once that forward finishes). Costs one round
+    /// trip per re-sent request; off, they are all re-sent at once.
+    pub ordered_resend: bool,
 }
 
 impl Default for RequestPolicy {
@@ -195,6 +202,7 @@ impl Default for RequestPolicy {
         Self {
             max_in_flight: 256,
             on_fresh_session: OnFreshSession::Resend,
+            ordered_resend: true,
         }
     }
 }

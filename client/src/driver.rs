@@ -214,21 +214,17 @@ impl Driver {
         let mut last_sent = now;
         let mut last_received = now;
         // Un-receipted requests go again, in order; the server de-duplicates by msg_id.
-        let mut queue_error = None;
-        // With ordered re-sends, new requests wait until every re-sent one is answered.
-        let mut resent_up_to = 0;
-        for frame in self.state.resend_frames() {
-            resent_up_to = frame_msg_id(&frame);
-            if let Err(e) = writer.queue(&frame) {
-                queue_error = Some(e);
-                break;
+        // Ordered: one at a time (the next once the previous is answered), and new
+        // requests only after all of them; otherwise all at once.
+        let mut resends: VecDeque<Frame> = self.state.resend_frames().collect();
+        let ordered = self.config.requests.ordered_resend;
+        let mut awaiting: Option<u64> = None;
+        if !ordered {
+            for frame in resends.drain(..) {
+                if let Err(end) = queue(&mut writer, &frame) {
+                    return end;
+                }
             }
-        }
-        if let Some(e) = queue_error {
-            return End::Reconnect {
-                reason: DisconnectReason::Transport(e.to_string()),
-                delay: None,
-            };
         }
         // After a GoAway: (reason, delay before reconnecting, leave no later than).
         let mut going_away: Option<(GoAwayReason, Duration, Instant)> = None;
@@ -242,9 +238,23 @@ impl Driver {
             if let Some((_, _, leave_at)) = going_away {
                 deadline = deadline.min(leave_at);
             }
+            if awaiting.is_none_or(|msg_id| !self.state.is_pending(msg_id)) {
+                awaiting = None;
+                while let Some(frame) = resends.pop_front() {
+                    let msg_id = frame_msg_id(&frame);
+                    if self.state.is_pending(msg_id) {
+                        if let Err(end) = queue(&mut writer, &frame) {
+                            return end;
+                        }
+                        last_sent = Instant::now();
+                        awaiting = Some(msg_id);
+                        break;
+                    }
+                }
+            }
             let take_requests = self.requests_open
                 && going_away.is_none()
-                && !(self.config.requests.ordered_resend && self.state.pending_up_to(resent_up_to))
+                && awaiting.is_none()
                 && self.state.requests_in_flight() < self.config.requests.max_in_flight.max(1);
             let result: Result<(), End> = tokio::select! {
                 biased;

@@ -153,6 +153,11 @@ impl SessionState {
         self.pending.len()
     }
 
+    /// Whether request `msg_id` still waits for its receipt.
+    pub(crate) fn is_pending(&self, msg_id: u64) -> bool {
+        self.pending.contains_key(&msg_id)
+    }
+
     /// Registers a request; returns its frame (ack not set).
     pub(crate) fn push_request(&mut self, request: Request, reply: Reply) -> Frame {
         self.last_msg_id += 1;

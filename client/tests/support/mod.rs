@@ -7,8 +7,9 @@ use std::time::Duration;
 use imgate::auth::StaticTokens;
 use imgate::backend::RelayBackend;
 use imgate::ids::{AppId, UserId};
+use imgate::rate_limit::RateLimit;
 use imgate::session::SessionConfig;
-use imgate::{App, Gateway, RunningGateway};
+use imgate::{App, Gateway, RunningGateway, ServerConfig};
 use imgate_client::{ClientConfig, Endpoint, ReconnectPolicy, RootCertStore, TransportKind};
 use imgate_transports::{Identity, ListenerConfig};
 
@@ -31,7 +32,12 @@ pub async fn start(session: SessionConfig) -> TestGateway {
         session,
         push: Arc::new(imgate::offline::NoPush),
     };
-    let mut builder = Gateway::builder().app(app);
+    let server = ServerConfig {
+        // The chaos runs send thousands of frames per second per connection.
+        message_rate: RateLimit::new(1e6, 1e6),
+        ..ServerConfig::default()
+    };
+    let mut builder = Gateway::builder().app(app).config(server);
     for kind in TransportKind::ALL {
         builder = builder.listener(
             ListenerConfig::new(kind, "127.0.0.1:0".parse().expect("addr"))
@@ -83,3 +89,5 @@ pub fn payload_id(payload: &[u8]) -> (String, u64) {
     let (tag, n) = text.split_once(':').expect("tag:n");
     (tag.to_owned(), n.parse().expect("number"))
 }
+
+pub mod proxy;

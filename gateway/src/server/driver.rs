@@ -66,6 +66,16 @@ impl Driver {
         }
     }
 
+    /// Detaches the session from this driver's connection, unless a resume has already
+    /// attached it to a newer one (detaching then would strand the live connection: its
+    /// session would stop transmitting while the client stays connected).
+    fn detach_if_current(&self) {
+        let mut session = self.cell.lock();
+        if session.generation() == self.generation {
+            session.detach(Instant::now());
+        }
+    }
+
     fn config(&self) -> &ServerConfig {
         &self.handle.shared.config
     }
@@ -86,7 +96,7 @@ impl Driver {
                 return;
             }
             if output.slow {
-                self.cell.lock().detach(Instant::now());
+                self.detach_if_current();
             }
             let mut close = output.slow.then_some(CloseCode::SLOW_CONSUMER);
             let mut ended = false;
@@ -172,7 +182,7 @@ impl Driver {
                     }
                     if !self.wait_attached(reader, writer, output.deadline).await {
                         connection = None;
-                        self.cell.lock().detach(Instant::now());
+                        self.detach_if_current();
                         self.handle.shared.detached.notify_waiters();
                     }
                 }
