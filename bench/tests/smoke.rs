@@ -1,0 +1,55 @@
+//! Smoke mode cannot rot: every imgate scenario, tiny counts, against the gateway library run
+//! as a child process (`imgate-bench serve-imgate`, so the separately built `imgate` binary is
+//! not needed). Peers (mosquitto, nats-server) are added with `IMGATE_BENCH_SMOKE_TARGETS`
+//! (e.g. `imgate,mosquitto-qos1,nats`) and skipped when not installed.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn every_scenario_runs_in_smoke_mode_without_loss() {
+    let out = std::env::temp_dir().join(format!("imgate-bench-smoke-{}", std::process::id()));
+    let targets =
+        std::env::var("IMGATE_BENCH_SMOKE_TARGETS").unwrap_or_else(|_| "imgate".to_owned());
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_imgate-bench"))
+        .args(["--smoke", "--embedded", "--targets", &targets, "--out"])
+        .arg(&out)
+        .arg("all")
+        .output()
+        .expect("run imgate-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "imgate-bench --smoke all failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    for scenario in ["idle", "routed", "latency", "fanout", "resume"] {
+        assert!(
+            stdout.contains(&format!("== {scenario} ==")),
+            "no {scenario} table:\n{stdout}"
+        );
+    }
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .expect("results dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".json")).count(),
+        5,
+        "{files:?}"
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".png")).count(),
+        5,
+        "{files:?}"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "smoke mode took {:?}",
+        started.elapsed()
+    );
+}
