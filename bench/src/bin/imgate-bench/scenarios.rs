@@ -22,7 +22,13 @@ fn now_ns() -> u64 {
     u64::try_from(BASE.get_or_init(Instant::now).elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Set in idle-client processes: their parent draws the progress.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn bar(len: u64, what: &str) -> ProgressBar {
+    if QUIET.load(Ordering::Relaxed) {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(
@@ -148,7 +154,9 @@ pub(crate) async fn run(cli: &Cli, cmd: &Cmd) -> Result<bool, String> {
         targets,
         smoke: cli.smoke,
     };
-    eprintln!("imgate server: {}", ctx.imgate.describe());
+    if !matches!(cmd, Cmd::IdleClient(_)) {
+        eprintln!("imgate server: {}", ctx.imgate.describe());
+    }
     match cmd {
         Cmd::IdleClient(args) => idle_client(args).await.map(|()| true),
         Cmd::Idle(args) => idle(&ctx, args).await,
@@ -442,6 +450,7 @@ async fn idle_one(
 }
 
 async fn idle_client(args: &IdleClientArgs) -> Result<(), String> {
+    QUIET.store(true, Ordering::Relaxed);
     let target = Target::parse(&args.target)?;
     let config = ClientConfig {
         target,
