@@ -4,7 +4,9 @@
 //! (e.g. `imgate,mosquitto-qos1,nats`) and skipped when not installed.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 #[test]
 fn every_scenario_runs_in_smoke_mode_without_loss() {

@@ -4,7 +4,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use clap::Args;
 use hdrhistogram::Histogram;
@@ -945,7 +946,7 @@ async fn fanout_one(
     let mut sent_ns = Vec::with_capacity(publishes as usize);
     for i in 0..publishes {
         let at = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(at.into()).await;
+        tokio::time::sleep_until(at).await;
         let t = now_ns();
         sent_ns.push(t);
         publisher.send(Dest::Room("r"), payload(i, t, size)).await?;
