@@ -89,7 +89,9 @@ impl Driver {
         loop {
             let output = self.collect(connection.as_mut().map(|(_, w)| w), &mut compression);
             if output.stale {
-                // Resumed elsewhere: the new driver owns the session and its events.
+                // Resumed elsewhere: the new driver owns the session and its events. Pass
+                // the wake-up on: `wake` wakes one waiter, and it may have been this one.
+                self.cell.wake();
                 if let Some((_, mut writer)) = connection.take() {
                     self.close(&mut writer, CloseCode::SESSION_TAKEN_OVER).await;
                 }
@@ -131,6 +133,9 @@ impl Driver {
                             }
                         };
                         self.cell.lock().handle_receipt(receipt(msg_id, outcome));
+                        // If a resume moved the session to a newer connection meanwhile, its
+                        // driver is asleep: wake it to transmit the receipt.
+                        self.cell.wake();
                         answered = true;
                     }
                     Event::Undelivered { reason, messages } => self.handle.hand_offline(
