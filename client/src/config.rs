@@ -195,6 +195,10 @@ pub struct RequestPolicy {
     /// server answers such a re-send only once that forward finishes). Costs one round
     /// trip per re-sent request; off, they are all re-sent at once.
     pub ordered_resend: bool,
+    /// When the oldest request has waited this long for its receipt on one connection, it
+    /// is sent again (same `msg_id`: the server forwards it at most once and answers with
+    /// the receipt it has). Guards against a receipt lost inside the server. Default 10 s.
+    pub receipt_timeout: Duration,
 }
 
 impl Default for RequestPolicy {
@@ -203,6 +207,7 @@ impl Default for RequestPolicy {
             max_in_flight: 256,
             on_fresh_session: OnFreshSession::Resend,
             ordered_resend: true,
+            receipt_timeout: Duration::from_secs(10),
         }
     }
 }

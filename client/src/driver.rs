@@ -108,7 +108,9 @@ impl Driver {
             Event::Stopped { reason } => Some(ConnectionState::Stopped {
                 reason: reason.clone(),
             }),
-            Event::ResumeRefused { .. } | Event::GoAway { .. } => None,
+            Event::ResumeRefused { .. } | Event::GoAway { .. } | Event::ReceiptOverdue { .. } => {
+                None
+            }
         };
         if let Some(state) = state {
             self.status.send_replace(state);
@@ -226,6 +228,7 @@ impl Driver {
                 }
             }
         }
+        let mut watched: Option<(u64, Instant)> = None;
         // After a GoAway: (reason, delay before reconnecting, leave no later than).
         let mut going_away: Option<(GoAwayReason, Duration, Instant)> = None;
         loop {
@@ -251,6 +254,14 @@ impl Driver {
                         break;
                     }
                 }
+            }
+            // The oldest request and since when it waits on this connection.
+            let oldest = self.state.oldest_pending();
+            if oldest != watched.map(|(msg_id, _)| msg_id) {
+                watched = oldest.map(|msg_id| (msg_id, Instant::now()));
+            }
+            if let Some((_, since)) = watched {
+                deadline = deadline.min(since + self.config.requests.receipt_timeout);
             }
             let take_requests = self.requests_open
                 && going_away.is_none()
@@ -316,6 +327,18 @@ impl Driver {
                             reason: DisconnectReason::GoAway(reason),
                             delay: Some(delay),
                         })
+                    } else if let Some((msg_id, _)) = watched
+                        .filter(|(_, since)| now >= *since + self.config.requests.receipt_timeout)
+                    {
+                        watched = Some((msg_id, now));
+                        self.emit(Event::ReceiptOverdue { msg_id });
+                        match self.state.pending_frame(msg_id) {
+                            Some(frame) => {
+                                last_sent = now;
+                                queue(&mut writer, &frame)
+                            }
+                            None => Ok(()),
+                        }
                     } else if now >= ping_at {
                         last_sent = now;
                         let ping = Ping { client_time_ms: wall_ms(), ack: self.state.take_ack() };

@@ -79,6 +79,13 @@ pub enum Event {
         /// Why.
         reason: DisconnectReason,
     },
+    /// A request waited [`RequestPolicy::receipt_timeout`](crate::RequestPolicy) for its
+    /// receipt on a live connection and was sent again. A correct server always answers,
+    /// so this points at a receipt lost inside the server.
+    ReceiptOverdue {
+        /// The request.
+        msg_id: u64,
+    },
     /// The client stopped for good.
     Stopped {
         /// Why.

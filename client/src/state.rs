@@ -158,6 +158,18 @@ impl SessionState {
         self.pending.contains_key(&msg_id)
     }
 
+    /// The oldest request still waiting for its receipt.
+    pub(crate) fn oldest_pending(&self) -> Option<u64> {
+        self.pending.first_key_value().map(|(msg_id, _)| *msg_id)
+    }
+
+    /// The frame of pending request `msg_id`, to send again.
+    pub(crate) fn pending_frame(&self, msg_id: u64) -> Option<Frame> {
+        self.pending
+            .get(&msg_id)
+            .map(|pending| request_frame(msg_id, &pending.request))
+    }
+
     /// Registers a request; returns its frame (ack not set).
     pub(crate) fn push_request(&mut self, request: Request, reply: Reply) -> Frame {
         self.last_msg_id += 1;

@@ -27,6 +27,9 @@ const MIN_CUTS: u64 = 200;
 /// The senders wait for one more cut every this many messages each: at least 250 cuts per
 /// run, all while traffic flows.
 const PER_CUT: u64 = 40;
+/// Messages received (both sides together) between two cuts, at least; with `PER_CUT` this
+/// leaves 250–500 cuts per run.
+const MIN_GAP: u64 = 40;
 const RUN_DEADLINE: Duration = Duration::from_secs(55);
 
 #[derive(Debug, Default)]
@@ -34,6 +37,7 @@ struct Counts {
     disconnects: u64,
     resumes: u64,
     refused: u64,
+    overdue: u64,
 }
 
 async fn count_events(client: &Client) -> tokio::task::JoinHandle<Counts> {
@@ -48,6 +52,7 @@ async fn count_events(client: &Client) -> tokio::task::JoinHandle<Counts> {
                     eprintln!("resume refused: {reason:?}");
                     counts.refused += 1;
                 }
+                Ok(Event::ReceiptOverdue { .. }) => counts.overdue += 1,
                 Ok(Event::Stopped { .. }) => return counts,
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
@@ -153,6 +158,7 @@ async fn run(kinds: &[TransportKind]) {
     }
     let config = |user: &str| {
         let mut config = t.config(user, kinds);
+        config.requests.receipt_timeout = Duration::from_millis(500);
         for endpoint in &mut config.endpoints {
             if let Some(proxy) = proxies.get(&endpoint.kind) {
                 endpoint.addr = proxy.addr();
@@ -192,11 +198,18 @@ async fn run(kinds: &[TransportKind]) {
     let (mut client_cuts, mut proxy_cuts) = (0u64, 0u64);
     let mut at_last_cut = 0;
     while *a.borrow() + *b.borrow() < 2 * PER_SIDE {
-        // At least one message between two cuts, then a random moment.
-        while *a.borrow_and_update() + *b.borrow_and_update() <= at_last_cut {
+        // At least `MIN_GAP` messages between two cuts (keeps the run short), then a
+        // random moment.
+        loop {
+            let total = *a.borrow_and_update() + *b.borrow_and_update();
+            if total >= at_last_cut + MIN_GAP || total >= 2 * PER_SIDE {
+                break;
+            }
+            // (A receiver that finished drops its sender: then only the other one moves.)
             tokio::select! {
-                _ = a.changed() => {}
-                _ = b.changed() => {}
+                Ok(()) = a.changed() => {}
+                Ok(()) = b.changed() => {}
+                else => break,
             }
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(0..=4))).await;
@@ -235,14 +248,16 @@ async fn run(kinds: &[TransportKind]) {
         total.disconnects += c.disconnects;
         total.resumes += c.resumes;
         total.refused += c.refused;
+        total.overdue += c.overdue;
     }
     eprintln!(
         "chaos {kinds:?}: {} messages, {client_cuts} client drops + {proxy_cuts} proxy kills \
-         made, {} disconnects, {} resumes, {} refused, {:?}",
+         made, {} disconnects, {} resumes, {} refused, {} receipts overdue, {:?}",
         2 * PER_SIDE,
         total.disconnects,
         total.resumes,
         total.refused,
+        total.overdue,
         started.elapsed()
     );
     assert_eq!(total.refused, 0, "every resume succeeds");
