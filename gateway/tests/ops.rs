@@ -120,16 +120,7 @@ async fn handshake_rate_limit_refuses_with_rate_limited() {
         handshake_rate: RateLimit::new(0.001, 1.0),
         ..ServerConfig::default()
     };
-    let gw = builder(
-        app(
-            Arc::new(imgate::backend::RelayBackend),
-            SessionConfig::default(),
-        ),
-        server,
-    )
-    .start()
-    .await
-    .expect("start");
+    let gw = start_with(server).await;
     let mut first = connect(&gw).await;
     hello(&mut first, "tok-alice", None).await;
     let mut second = connect(&gw).await;
@@ -150,16 +141,7 @@ async fn message_flood_closes_the_connection_with_rate_limited() {
         message_rate: RateLimit::new(1.0, 5.0),
         ..ServerConfig::default()
     };
-    let gw = builder(
-        app(
-            Arc::new(imgate::backend::RelayBackend),
-            SessionConfig::default(),
-        ),
-        server,
-    )
-    .start()
-    .await
-    .expect("start");
+    let gw = start_with(server).await;
     let mut conn = connect(&gw).await;
     hello(&mut conn, "tok-alice", None).await;
     for _ in 0..20 {

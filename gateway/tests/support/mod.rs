@@ -82,9 +82,14 @@ pub fn loopback() -> SocketAddr {
 
 /// The default relay gateway on TCP.
 pub async fn start() -> RunningGateway {
+    start_with(ServerConfig::default()).await
+}
+
+/// The relay gateway on TCP with server-wide settings `server`.
+pub async fn start_with(server: ServerConfig) -> RunningGateway {
     builder(
         app(Arc::new(RelayBackend), SessionConfig::default()),
-        ServerConfig::default(),
+        server,
     )
     .start()
     .await
