@@ -190,10 +190,10 @@ pub struct RequestPolicy {
     pub on_fresh_session: OnFreshSession,
     /// After a reconnect, re-send un-receipted requests one at a time (each once the
     /// previous one is answered) and hold new requests back until all are answered.
-    /// Default on: it keeps requests in order at the backend even when the server is still
-    /// forwarding some of them for the previous connection while the new one starts (the
-    /// server answers such a re-send only once that forward finishes). Costs one round
-    /// trip per re-sent request; off, they are all re-sent at once.
+    /// Default off: an imgate server keeps a session's requests in order at the backend by
+    /// itself, even while it is still forwarding one for the previous connection (it hands
+    /// the backend one request per session at a time). Turn it on for a server that does
+    /// not; it costs one round trip per re-sent request.
     pub ordered_resend: bool,
     /// When the oldest request has waited this long for its receipt on one connection, it
     /// is sent again (same `msg_id`: the server forwards it at most once and answers with
@@ -206,7 +206,7 @@ impl Default for RequestPolicy {
         Self {
             max_in_flight: 256,
             on_fresh_session: OnFreshSession::Resend,
-            ordered_resend: true,
+            ordered_resend: false,
             receipt_timeout: Duration::from_secs(10),
         }
     }

@@ -68,7 +68,9 @@ pub struct Origin {
 }
 
 /// An IM backend. Implementations must be cheap to call concurrently: one call per upstream
-/// request, from the sending connection's task (so requests of one session arrive in order).
+/// request, from the session's task. A session's requests arrive in order and one at a time
+/// (the next only once the previous call has returned, even across a resume), so a slow
+/// answer delays that session's later requests, not other sessions'.
 pub trait Backend: Send + Sync + 'static {
     /// A session was established (not called on resume).
     fn on_connect<'a>(

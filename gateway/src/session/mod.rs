@@ -121,6 +121,10 @@ pub struct Session {
     /// The buffer overflowed: messages went to the offline path, so a resume would leave a hole.
     overflowed: bool,
     push_grace_reported: bool,
+    /// The upstream request handed to the runtime and not yet answered. Only one is out at a
+    /// time, so that a request collected by a connection's driver just before a resume
+    /// reaches the backend before anything the client sends on the new connection.
+    forwarding: Option<u64>,
     mono_base: Instant,
     wall_base_ms: u64,
 }
@@ -154,6 +158,7 @@ impl Session {
             generation: 1,
             overflowed: false,
             push_grace_reported: false,
+            forwarding: None,
             mono_base: now,
             wall_base_ms: wall_ms,
         };
@@ -316,6 +321,9 @@ impl Session {
     /// The backend's answer to an [`Event::Upstream`]; sent to the client if attached, and
     /// remembered for re-sends.
     pub fn handle_receipt(&mut self, receipt: Receipt) {
+        if self.forwarding == Some(receipt.msg_id) {
+            self.forwarding = None;
+        }
         if self.dedup.answer(&receipt) && self.state == State::Attached {
             self.transmit.push_back(receipt.into());
         }
@@ -464,8 +472,22 @@ impl Session {
     }
 
     /// The next event for the runtime.
+    ///
+    /// Events come out in the order they arose. An [`Event::Upstream`] is handed out only
+    /// once the previous one has been answered ([`Session::handle_receipt`]); until then it
+    /// and everything behind it wait. This keeps a client's requests in order at the backend
+    /// even when a resume moves the session to a new driver while the old one is still
+    /// forwarding.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        if self.forwarding.is_some() && matches!(self.events.front(), Some(Event::Upstream { .. }))
+        {
+            return None;
+        }
+        let event = self.events.pop_front()?;
+        if let Event::Upstream { msg_id, .. } = &event {
+            self.forwarding = Some(*msg_id);
+        }
+        Some(event)
     }
 
     /// When [`Session::handle_timeout`] must be called next (None: no timer needed).

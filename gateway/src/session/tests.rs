@@ -491,6 +491,45 @@ fn duplicate_upstream_msg_id_is_forwarded_once_and_answered_with_the_same_receip
 }
 
 #[test]
+fn upstream_requests_go_out_one_at_a_time_in_order_even_across_a_resume() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    s.handle_frame(t0, send(1));
+    s.handle_frame(t0, send(2));
+    let events = drain_events(&mut s);
+    assert!(
+        matches!(events.as_slice(), [Event::Upstream { msg_id: 1, .. }]),
+        "only the first request is handed out: {events:?}"
+    );
+    // The connection drops while request 1 is with the backend; the client resumes and
+    // sends request 3 on the new connection.
+    s.detach(t0);
+    s.resume(t0, &identity(), &SECRET, 0, &Negotiated::default())
+        .expect("resume");
+    drain_frames(&mut s, t0);
+    s.handle_frame(t0, send(3));
+    assert!(
+        drain_events(&mut s).is_empty(),
+        "nothing overtakes the request still being forwarded"
+    );
+    for msg_id in [1, 2, 3] {
+        s.handle_receipt(Receipt {
+            msg_id,
+            status: ReceiptStatus::Accepted.into(),
+            ..Default::default()
+        });
+        let next = drain_events(&mut s);
+        match msg_id {
+            3 => assert!(next.is_empty(), "{next:?}"),
+            _ => assert!(
+                matches!(next.as_slice(), [Event::Upstream { msg_id: m, .. }] if *m == msg_id + 1),
+                "after receipt {msg_id}: {next:?}"
+            ),
+        }
+    }
+}
+
+#[test]
 fn takeover_sends_go_away_and_hands_pending_messages_to_offline() {
     let t0 = Instant::now();
     let mut s = session(t0);
