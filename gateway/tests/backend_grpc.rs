@@ -1,20 +1,19 @@
 //! The gRPC backend against a tonic server in the test: upstream requests on the one stream,
 //! receipts and delivery/room commands back, time-outs, and reconnect after a break.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use imgate::auth::StaticTokens;
+use imgate::RunningGateway;
 use imgate::backend::grpc::proto::gateway_backend_server::{GatewayBackend, GatewayBackendServer};
 use imgate::backend::grpc::proto::{self, backend_command::Command, gateway_event::Event};
 use imgate::backend::{GrpcBackend, GrpcBackendConfig};
-use imgate::ids::{AppId, UserId};
 use imgate::session::SessionConfig;
-use imgate::{App, Gateway, RunningGateway};
-use imgate_codec::{CloseCode, Frame, Hello, JoinRoom, Kind, Receipt, ReceiptStatus, Send};
-use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
-use rustls::RootCertStore;
+use imgate_codec::{CloseCode, JoinRoom, Kind, ReceiptStatus};
+use support::{app, login, receipt, recv, start_app, text};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -172,78 +171,9 @@ fn config(server: &Server) -> GrpcBackendConfig {
 }
 
 async fn start(backend: Arc<GrpcBackend>) -> RunningGateway {
-    let mut tokens = StaticTokens::new();
-    tokens.insert("tok-alice", UserId::new("alice"));
-    tokens.insert("tok-bob", UserId::new("bob"));
-    let app = App {
-        id: AppId::new("chat"),
-        authenticator: Arc::new(tokens),
-        backend: backend.clone(),
-        session: SessionConfig::default(),
-        push: Arc::new(imgate::offline::NoPush),
-    };
-    let gw = Gateway::builder()
-        .app(app)
-        .listener(ListenerConfig::new(
-            TransportKind::Tcp,
-            "127.0.0.1:0".parse().expect("addr"),
-        ))
-        .start()
-        .await
-        .expect("start");
+    let gw = start_app(app(backend.clone(), SessionConfig::default())).await;
     backend.attach(gw.handle());
     gw
-}
-
-async fn login(gw: &RunningGateway, token: &str) -> FramedConn {
-    let connector = Connector::new(ConnectorConfig::new(
-        TransportKind::Tcp,
-        RootCertStore::empty(),
-    ))
-    .expect("connector");
-    let mut conn = connector
-        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
-        .await
-        .expect("connect");
-    let hello = Hello {
-        version: 1,
-        token: token.into(),
-        app_id: "chat".into(),
-        device_id: "phone".into(),
-        ..Default::default()
-    };
-    conn.send(&hello.into()).await.expect("send hello");
-    match recv(&mut conn).await {
-        Kind::Welcome(_) => conn,
-        other => panic!("expected Welcome, got {other:?}"),
-    }
-}
-
-async fn recv(conn: &mut FramedConn) -> Kind {
-    tokio::time::timeout(Duration::from_secs(5), conn.recv())
-        .await
-        .expect("timely frame")
-        .expect("frame")
-        .expect("open")
-        .kind
-        .expect("kind")
-}
-
-async fn receipt(conn: &mut FramedConn) -> Receipt {
-    match recv(conn).await {
-        Kind::Receipt(r) => r,
-        other => panic!("expected Receipt, got {other:?}"),
-    }
-}
-
-fn text(msg_id: u64, to: &str, body: &'static str) -> Frame {
-    Send {
-        msg_id,
-        to: Some(imgate_codec::proto::send::To::User(to.into())),
-        payload: Bytes::from_static(body.as_bytes()),
-        ack: 0,
-    }
-    .into()
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! The webhook backend against a local hyper server: signatures, receipts from the answer,
 //! retries with back-off, no retry on 4xx, time-outs, and a full queue.
 
+mod support;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,16 +15,13 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use imgate::auth::StaticTokens;
+use imgate::RunningGateway;
 use imgate::backend::webhook::{self, WebhookBackend, WebhookConfig};
-use imgate::ids::{AppId, UserId};
 use imgate::session::SessionConfig;
-use imgate::{App, Gateway, RunningGateway};
-use imgate_codec::{CloseCode, Frame, Hello, Kind, Receipt, ReceiptStatus, Send};
-use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
-use rustls::RootCertStore;
+use imgate_codec::{CloseCode, ReceiptStatus};
 use serde_json::Value;
 use sha2::Sha256;
+use support::{app, login, receipt, start_app, text};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
@@ -182,76 +181,7 @@ fn config(hook: &Hook) -> WebhookConfig {
 }
 
 async fn start(backend: WebhookBackend) -> RunningGateway {
-    let mut tokens = StaticTokens::new();
-    tokens.insert("tok-alice", UserId::new("alice"));
-    tokens.insert("tok-bob", UserId::new("bob"));
-    let app = App {
-        id: AppId::new("chat"),
-        authenticator: Arc::new(tokens),
-        backend: Arc::new(backend),
-        session: SessionConfig::default(),
-        push: Arc::new(imgate::offline::NoPush),
-    };
-    Gateway::builder()
-        .app(app)
-        .listener(ListenerConfig::new(
-            TransportKind::Tcp,
-            "127.0.0.1:0".parse().expect("addr"),
-        ))
-        .start()
-        .await
-        .expect("start")
-}
-
-async fn login(gw: &RunningGateway, token: &str) -> FramedConn {
-    let connector = Connector::new(ConnectorConfig::new(
-        TransportKind::Tcp,
-        RootCertStore::empty(),
-    ))
-    .expect("connector");
-    let mut conn = connector
-        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
-        .await
-        .expect("connect");
-    let hello = Hello {
-        version: 1,
-        token: token.into(),
-        app_id: "chat".into(),
-        device_id: "phone".into(),
-        ..Default::default()
-    };
-    conn.send(&hello.into()).await.expect("send hello");
-    match recv(&mut conn).await {
-        Kind::Welcome(_) => conn,
-        other => panic!("expected Welcome, got {other:?}"),
-    }
-}
-
-async fn recv(conn: &mut FramedConn) -> Kind {
-    tokio::time::timeout(Duration::from_secs(10), conn.recv())
-        .await
-        .expect("timely frame")
-        .expect("frame")
-        .expect("open")
-        .kind
-        .expect("kind")
-}
-
-async fn receipt(conn: &mut FramedConn) -> Receipt {
-    match recv(conn).await {
-        Kind::Receipt(r) => r,
-        other => panic!("expected Receipt, got {other:?}"),
-    }
-}
-
-fn text(msg_id: u64, to: &str, body: &'static str) -> Frame {
-    Send {
-        msg_id,
-        to: Some(imgate_codec::proto::send::To::User(to.into())),
-        payload: Bytes::from_static(body.as_bytes()),
-        ack: 0,
-    }
-    .into()
+    start_app(app(Arc::new(backend), SessionConfig::default())).await
 }
 
 fn verify(seen: &Seen) {

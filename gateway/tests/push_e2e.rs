@@ -1,6 +1,8 @@
 //! Push fallback end to end: a real gateway on 127.0.0.1, scripted clients over TCP, the
 //! `PushService` sending to loopback mock APNs and FCM servers.
 
+mod support;
+
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -14,17 +16,17 @@ use imgate::push_policy::{
     ApnsEnvironment, ApnsSettings, PushLimits, PushService, PushServiceMetrics,
 };
 use imgate::session::{SessionConfig, Upstream};
-use imgate::{App, Gateway, GatewayHandle, RunningGateway};
-use imgate_codec::{Ack, Frame, Hello, Kind, PushProvider, ReceiptStatus, RegisterPush};
+use imgate::{App, GatewayHandle, RunningGateway};
+use imgate_codec::{Ack, Frame, Kind, PushProvider, ReceiptStatus, RegisterPush};
 use imgate_push::mock::{
     ApnsRecord, ApnsReply, ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig,
     RsaTestKey, TestPki,
 };
 use imgate_push::{ApnsConfig, ConnOptions, DispatcherConfig, FcmConfig, RetryPolicy};
-use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
+use imgate_transports::FramedConn;
 use prometheus_client::registry::Registry;
-use rustls::RootCertStore;
 use serde_json::Value;
+use support::{login, recv, start_app};
 
 const APP: &str = "chat";
 const TOPIC: &str = "com.example.chat";
@@ -135,56 +137,13 @@ async fn gateway(push: &PushService, backend: Arc<TestBackend>) -> RunningGatewa
     let mut tokens = StaticTokens::new();
     tokens.insert("tok-ann", UserId::new("ann"));
     tokens.insert("tok-bob", UserId::new("bob"));
-    let app = App {
-        id: AppId::new(APP),
+    // `support::app` is the app `chat` (APP) with the relay's users; these tests log in as ann.
+    start_app(App {
         authenticator: Arc::new(tokens),
-        backend,
-        session: short_timers(),
         push: Arc::new(push.clone()),
-    };
-    Gateway::builder()
-        .app(app)
-        .listener(ListenerConfig::new(
-            TransportKind::Tcp,
-            "127.0.0.1:0".parse().expect("addr"),
-        ))
-        .start()
-        .await
-        .expect("start")
-}
-
-async fn connect(gw: &RunningGateway, token: &str, device: &str) -> FramedConn {
-    let connector = Connector::new(ConnectorConfig::new(
-        TransportKind::Tcp,
-        RootCertStore::empty(),
-    ))
-    .expect("connector");
-    let mut conn = connector
-        .connect(gw.local_addr(TransportKind::Tcp).expect("tcp"))
-        .await
-        .expect("connect");
-    let hello = Hello {
-        version: 1,
-        token: token.into(),
-        app_id: APP.into(),
-        device_id: device.into(),
-        ..Default::default()
-    };
-    conn.send(&hello.into()).await.expect("hello");
-    match recv(&mut conn).await {
-        Kind::Welcome(_) => conn,
-        other => panic!("expected Welcome, got {other:?}"),
-    }
-}
-
-async fn recv(conn: &mut FramedConn) -> Kind {
-    tokio::time::timeout(WAIT, conn.recv())
-        .await
-        .expect("timely frame")
-        .expect("frame")
-        .expect("open")
-        .kind
-        .expect("kind")
+        ..support::app(backend, short_timers())
+    })
+    .await
 }
 
 async fn register(conn: &mut FramedConn, provider: PushProvider, token: &str) {
@@ -308,7 +267,7 @@ impl Fixture {
 #[tokio::test]
 async fn offline_user_gets_one_push_per_message_with_rising_badges() {
     let f = fixture().await;
-    let mut phone = connect(&f.gw, "tok-ann", "phone").await;
+    let mut phone = login(&f.gw, "tok-ann").await;
     register(&mut phone, PushProvider::Apns, &apns_token(1)).await;
     drop(phone);
     until_ended(&f.gw).await;
@@ -444,7 +403,7 @@ async fn a_user_who_never_connected_gets_fcm_and_apns_pushes() {
 async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge() {
     let f = fixture().await;
     let ann = UserId::new("ann");
-    let mut phone = connect(&f.gw, "tok-ann", "phone").await;
+    let mut phone = login(&f.gw, "tok-ann").await;
     register(&mut phone, PushProvider::Apns, &apns_token(2)).await;
 
     // The socket stays open but the client neither reads nor acks: three messages of one
@@ -490,7 +449,7 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
 async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
     let f = fixture().await;
     let ann = UserId::new("ann");
-    let mut phone = connect(&f.gw, "tok-ann", "phone").await;
+    let mut phone = login(&f.gw, "tok-ann").await;
     register(&mut phone, PushProvider::Apns, &apns_token(3)).await;
     drop(phone);
     until_ended(&f.gw).await;
@@ -560,7 +519,7 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
             .start(&metrics)
             .expect("push service");
         let gw = gateway(&push, backend).await;
-        let mut phone = connect(&gw, "tok-ann", "phone").await;
+        let mut phone = login(&gw, "tok-ann").await;
         register(&mut phone, PushProvider::Apns, &apns_token(5)).await;
         drop(phone);
         until_ended(&gw).await;

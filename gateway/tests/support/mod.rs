@@ -11,7 +11,7 @@ use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome}
 use imgate::ids::{AppId, UserId};
 use imgate::session::{SessionConfig, Undelivered, UndeliveredReason, Upstream};
 use imgate::{App, Gateway, GatewayBuilder, GatewayHandle, RunningGateway, ServerConfig};
-use imgate_codec::{Frame, Hello, Kind, Resume, Send, Welcome};
+use imgate_codec::{Frame, Hello, Kind, Receipt, Resume, Send, Welcome};
 use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
 use rustls::RootCertStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,6 +96,14 @@ pub async fn start_with(server: ServerConfig) -> RunningGateway {
     .expect("start")
 }
 
+/// A gateway serving `app` on TCP with the default server settings.
+pub async fn start_app(app: App) -> RunningGateway {
+    builder(app, ServerConfig::default())
+        .start()
+        .await
+        .expect("start")
+}
+
 pub async fn connect(gw: &RunningGateway) -> FramedConn {
     let connector = Connector::new(ConnectorConfig::new(
         TransportKind::Tcp,
@@ -138,6 +146,21 @@ pub async fn hello(conn: &mut FramedConn, token: &str, resume: Option<Resume>) -
     match recv(conn).await {
         Kind::Welcome(w) => w,
         other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+/// A connection that has said [`hello`] as `token` and got its `Welcome`.
+pub async fn login(gw: &RunningGateway, token: &str) -> FramedConn {
+    let mut conn = connect(gw).await;
+    hello(&mut conn, token, None).await;
+    conn
+}
+
+/// The next frame, which must be a `Receipt`.
+pub async fn receipt(conn: &mut FramedConn) -> Receipt {
+    match recv(conn).await {
+        Kind::Receipt(r) => r,
+        other => panic!("expected Receipt, got {other:?}"),
     }
 }
 
