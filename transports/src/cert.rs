@@ -8,12 +8,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+#[cfg(test)]
+use crate::ALPN_IMGATE;
 use crate::TransportError;
-
-/// ALPN protocol id of imgate over TLS and QUIC.
-pub const ALPN_IMGATE: &str = "imgate/1";
-/// ALPN protocol id offered by WSS (the upgrade is HTTP/1.1).
-pub const ALPN_HTTP1: &str = "http/1.1";
 
 /// A server certificate chain and its private key (cheap to clone).
 #[derive(Clone)]

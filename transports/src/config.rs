@@ -1,13 +1,22 @@
 //! Plain configuration structs with safe defaults; the gateway maps its TOML onto them.
 
 use std::net::SocketAddr;
+#[cfg(feature = "tls")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use imgate_codec::DEFAULT_MAX_FRAME;
+#[cfg(feature = "tls")]
 use rustls::RootCertStore;
 
-use crate::{Identity, TransportKind};
+#[cfg(feature = "tls")]
+use crate::Identity;
+use crate::TransportKind;
+
+/// ALPN protocol id of imgate over TLS and QUIC.
+pub const ALPN_IMGATE: &str = "imgate/1";
+/// ALPN protocol id offered by WSS (the upgrade is HTTP/1.1).
+pub const ALPN_HTTP1: &str = "http/1.1";
 
 /// Default transport handshake deadline (TLS, WebSocket upgrade, QUIC + stream opening).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +36,7 @@ pub struct ListenerConfig {
     /// Address to bind (port 0 picks a free port; see `Listener::local_addr`).
     pub bind: SocketAddr,
     /// Certificate and key; required for TLS, WSS and QUIC.
+    #[cfg(feature = "tls")]
     pub identity: Option<Identity>,
     /// Largest inbound frame (flags + body). Default 1 MiB.
     pub max_frame: usize,
@@ -55,6 +65,7 @@ impl ListenerConfig {
         Self {
             kind,
             bind,
+            #[cfg(feature = "tls")]
             identity: None,
             max_frame: DEFAULT_MAX_FRAME,
             peer_max_frame: DEFAULT_MAX_FRAME,
@@ -69,6 +80,7 @@ impl ListenerConfig {
     }
 
     /// Sets the certificate and key.
+    #[cfg(feature = "tls")]
     pub fn with_identity(mut self, identity: Identity) -> Self {
         self.identity = Some(identity);
         self
@@ -144,6 +156,7 @@ pub struct ConnectorConfig {
     /// The transport.
     pub kind: TransportKind,
     /// Trusted roots for TLS, WSS and QUIC.
+    #[cfg(feature = "tls")]
     pub roots: Arc<RootCertStore>,
     /// Name to verify the server certificate against (and send as SNI). Default `localhost`.
     pub server_name: String,
@@ -169,10 +182,21 @@ pub struct ConnectorConfig {
 
 impl ConnectorConfig {
     /// Defaults for `kind`, trusting `roots`.
+    #[cfg(feature = "tls")]
     pub fn new(kind: TransportKind, roots: RootCertStore) -> Self {
         Self {
-            kind,
             roots: Arc::new(roots),
+            ..Self::plain(kind)
+        }
+    }
+
+    /// Defaults for `kind` with no trusted roots: for the transports without TLS (TCP, WS),
+    /// and the only constructor when the `tls` feature is off.
+    pub fn plain(kind: TransportKind) -> Self {
+        Self {
+            kind,
+            #[cfg(feature = "tls")]
+            roots: Arc::new(RootCertStore::empty()),
             server_name: "localhost".to_owned(),
             ws_path: DEFAULT_WS_PATH.to_owned(),
             ws_origin: None,

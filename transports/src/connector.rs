@@ -7,16 +7,26 @@ use std::sync::Arc;
 use imgate_codec::{FrameDecoder, FrameEncoder};
 use tokio::net::TcpStream;
 
-use crate::cert::{ALPN_HTTP1, ALPN_IMGATE};
-use crate::read::{FrameReader, ReadInner};
-use crate::write::{FrameWriter, WriteInner};
-use crate::{ConnInfo, ConnectorConfig, FramedConn, TransportError, TransportKind, quic, tls, ws};
+use crate::framed::{Io, Setup};
+use crate::{ConnInfo, ConnectorConfig, FramedConn, TransportError};
 
 /// Opens client connections of one transport.
 pub struct Connector {
     config: ConnectorConfig,
-    tls: Option<tokio_rustls::TlsConnector>,
-    quic: Option<(quinn::Endpoint, quinn::ClientConfig)>,
+    mode: Mode,
+}
+
+/// What connecting takes, per transport; only transports compiled in have a variant.
+enum Mode {
+    Tcp,
+    #[cfg(feature = "tls")]
+    Tls(tokio_rustls::TlsConnector),
+    #[cfg(feature = "ws")]
+    Ws,
+    #[cfg(all(feature = "ws", feature = "tls"))]
+    Wss(tokio_rustls::TlsConnector),
+    #[cfg(feature = "quic")]
+    Quic(quinn::Endpoint, quinn::ClientConfig),
 }
 
 impl fmt::Debug for Connector {
@@ -29,34 +39,37 @@ impl fmt::Debug for Connector {
 
 impl Connector {
     /// A connector for `config.kind`. For QUIC this binds the client endpoint, so it must be
-    /// called inside a tokio runtime.
+    /// called inside a tokio runtime. Fails with [`TransportError::Config`] for a transport
+    /// this build does not include.
     pub fn new(config: ConnectorConfig) -> Result<Self, TransportError> {
-        let tls = match config.kind {
-            TransportKind::Tls | TransportKind::Wss => {
-                let alpn = if config.kind == TransportKind::Tls {
-                    ALPN_IMGATE
-                } else {
-                    ALPN_HTTP1
-                };
-                let client = crate::cert::client_config(Arc::clone(&config.roots), alpn, false)?;
-                Some(tokio_rustls::TlsConnector::from(Arc::new(client)))
+        config.kind.check_available()?;
+        let mode = match config.kind {
+            #[cfg(feature = "tls")]
+            crate::TransportKind::Tls => Mode::Tls(tls_connector(&config, crate::ALPN_IMGATE)?),
+            #[cfg(feature = "ws")]
+            crate::TransportKind::Ws => Mode::Ws,
+            #[cfg(all(feature = "ws", feature = "tls"))]
+            crate::TransportKind::Wss => Mode::Wss(tls_connector(&config, crate::ALPN_HTTP1)?),
+            #[cfg(feature = "quic")]
+            crate::TransportKind::Quic => {
+                let client = crate::quic::client_config(Arc::clone(&config.roots), &config.quic)?;
+                let endpoint = quinn::Endpoint::client(config.quic_bind)?;
+                Mode::Quic(endpoint, client)
             }
-            _ => None,
+            // TCP; the rest were refused by `check_available`.
+            _ => Mode::Tcp,
         };
-        let quic = if config.kind == TransportKind::Quic {
-            let client = quic::client_config(Arc::clone(&config.roots), &config.quic)?;
-            let endpoint = quinn::Endpoint::client(config.quic_bind)?;
-            Some((endpoint, client))
-        } else {
-            None
-        };
-        Ok(Self { config, tls, quic })
+        Ok(Self { config, mode })
     }
 
     /// The QUIC client endpoint, e.g. to [`quinn::Endpoint::rebind`] it when the device
     /// changes networks (connections migrate with it).
+    #[cfg(feature = "quic")]
     pub fn quic_endpoint(&self) -> Option<&quinn::Endpoint> {
-        self.quic.as_ref().map(|(endpoint, _)| endpoint)
+        match &self.mode {
+            Mode::Quic(endpoint, _) => Some(endpoint),
+            _ => None,
+        }
     }
 
     /// Connects to `addr` and runs the transport handshake, within the configured deadline.
@@ -65,21 +78,35 @@ impl Connector {
     /// frame (the protocol's `Hello`) is sent.
     pub async fn connect(&self, addr: SocketAddr) -> Result<FramedConn, TransportError> {
         let deadline = self.config.handshake_timeout;
-        tokio::time::timeout(deadline, self.connect_inner(addr))
+        let (io, info) = tokio::time::timeout(deadline, self.connect_inner(addr))
             .await
-            .map_err(|_| TransportError::HandshakeTimeout(deadline))?
+            .map_err(|_| TransportError::HandshakeTimeout(deadline))??;
+        let config = &self.config;
+        Ok(FramedConn::new(
+            io,
+            info,
+            Setup {
+                decoder: Arc::new(FrameDecoder::new(config.max_frame)),
+                encoder: Arc::new(FrameEncoder::new(config.peer_max_frame)),
+                max_queued: config.max_outbound_bytes,
+                stats: None,
+                guard: None,
+            },
+        ))
     }
 
-    async fn connect_inner(&self, addr: SocketAddr) -> Result<FramedConn, TransportError> {
+    async fn connect_inner(&self, addr: SocketAddr) -> Result<(Io, ConnInfo), TransportError> {
         let config = &self.config;
-        let kind = config.kind;
+        // TLS and QUIC record the negotiated ALPN.
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
         let mut info = ConnInfo {
-            kind,
+            kind: config.kind,
             peer: addr,
             alpn: None,
             sni: None,
         };
-        if let Some((endpoint, client)) = &self.quic {
+        #[cfg(feature = "quic")]
+        if let Mode::Quic(endpoint, client) = &self.mode {
             let conn = endpoint
                 .connect_with(client.clone(), addr, &config.server_name)?
                 .await
@@ -88,75 +115,72 @@ impl Connector {
                 .open_bi()
                 .await
                 .map_err(TransportError::from_quic_connection)?;
-            info.alpn = Some(ALPN_IMGATE);
-            return Ok(self.framed(
-                FrameReader::stream(Box::pin(recv)),
-                WriteInner::Quic { send, conn },
-                info,
-            ));
+            info.alpn = Some(crate::ALPN_IMGATE);
+            return Ok((Io::Quic { conn, send, recv }, info));
         }
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (io, scheme) = match (kind, &self.tls) {
-            (TransportKind::Tcp, _) => {
-                let (read, write) = stream.into_split();
-                return Ok(self.framed(
-                    FrameReader::stream(Box::pin(read)),
-                    WriteInner::Stream(Box::pin(write)),
+        match &self.mode {
+            #[cfg(feature = "tls")]
+            Mode::Tls(connector) => {
+                let tls =
+                    crate::tls::connect(connector, stream, &config.server_name, crate::ALPN_IMGATE)
+                        .await?;
+                info.alpn = Some(crate::ALPN_IMGATE);
+                Ok((
+                    Io::Tls(Box::new(tokio_rustls::TlsStream::Client(tls))),
                     info,
-                ));
+                ))
             }
-            (TransportKind::Tls, Some(connector)) => {
-                let tls = tls::connect(connector, stream, &config.server_name, ALPN_IMGATE).await?;
-                info.alpn = Some(ALPN_IMGATE);
-                let (read, write) = tokio::io::split(tls);
-                return Ok(self.framed(
-                    FrameReader::stream(Box::pin(read)),
-                    WriteInner::Stream(Box::pin(write)),
-                    info,
-                ));
+            #[cfg(feature = "ws")]
+            Mode::Ws => {
+                let io = crate::ws::WsIo::Plain(stream);
+                Ok((Io::Ws(Box::new(self.upgrade(io, addr, "ws").await?)), info))
             }
-            (TransportKind::Wss, Some(connector)) => {
-                let tls = tls::connect(connector, stream, &config.server_name, ALPN_HTTP1).await?;
-                (
-                    ws::WsIo::Right(Box::new(tokio_rustls::TlsStream::Client(tls))),
-                    "wss",
-                )
+            #[cfg(all(feature = "ws", feature = "tls"))]
+            Mode::Wss(connector) => {
+                let tls =
+                    crate::tls::connect(connector, stream, &config.server_name, crate::ALPN_HTTP1)
+                        .await?;
+                let io = crate::ws::WsIo::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)));
+                Ok((Io::Ws(Box::new(self.upgrade(io, addr, "wss").await?)), info))
             }
-            _ => (ws::WsIo::Left(stream), "ws"),
-        };
+            // Plain TCP (QUIC returned above).
+            _ => Ok((Io::Tcp(stream), info)),
+        }
+    }
+
+    /// The client side of the WebSocket upgrade.
+    #[cfg(feature = "ws")]
+    async fn upgrade(
+        &self,
+        io: crate::ws::WsIo,
+        addr: SocketAddr,
+        scheme: &str,
+    ) -> Result<crate::ws::WsStream, TransportError> {
+        let config = &self.config;
         let url = format!(
             "{scheme}://{}:{}{}",
             config.server_name,
             addr.port(),
             config.ws_path
         );
-        let ws = ws::connect(
+        crate::ws::connect(
             io,
             &url,
             config.ws_origin.as_deref(),
             &config.ws,
             config.max_frame,
         )
-        .await?;
-        let (sink, stream) = futures_util::StreamExt::split(ws);
-        Ok(self.framed(ReadInner::Ws(stream), WriteInner::Ws(sink), info))
+        .await
     }
+}
 
-    fn framed(&self, reader: ReadInner, writer: WriteInner, info: ConnInfo) -> FramedConn {
-        FramedConn::new(
-            FrameReader::new(
-                reader,
-                Arc::new(FrameDecoder::new(self.config.max_frame)),
-                info,
-                None,
-                None,
-            ),
-            FrameWriter::new(
-                writer,
-                Arc::new(FrameEncoder::new(self.config.peer_max_frame)),
-                self.config.max_outbound_bytes,
-            ),
-        )
-    }
+#[cfg(feature = "tls")]
+fn tls_connector(
+    config: &ConnectorConfig,
+    alpn: &str,
+) -> Result<tokio_rustls::TlsConnector, TransportError> {
+    let client = crate::cert::client_config(Arc::clone(&config.roots), alpn, false)?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(client)))
 }

@@ -33,6 +33,7 @@ pub enum TransportError {
         limit: usize,
     },
     /// The TLS handshake or a TLS record failed.
+    #[cfg(feature = "tls")]
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
     /// The TLS peer did not negotiate our ALPN protocol.
@@ -44,12 +45,15 @@ pub enum TransportError {
         negotiated: Option<String>,
     },
     /// A WebSocket protocol or handshake error.
+    #[cfg(feature = "ws")]
     #[error("WebSocket: {0}")]
     WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
     /// A QUIC connection could not be started.
+    #[cfg(feature = "quic")]
     #[error("QUIC connect: {0}")]
     QuicConnect(#[from] quinn::ConnectError),
     /// A QUIC connection failed or was lost.
+    #[cfg(feature = "quic")]
     #[error("QUIC connection: {0}")]
     Quic(#[from] quinn::ConnectionError),
     /// The transport handshake (TLS, WebSocket upgrade, QUIC) did not finish in time.
@@ -86,6 +90,7 @@ impl TransportError {
             Self::Codec(e) => Some(e.close_code()),
             Self::UnsupportedData => Some(CloseCode::UNSUPPORTED_DATA),
             Self::MessageTooLarge { .. } => Some(CloseCode::FRAME_TOO_LARGE),
+            #[cfg(feature = "ws")]
             Self::WebSocket(e) => match **e {
                 tokio_tungstenite::tungstenite::Error::Protocol(_)
                 | tokio_tungstenite::tungstenite::Error::Utf8(_) => Some(CloseCode::PROTOCOL_ERROR),
@@ -94,24 +99,24 @@ impl TransportError {
             Self::HandshakeTimeout(_) => Some(CloseCode::HANDSHAKE_TIMEOUT),
             Self::SlowConsumer { .. } => Some(CloseCode::SLOW_CONSUMER),
             Self::Limit(_) => Some(CloseCode::CONNECTION_LIMIT),
-            Self::Io(_)
-            | Self::Tls(_)
-            | Self::Alpn { .. }
-            | Self::QuicConnect(_)
-            | Self::Quic(_)
-            | Self::ClosedByPeer { .. }
-            | Self::Config(_) => None,
+            #[cfg(feature = "tls")]
+            Self::Tls(_) => None,
+            #[cfg(feature = "quic")]
+            Self::QuicConnect(_) | Self::Quic(_) => None,
+            Self::Io(_) | Self::Alpn { .. } | Self::ClosedByPeer { .. } | Self::Config(_) => None,
         }
     }
 
     /// Unwraps errors that I/O adapters (tokio-rustls, quinn streams) wrap in `io::Error`.
     pub(crate) fn from_io(e: io::Error) -> Self {
+        #[cfg(feature = "tls")]
         if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
             if let Some(Ok(tls)) = e.into_inner().map(|b| b.downcast::<rustls::Error>()) {
                 return Self::Tls(*tls);
             }
             return Self::Io(io::Error::other("TLS error"));
         }
+        #[cfg(feature = "quic")]
         if e.get_ref()
             .is_some_and(|inner| inner.is::<quinn::ReadError>())
         {
@@ -123,6 +128,7 @@ impl TransportError {
         Self::Io(e)
     }
 
+    #[cfg(feature = "quic")]
     pub(crate) fn from_quic_read(e: quinn::ReadError) -> Self {
         match e {
             quinn::ReadError::ConnectionLost(lost) => Self::from_quic_connection(lost),
@@ -130,6 +136,7 @@ impl TransportError {
         }
     }
 
+    #[cfg(feature = "quic")]
     pub(crate) fn from_quic_connection(e: quinn::ConnectionError) -> Self {
         match e {
             quinn::ConnectionError::ApplicationClosed(close) => Self::ClosedByPeer {
@@ -141,6 +148,7 @@ impl TransportError {
     }
 }
 
+#[cfg(feature = "ws")]
 impl From<tokio_tungstenite::tungstenite::Error> for TransportError {
     fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
         use tokio_tungstenite::tungstenite::Error as WsError;

@@ -2,12 +2,16 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use imgate_codec::{CloseCode, Frame};
+use imgate_codec::{CloseCode, Frame, FrameDecoder, FrameEncoder};
+use tokio::net::TcpStream;
 
 use crate::TransportError;
-use crate::read::FrameReader;
-use crate::write::{EncodedFrame, FrameWriter};
+use crate::limits::ConnGuard;
+use crate::read::{FrameReader, ReadIo};
+use crate::stats::TransportStats;
+use crate::write::{EncodedFrame, FrameWriter, WriteIo};
 
 /// The five transports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,6 +52,40 @@ impl TransportKind {
     pub fn is_websocket(self) -> bool {
         matches!(self, Self::Ws | Self::Wss)
     }
+
+    /// The cargo feature of `imgate-transports` that compiles this transport in (`None`: TCP,
+    /// always there).
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Self::Tcp => None,
+            Self::Tls => Some("tls"),
+            Self::Ws => Some("ws"),
+            Self::Wss => Some("wss"),
+            Self::Quic => Some("quic"),
+        }
+    }
+
+    /// Whether this build of `imgate-transports` includes the transport.
+    pub fn is_available(self) -> bool {
+        match self {
+            Self::Tcp => true,
+            Self::Tls => cfg!(feature = "tls"),
+            Self::Ws => cfg!(feature = "ws"),
+            Self::Wss => cfg!(all(feature = "ws", feature = "tls")),
+            Self::Quic => cfg!(feature = "quic"),
+        }
+    }
+
+    /// A configuration error naming the feature if the transport is compiled out.
+    pub(crate) fn check_available(self) -> Result<(), TransportError> {
+        match self.feature() {
+            Some(feature) if !self.is_available() => Err(TransportError::Config(format!(
+                "transport {self} is not compiled in: enable the `{feature}` feature of \
+                 imgate-transports"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for TransportKind {
@@ -80,6 +118,72 @@ pub struct ConnInfo {
     pub sni: Option<Box<str>>,
 }
 
+/// What both halves of one connection share, in one allocation: the facts about it, its
+/// place under the listener's limits, the listener's counters and, for plain TCP, the socket
+/// itself. Keeping this cold state out of the halves keeps them a few pointers wide, so a
+/// task parked in `recv()` stays small (tokio rounds every task up to 128-byte lines).
+pub(crate) struct ConnCore {
+    pub(crate) info: ConnInfo,
+    /// The listener's counters (server side only).
+    pub(crate) stats: Option<Arc<TransportStats>>,
+    /// Plain TCP: the socket, read and written by both halves through `&TcpStream`. This
+    /// replaces `TcpStream::into_split`, which costs its own `Arc` plus a boxed trait object
+    /// per half.
+    pub(crate) tcp: Option<TcpStream>,
+    /// Bytes the writer may queue before the peer counts as a slow consumer.
+    pub(crate) max_queued: usize,
+    /// Released when both halves are gone (server side only).
+    _guard: Option<ConnGuard>,
+}
+
+#[cfg(test)]
+impl ConnCore {
+    /// A connection with no socket, for unit tests of the halves.
+    pub(crate) fn for_test(max_queued: usize) -> Arc<Self> {
+        Arc::new(Self {
+            info: ConnInfo {
+                kind: TransportKind::Tcp,
+                peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+                alpn: None,
+                sni: None,
+            },
+            stats: None,
+            tcp: None,
+            max_queued,
+            _guard: None,
+        })
+    }
+}
+
+/// A transport-level connection after its handshake, before it is split into halves.
+pub(crate) enum Io {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS over TCP (client or server side).
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    /// WebSocket over TCP or TLS.
+    #[cfg(feature = "ws")]
+    Ws(Box<crate::ws::WsStream>),
+    /// The QUIC connection and its one bidirectional stream.
+    #[cfg(feature = "quic")]
+    Quic {
+        conn: quinn::Connection,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    },
+}
+
+/// How a connection's halves are configured: shared codec settings, the outbound bound and,
+/// on the server side, the listener's counters and the connection's place under its limits.
+pub(crate) struct Setup {
+    pub(crate) decoder: Arc<FrameDecoder>,
+    pub(crate) encoder: Arc<FrameEncoder>,
+    pub(crate) max_queued: usize,
+    pub(crate) stats: Option<Arc<TransportStats>>,
+    pub(crate) guard: Option<ConnGuard>,
+}
+
 /// A framed connection: moves codec [`Frame`]s over any transport.
 ///
 /// Use it whole ([`FramedConn::recv`], [`FramedConn::send`]) or [`FramedConn::split`] it into a
@@ -98,8 +202,41 @@ impl fmt::Debug for FramedConn {
 }
 
 impl FramedConn {
-    pub(crate) fn new(reader: FrameReader, writer: FrameWriter) -> Self {
-        Self { reader, writer }
+    /// Splits a handshaken connection into its halves.
+    pub(crate) fn new(io: Io, info: ConnInfo, setup: Setup) -> Self {
+        let Setup {
+            decoder,
+            encoder,
+            max_queued,
+            stats,
+            guard,
+        } = setup;
+        let (read, write, tcp) = match io {
+            Io::Tcp(stream) => (ReadIo::Tcp, WriteIo::Tcp, Some(stream)),
+            #[cfg(feature = "tls")]
+            Io::Tls(stream) => {
+                let (read, write) = tokio::io::split(*stream);
+                (ReadIo::tls(read), WriteIo::tls(write), None)
+            }
+            #[cfg(feature = "ws")]
+            Io::Ws(stream) => {
+                let (sink, stream) = futures_util::StreamExt::split(*stream);
+                (ReadIo::ws(stream), WriteIo::ws(sink), None)
+            }
+            #[cfg(feature = "quic")]
+            Io::Quic { conn, send, recv } => (ReadIo::quic(recv), WriteIo::quic(send, conn), None),
+        };
+        let core = Arc::new(ConnCore {
+            info,
+            stats,
+            tcp,
+            max_queued,
+            _guard: guard,
+        });
+        Self {
+            reader: FrameReader::new(Arc::clone(&core), read, decoder),
+            writer: FrameWriter::new(core, write, encoder),
+        }
     }
 
     /// Facts about the connection.
@@ -112,8 +249,10 @@ impl FramedConn {
     /// # Cancel safety
     ///
     /// Cancel-safe: see [`FrameReader::recv`].
-    pub async fn recv(&mut self) -> Result<Option<Frame>, TransportError> {
-        self.reader.recv().await
+    pub fn recv(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<Frame>, TransportError>> + Send + '_ {
+        self.reader.recv()
     }
 
     /// Queues `frame` and flushes; see [`FrameWriter::send`].
@@ -147,9 +286,29 @@ impl FramedConn {
     }
 
     /// Splits into halves that can be used concurrently (e.g. in one `select!` loop, or the
-    /// writer in another task). The connection's place under the listener's limits is held by
-    /// the reader and released when it is dropped.
+    /// writer in another task). The connection's place under the listener's limits is held
+    /// until both halves are dropped.
     pub fn split(self) -> (FrameReader, FrameWriter) {
         (self.reader, self.writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    /// An idle connection is mostly its task, and the task stores both halves (an `async fn`
+    /// that takes them as arguments even stores them twice): keep them a few words wide,
+    /// with everything cold behind the shared `ConnCore`.
+    #[test]
+    fn idle_halves_stay_a_few_words_wide() {
+        let word = size_of::<usize>();
+        assert!(size_of::<FrameReader>() <= 4 * word);
+        assert!(size_of::<FrameWriter>() <= 5 * word);
+        let mut reader = FrameReader::new(ConnCore::for_test(0), ReadIo::Tcp, Arc::default());
+        let recv = reader.recv();
+        assert_eq!(size_of_val(&recv), word, "recv() future");
     }
 }

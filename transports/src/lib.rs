@@ -6,6 +6,7 @@
 //! [`FrameWriter`].
 //!
 //! ```no_run
+//! # #[cfg(feature = "tls")]
 //! # async fn demo() -> Result<(), imgate_transports::TransportError> {
 //! use imgate_transports::*;
 //! let identity = Identity::self_signed(&["localhost"])?;
@@ -20,6 +21,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Features
+//!
+//! Plain TCP is always compiled in. `tls` (rustls, ring), `ws` (tokio-tungstenite), `wss`
+//! (= `ws` + `tls`) and `quic` (quinn; implies `tls`) add the others; all are on by default.
+//! With `--no-default-features` none of rustls, tungstenite or quinn is built, and binding a
+//! listener or creating a connector for a transport compiled out fails with a
+//! [`TransportError::Config`] naming the feature ([`TransportKind::is_available`] asks first).
+//! `Identity`, `RootCertStore` and `ConnectorConfig::new` need `tls`;
+//! [`ConnectorConfig::plain`] is always there.
+//!
 //! # Layout
 //! - `framed`, `read`, `write`: the connection, its reader (no buffer held while idle: reads
 //!   go through a per-thread scratch buffer) and writer (coalescing queue).
@@ -31,9 +42,16 @@
 //!
 //! An idle connection holds no read buffer (reads go through a per-thread scratch buffer), no
 //! outbound queue (created by the first queued frame, dropped once written) and shares its
-//! codec settings with the listener. Split a connection *before* moving it into its task:
-//! a task future that captures the `FramedConn` and splits it inside stores both layouts.
-//! Measured figures per transport are in `README.md` (`bench` binary `idle_conns`).
+//! codec settings with the listener. Its cold state (peer info, limit guard, counters and,
+//! for plain TCP, the socket itself) is one allocation both halves point to, and every
+//! transport other than plain TCP sits behind one more pointer, so a [`FrameReader`] is four
+//! words, a [`FrameWriter`] five, and `recv()`'s future one. That matters because tokio
+//! stores a task's whole future in the task, rounded up to 128 bytes: keep connection tasks
+//! small. Split a connection *before* moving it into its task (a future that captures the
+//! `FramedConn` and splits it inside stores both layouts), and do not rebind captured halves
+//! (`let w = writer;` inside an `async move` block stores the writer twice; so does an
+//! `async fn` for its arguments). Measured figures per transport are in `README.md` (`bench`
+//! binary `idle_conns`).
 //!
 //! # Cancel safety
 //!
@@ -44,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+#[cfg(feature = "tls")]
 mod cert;
 mod config;
 mod connector;
@@ -51,18 +70,22 @@ mod error;
 mod framed;
 mod limits;
 mod listener;
+#[cfg(feature = "quic")]
 mod quic;
 mod read;
 mod stats;
+#[cfg(feature = "tls")]
 mod tls;
 mod write;
+#[cfg(feature = "ws")]
 mod ws;
 
 pub use accept::{AcceptBackoff, is_connection_error};
-pub use cert::{ALPN_HTTP1, ALPN_IMGATE, Identity};
+#[cfg(feature = "tls")]
+pub use cert::Identity;
 pub use config::{
-    ConnectorConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_WS_PATH, ListenerConfig,
-    QuicConfig, WS_SUBPROTOCOL, WsConfig,
+    ALPN_HTTP1, ALPN_IMGATE, ConnectorConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT,
+    DEFAULT_WS_PATH, ListenerConfig, QuicConfig, WS_SUBPROTOCOL, WsConfig,
 };
 pub use connector::Connector;
 pub use error::TransportError;
@@ -73,4 +96,5 @@ pub use read::FrameReader;
 pub use stats::{HandshakeFailure, StatsSnapshot, TransportStats};
 pub use write::{EncodedFrame, FrameWriter};
 
+#[cfg(feature = "tls")]
 pub use rustls::RootCertStore;

@@ -10,12 +10,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::accept::{AcceptBackoff, is_connection_error};
-use crate::cert::{ALPN_HTTP1, ALPN_IMGATE};
+use crate::framed::{Io, Setup};
 use crate::limits::{ConnGuard, ConnLimits};
-use crate::read::{FrameReader, ReadInner};
 use crate::stats::{HandshakeFailure, TransportStats};
-use crate::write::{FrameWriter, WriteInner};
-use crate::{ConnInfo, FramedConn, ListenerConfig, TransportError, TransportKind, quic, tls, ws};
+use crate::{ConnInfo, FramedConn, ListenerConfig, TransportError, TransportKind};
 
 /// A bound transport listener. Connections arrive through [`Listener::accept`] once their
 /// transport handshake (TLS, WebSocket upgrade, QUIC + stream) is done.
@@ -29,6 +27,7 @@ pub struct Listener {
     stats: Arc<TransportStats>,
     limits: ConnLimits,
     accept_task: JoinHandle<()>,
+    #[cfg(feature = "quic")]
     quic: Option<quinn::Endpoint>,
 }
 
@@ -46,33 +45,70 @@ pub(crate) struct Shared {
     pub(crate) config: ListenerConfig,
     pub(crate) stats: Arc<TransportStats>,
     pub(crate) tx: mpsc::Sender<FramedConn>,
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    /// What a TCP-based listener does after `accept` (unused by QUIC).
+    pub(crate) mode: TcpMode,
     pub(crate) decoder: Arc<FrameDecoder>,
     pub(crate) encoder: Arc<FrameEncoder>,
 }
 
+/// The handshake of a TCP-based listener. Only transports compiled in have a variant, so the
+/// handshake needs no "impossible transport" case.
+pub(crate) enum TcpMode {
+    /// Plain TCP (and the unused value of a QUIC listener): no handshake.
+    Plain,
+    /// TLS, ALPN `imgate/1` required.
+    #[cfg(feature = "tls")]
+    Tls(tokio_rustls::TlsAcceptor),
+    /// WebSocket upgrade.
+    #[cfg(feature = "ws")]
+    Ws,
+    /// TLS, then the WebSocket upgrade.
+    #[cfg(all(feature = "ws", feature = "tls"))]
+    Wss(tokio_rustls::TlsAcceptor),
+}
+
+impl TcpMode {
+    fn new(config: &ListenerConfig) -> Result<Self, TransportError> {
+        config.kind.check_available()?;
+        Ok(match config.kind {
+            #[cfg(feature = "tls")]
+            TransportKind::Tls => Self::Tls(acceptor(config, crate::ALPN_IMGATE)?),
+            #[cfg(feature = "ws")]
+            TransportKind::Ws => Self::Ws,
+            #[cfg(all(feature = "ws", feature = "tls"))]
+            TransportKind::Wss => Self::Wss(acceptor(config, crate::ALPN_HTTP1)?),
+            // TCP, QUIC (own accept loop); the rest were refused by `check_available`.
+            _ => Self::Plain,
+        })
+    }
+}
+
+#[cfg(feature = "tls")]
+fn acceptor(
+    config: &ListenerConfig,
+    alpn: &'static str,
+) -> Result<tokio_rustls::TlsAcceptor, TransportError> {
+    let identity = config.identity.as_ref().ok_or_else(|| {
+        TransportError::Config(format!("the {} listener needs a certificate", config.kind))
+    })?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(
+        identity.server_config(alpn, false)?,
+    )))
+}
+
 impl Shared {
     /// Wraps a handshaken connection and hands it to `accept()`.
-    pub(crate) async fn deliver(
-        &self,
-        reader: ReadInner,
-        writer: WriteInner,
-        info: ConnInfo,
-        guard: ConnGuard,
-    ) {
+    pub(crate) async fn deliver(&self, io: Io, info: ConnInfo, guard: ConnGuard) {
         let conn = FramedConn::new(
-            FrameReader::new(
-                reader,
-                Arc::clone(&self.decoder),
-                info,
-                Some(Arc::clone(&self.stats)),
-                Some(guard),
-            ),
-            FrameWriter::new(
-                writer,
-                Arc::clone(&self.encoder),
-                self.config.max_outbound_bytes,
-            ),
+            io,
+            info,
+            Setup {
+                decoder: Arc::clone(&self.decoder),
+                encoder: Arc::clone(&self.encoder),
+                max_queued: self.config.max_outbound_bytes,
+                stats: Some(Arc::clone(&self.stats)),
+                guard: Some(guard),
+            },
         );
         TransportStats::incr(&self.stats.established);
         // If the listener is gone, the connection is simply dropped (closed).
@@ -97,45 +133,38 @@ impl Listener {
         let stats = Arc::new(TransportStats::default());
         let limits = ConnLimits::new(config.max_connections, config.max_per_ip);
         let (tx, incoming) = mpsc::channel(config.accept_queue.max(1));
-        let tls = match kind {
-            TransportKind::Tls | TransportKind::Wss => {
-                let identity = config.identity.as_ref().ok_or_else(|| {
-                    TransportError::Config(format!("the {kind} listener needs a certificate"))
-                })?;
-                let alpn = if kind == TransportKind::Tls {
-                    ALPN_IMGATE
-                } else {
-                    ALPN_HTTP1
-                };
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(
-                    identity.server_config(alpn, false)?,
-                )))
-            }
-            _ => None,
-        };
+        let mode = TcpMode::new(&config)?;
         let shared = Arc::new(Shared {
             decoder: Arc::new(FrameDecoder::new(config.max_frame)),
             encoder: Arc::new(FrameEncoder::new(config.peer_max_frame)),
             config,
             stats: Arc::clone(&stats),
             tx,
-            tls,
+            mode,
         });
-        let (local_addr, accept_task, quic) = if kind == TransportKind::Quic {
-            let endpoint = quic::bind(&shared.config)?;
+        #[cfg(feature = "quic")]
+        if kind == TransportKind::Quic {
+            let endpoint = crate::quic::bind(&shared.config)?;
             let local_addr = endpoint.local_addr()?;
-            let task = tokio::spawn(quic::accept_loop(
+            let accept_task = tokio::spawn(crate::quic::accept_loop(
                 endpoint.clone(),
                 Arc::clone(&shared),
                 limits.clone(),
             ));
-            (local_addr, task, Some(endpoint))
-        } else {
-            let listener = TcpListener::bind(shared.config.bind).await?;
-            let local_addr = listener.local_addr()?;
-            let task = tokio::spawn(tcp_accept_loop(listener, shared, limits.clone()));
-            (local_addr, task, None)
-        };
+            tracing::info!(transport = %kind, addr = %local_addr, "listening");
+            return Ok(Self {
+                kind,
+                local_addr,
+                incoming,
+                stats,
+                limits,
+                accept_task,
+                quic: Some(endpoint),
+            });
+        }
+        let listener = TcpListener::bind(shared.config.bind).await?;
+        let local_addr = listener.local_addr()?;
+        let accept_task = tokio::spawn(tcp_accept_loop(listener, shared, limits.clone()));
         tracing::info!(transport = %kind, addr = %local_addr, "listening");
         Ok(Self {
             kind,
@@ -144,7 +173,8 @@ impl Listener {
             stats,
             limits,
             accept_task,
-            quic,
+            #[cfg(feature = "quic")]
+            quic: None,
         })
     }
 
@@ -181,6 +211,7 @@ impl Listener {
 impl Drop for Listener {
     fn drop(&mut self) {
         self.accept_task.abort();
+        #[cfg(feature = "quic")]
         if let Some(endpoint) = &self.quic {
             // Refuse new QUIC connections; existing ones keep the endpoint driver alive.
             endpoint.set_server_config(None);
@@ -222,22 +253,14 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
         };
         // Chat frames are small and latency-bound: never wait for Nagle.
         let _ = stream.set_nodelay(true);
-        if shared.config.kind == TransportKind::Tcp {
-            let (read, write) = stream.into_split();
+        if matches!(shared.mode, TcpMode::Plain) {
             let info = ConnInfo {
                 kind: TransportKind::Tcp,
                 peer,
                 alpn: None,
                 sni: None,
             };
-            shared
-                .deliver(
-                    FrameReader::stream(Box::pin(read)),
-                    WriteInner::Stream(Box::pin(write)),
-                    info,
-                    guard,
-                )
-                .await;
+            shared.deliver(Io::Tcp(stream), info, guard).await;
         } else {
             tokio::spawn(handshake(stream, peer, guard, Arc::clone(&shared)));
         }
@@ -253,7 +276,7 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, guard: ConnGuard, shared
         Err(_) => Err(HandshakeFailure::Timeout),
     };
     match result {
-        Ok((reader, writer, info)) => shared.deliver(reader, writer, info, guard).await,
+        Ok((io, info)) => shared.deliver(io, info, guard).await,
         Err(reason) => shared.failed(peer, reason),
     }
 }
@@ -262,38 +285,58 @@ async fn handshake_inner(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-) -> Result<(ReadInner, WriteInner, ConnInfo), HandshakeFailure> {
-    let kind = shared.config.kind;
+) -> Result<(Io, ConnInfo), HandshakeFailure> {
+    // TLS records the negotiated ALPN and the SNI.
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut info = ConnInfo {
-        kind,
+        kind: shared.config.kind,
         peer,
         alpn: None,
         sni: None,
     };
-    let io = match (kind, &shared.tls) {
-        (TransportKind::Tls | TransportKind::Wss, Some(acceptor)) => {
-            let alpn = if kind == TransportKind::Tls {
-                ALPN_IMGATE
-            } else {
-                ALPN_HTTP1
-            };
-            let (tls, negotiated, sni) =
-                tls::accept(acceptor, stream, alpn, kind == TransportKind::Tls).await?;
-            info.alpn = negotiated;
-            info.sni = sni;
-            if kind == TransportKind::Tls {
-                let (read, write) = tokio::io::split(tls);
-                return Ok((
-                    FrameReader::stream(Box::pin(read)),
-                    WriteInner::Stream(Box::pin(write)),
-                    info,
-                ));
-            }
-            ws::WsIo::Right(Box::new(tokio_rustls::TlsStream::Server(tls)))
+    match &shared.mode {
+        TcpMode::Plain => Ok((Io::Tcp(stream), info)),
+        #[cfg(feature = "tls")]
+        TcpMode::Tls(acceptor) => {
+            let tls = accept_tls(acceptor, stream, crate::ALPN_IMGATE, true, &mut info).await?;
+            Ok((Io::Tls(Box::new(tls)), info))
         }
-        _ => ws::WsIo::Left(stream),
-    };
-    let ws = ws::accept(io, &shared.config.ws, shared.config.max_frame).await?;
-    let (sink, stream) = futures_util::StreamExt::split(ws);
-    Ok((ReadInner::Ws(stream), WriteInner::Ws(sink), info))
+        #[cfg(feature = "ws")]
+        TcpMode::Ws => {
+            let ws = crate::ws::accept(
+                crate::ws::WsIo::Plain(stream),
+                &shared.config.ws,
+                shared.config.max_frame,
+            )
+            .await?;
+            Ok((Io::Ws(Box::new(ws)), info))
+        }
+        #[cfg(all(feature = "ws", feature = "tls"))]
+        TcpMode::Wss(acceptor) => {
+            // HTTP clients may not send ALPN, so it is optional here.
+            let tls = accept_tls(acceptor, stream, crate::ALPN_HTTP1, false, &mut info).await?;
+            let ws = crate::ws::accept(
+                crate::ws::WsIo::Tls(Box::new(tls)),
+                &shared.config.ws,
+                shared.config.max_frame,
+            )
+            .await?;
+            Ok((Io::Ws(Box::new(ws)), info))
+        }
+    }
+}
+
+/// The TLS handshake, recording the negotiated ALPN and the SNI in `info`.
+#[cfg(feature = "tls")]
+async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    alpn: &'static str,
+    require_alpn: bool,
+    info: &mut ConnInfo,
+) -> Result<tokio_rustls::TlsStream<TcpStream>, HandshakeFailure> {
+    let (tls, negotiated, sni) = crate::tls::accept(acceptor, stream, alpn, require_alpn).await?;
+    info.alpn = negotiated;
+    info.sni = sni;
+    Ok(tokio_rustls::TlsStream::Server(tls))
 }

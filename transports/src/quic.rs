@@ -6,14 +6,12 @@ use imgate_codec::CloseCode;
 use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
-use crate::cert::ALPN_IMGATE;
 use crate::config::QuicConfig;
+use crate::framed::Io;
 use crate::limits::ConnLimits;
 use crate::listener::Shared;
-use crate::read::FrameReader;
 use crate::stats::{HandshakeFailure, TransportStats};
-use crate::write::WriteInner;
-use crate::{ConnInfo, ListenerConfig, TransportError, TransportKind};
+use crate::{ALPN_IMGATE, ConnInfo, ListenerConfig, TransportError, TransportKind};
 
 /// Transport parameters for many small, mostly idle connections. Stream-slot maps dominate
 /// quinn's per-connection memory, so only the streams the protocol uses are allowed: one
@@ -159,12 +157,7 @@ async fn handshake(
         sni: data.and_then(|d| d.server_name.map(String::into_boxed_str)),
     };
     shared
-        .deliver(
-            FrameReader::stream(Box::pin(recv)),
-            WriteInner::Quic { send, conn },
-            info,
-            guard,
-        )
+        .deliver(Io::Quic { conn, send, recv }, info, guard)
         .await;
 }
 

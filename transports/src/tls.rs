@@ -4,9 +4,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::TransportError;
-use crate::cert::{ALPN_HTTP1, ALPN_IMGATE};
 use crate::stats::HandshakeFailure;
+use crate::{ALPN_HTTP1, ALPN_IMGATE, TransportError};
 
 /// Runs the server handshake. With `require_alpn` the client must negotiate `alpn` (the
 /// imgate TLS port: ALPN is how the protocol is versioned); otherwise ALPN is optional (WSS:

@@ -16,14 +16,12 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
 use imgate_codec::{CloseCode, CodecError, Frame, FrameEncoder, LENGTH_PREFIX_LEN};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
 
 use crate::TransportError;
-use crate::ws::{WsStream, close_frame};
+use crate::framed::ConnCore;
 
 /// How long `close` waits for queued bytes (and the close itself) to reach the peer.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
@@ -58,14 +56,17 @@ impl EncodedFrame {
 }
 
 /// Sends frames on one connection.
+///
+/// Five words wide: the connection's shared state (for TCP, the socket), the transport
+/// (nothing for TCP), the encoder, the outbound queue (`None` while idle) and a flag.
 pub struct FrameWriter {
-    inner: WriteInner,
+    core: Arc<ConnCore>,
+    io: WriteIo,
     /// Shared by every connection of a listener until one changes it (copy on write).
     encoder: Arc<FrameEncoder>,
     /// Created by the first queued frame and dropped once everything is written, so an idle
     /// connection pays one pointer for its outbound queue.
     out: Option<Box<Outbound>>,
-    max_queued: usize,
     closed: bool,
 }
 
@@ -79,34 +80,80 @@ struct Outbound {
     queued: usize,
 }
 
-pub(crate) enum WriteInner {
-    /// TCP or TLS.
-    Stream(Pin<Box<dyn AsyncWrite + Send>>),
+/// Where a writer's bytes go.
+pub(crate) enum WriteIo {
+    /// Plain TCP: the socket in the connection's `ConnCore`.
+    Tcp,
+    /// Every other transport, boxed so that it does not widen the plain-TCP writer.
+    #[cfg_attr(not(any(feature = "tls", feature = "ws", test)), allow(dead_code))]
+    Other(Box<OtherWrite>),
+}
+
+/// The write side of the transports other than plain TCP.
+pub(crate) enum OtherWrite {
+    /// TLS.
+    #[cfg(feature = "tls")]
+    Tls(tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>),
     /// The QUIC stream, and its connection to close with a code.
+    #[cfg(feature = "quic")]
     Quic {
         send: quinn::SendStream,
         conn: quinn::Connection,
     },
     /// WebSocket.
-    Ws(SplitSink<WsStream, Message>),
+    #[cfg(feature = "ws")]
+    Ws(WsSink),
+    /// Any byte stream (unit tests).
+    #[cfg(test)]
+    Test(Pin<Box<dyn AsyncWrite + Send>>),
+}
+
+#[cfg(feature = "ws")]
+type WsSink =
+    futures_util::stream::SplitSink<crate::ws::WsStream, tokio_tungstenite::tungstenite::Message>;
+
+impl WriteIo {
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(write: tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>) -> Self {
+        Self::Other(Box::new(OtherWrite::Tls(write)))
+    }
+
+    #[cfg(feature = "quic")]
+    pub(crate) fn quic(send: quinn::SendStream, conn: quinn::Connection) -> Self {
+        Self::Other(Box::new(OtherWrite::Quic { send, conn }))
+    }
+
+    #[cfg(feature = "ws")]
+    pub(crate) fn ws(sink: WsSink) -> Self {
+        Self::Other(Box::new(OtherWrite::Ws(sink)))
+    }
+
+    /// Whether frames go out as WebSocket messages (no length prefix).
+    fn is_ws(&self) -> bool {
+        match self {
+            #[cfg(feature = "ws")]
+            Self::Other(other) => matches!(**other, OtherWrite::Ws(_)),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Debug for FrameWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrameWriter")
             .field("queued", &self.queued_bytes())
-            .field("max_queued", &self.max_queued)
+            .field("max_queued", &self.core.max_queued)
             .finish_non_exhaustive()
     }
 }
 
 impl FrameWriter {
-    pub(crate) fn new(inner: WriteInner, encoder: Arc<FrameEncoder>, max_queued: usize) -> Self {
+    pub(crate) fn new(core: Arc<ConnCore>, io: WriteIo, encoder: Arc<FrameEncoder>) -> Self {
         Self {
-            inner,
+            core,
+            io,
             encoder,
             out: None,
-            max_queued,
             closed: false,
         }
     }
@@ -126,11 +173,11 @@ impl FrameWriter {
     /// queue would exceed its bound (the frame is then not queued), or with a codec error if
     /// the frame exceeds the peer's limit.
     pub fn queue(&mut self, frame: &Frame) -> Result<(), TransportError> {
-        if let WriteInner::Ws(_) = self.inner {
+        if self.io.is_ws() {
             let message = self.encoder.encode_message(frame)?;
             return self.push(message);
         }
-        let max_queued = self.max_queued;
+        let max_queued = self.core.max_queued;
         let out = self.out.get_or_insert_with(Box::default);
         let before = out.tail.len();
         self.encoder.encode_stream(frame, &mut out.tail)?;
@@ -154,8 +201,8 @@ impl FrameWriter {
             .into());
         }
         let bytes = frame.as_bytes();
-        match self.inner {
-            WriteInner::Ws(_) => self.push(bytes.slice(LENGTH_PREFIX_LEN..)),
+        match self.io {
+            _ if self.io.is_ws() => self.push(bytes.slice(LENGTH_PREFIX_LEN..)),
             _ if bytes.len() <= COPY_THRESHOLD => {
                 let out = self.room(bytes.len())?;
                 out.tail.extend_from_slice(bytes);
@@ -178,9 +225,9 @@ impl FrameWriter {
 
     /// The outbound queue, if `len` more bytes fit under the bound.
     fn room(&mut self, len: usize) -> Result<&mut Outbound, TransportError> {
-        if self.queued_bytes() + len > self.max_queued {
+        if self.queued_bytes() + len > self.core.max_queued {
             return Err(TransportError::SlowConsumer {
-                limit: self.max_queued,
+                limit: self.core.max_queued,
             });
         }
         Ok(self.out.get_or_insert_with(Box::default))
@@ -218,14 +265,15 @@ impl FrameWriter {
         let Some(out) = self.out.as_deref_mut() else {
             return Poll::Ready(Ok(()));
         };
-        let result = match &mut self.inner {
-            WriteInner::Stream(io) => {
-                ready!(poll_write_stream(io.as_mut(), out, cx)).map_err(TransportError::from_io)
-            }
-            WriteInner::Quic { send, .. } => {
-                ready!(poll_write_stream(Pin::new(send), out, cx)).map_err(TransportError::from_io)
-            }
-            WriteInner::Ws(sink) => ready!(poll_write_ws(sink, out, cx)),
+        let result = match &mut self.io {
+            WriteIo::Tcp => match &self.core.tcp {
+                Some(tcp) => ready!(poll_write_stream(&mut TcpSink(tcp), out, cx))
+                    .map_err(TransportError::from_io),
+                // Not reachable: only plain TCP connections are built with `WriteIo::Tcp`,
+                // and they always carry their socket.
+                None => Err(TransportError::Io(io::ErrorKind::NotConnected.into())),
+            },
+            WriteIo::Other(other) => ready!(poll_flush_other(other, out, cx)),
         };
         if result.is_ok() {
             // Idle connections hold no write buffers.
@@ -248,32 +296,151 @@ impl FrameWriter {
             let _ = self.queue(&imgate_codec::Error::new(code, reason).into());
         }
         let flushed = tokio::time::timeout(CLOSE_LINGER, self.flush()).await;
-        match &mut self.inner {
-            WriteInner::Stream(io) => {
-                let _ = tokio::time::timeout(CLOSE_LINGER, io.shutdown()).await;
-            }
-            WriteInner::Quic { send, conn } => {
-                let _ = send.finish();
-                // Wait until the peer has the Error frame: closing the connection at once
-                // would discard it.
-                let _ = tokio::time::timeout(CLOSE_LINGER, send.stopped()).await;
-                conn.close(quinn::VarInt::from(code.0), reason.as_bytes());
-            }
-            WriteInner::Ws(sink) => {
-                let frame = close_frame(code, reason);
-                let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(Message::Close(Some(frame))))
-                    .await;
-            }
+        match &mut self.io {
+            WriteIo::Tcp => self.shutdown_tcp(),
+            WriteIo::Other(other) => close_other(other, code, reason).await,
         }
         match flushed {
             Ok(result) => result,
             Err(_) => Err(TransportError::Io(io::ErrorKind::TimedOut.into())),
         }
     }
+
+    /// Sends FIN on a plain TCP connection (the reader half may still be reading).
+    fn shutdown_tcp(&self) {
+        if let Some(tcp) = &self.core.tcp {
+            // Fails only if the socket is already gone, which is what we wanted anyway.
+            let _ = socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write);
+        }
+    }
 }
 
-fn poll_write_stream<W: AsyncWrite + ?Sized>(
-    mut io: Pin<&mut W>,
+impl Drop for FrameWriter {
+    fn drop(&mut self) {
+        // A dropped writer ends the outbound stream even while the reader half lives on, as
+        // `TcpStream::into_split`'s write half does (the socket itself is shared).
+        if matches!(self.io, WriteIo::Tcp) && !self.closed {
+            self.shutdown_tcp();
+        }
+    }
+}
+
+#[cfg_attr(
+    not(any(feature = "tls", feature = "ws", test)),
+    allow(unused_variables)
+)]
+fn poll_flush_other(
+    other: &mut OtherWrite,
+    out: &mut Outbound,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), TransportError>> {
+    // `*other` with `ref mut` bindings: still a valid match when no variant is compiled in.
+    match *other {
+        #[cfg(feature = "tls")]
+        OtherWrite::Tls(ref mut write) => {
+            poll_write_stream(&mut Pin::new(write), out, cx).map_err(TransportError::from_io)
+        }
+        #[cfg(feature = "quic")]
+        OtherWrite::Quic { ref mut send, .. } => {
+            poll_write_stream(&mut Pin::new(send), out, cx).map_err(TransportError::from_io)
+        }
+        #[cfg(feature = "ws")]
+        OtherWrite::Ws(ref mut sink) => poll_write_ws(sink, out, cx),
+        #[cfg(test)]
+        OtherWrite::Test(ref mut write) => {
+            poll_write_stream(&mut write.as_mut(), out, cx).map_err(TransportError::from_io)
+        }
+    }
+}
+
+/// The transport half of [`FrameWriter::close`]: end of stream, a WebSocket close frame, or
+/// a QUIC `CONNECTION_CLOSE` carrying `code`.
+#[cfg_attr(not(any(feature = "quic", feature = "ws")), allow(unused_variables))]
+async fn close_other(other: &mut OtherWrite, code: CloseCode, reason: &str) {
+    match *other {
+        #[cfg(feature = "tls")]
+        OtherWrite::Tls(ref mut write) => {
+            // close_notify, then FIN.
+            let _ =
+                tokio::time::timeout(CLOSE_LINGER, tokio::io::AsyncWriteExt::shutdown(write)).await;
+        }
+        #[cfg(feature = "quic")]
+        OtherWrite::Quic {
+            ref mut send,
+            ref conn,
+        } => {
+            let _ = send.finish();
+            // Wait until the peer has the Error frame: closing the connection at once
+            // would discard it.
+            let _ = tokio::time::timeout(CLOSE_LINGER, send.stopped()).await;
+            conn.close(quinn::VarInt::from(code.0), reason.as_bytes());
+        }
+        #[cfg(feature = "ws")]
+        OtherWrite::Ws(ref mut sink) => {
+            use futures_util::SinkExt;
+            let frame = crate::ws::close_frame(code, reason);
+            let message = tokio_tungstenite::tungstenite::Message::Close(Some(frame));
+            let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(message)).await;
+        }
+        #[cfg(test)]
+        OtherWrite::Test(ref mut write) => {
+            let _ = tokio::io::AsyncWriteExt::shutdown(write).await;
+        }
+    }
+}
+
+/// A byte stream that takes vectored writes.
+trait ByteSink {
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>>;
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+/// The shared plain-TCP socket.
+struct TcpSink<'a>(&'a TcpStream);
+
+impl ByteSink for TcpSink<'_> {
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write_vectored(slices) {
+                // Readiness was stale; `try_write_vectored` cleared it, so poll again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // TCP has no user-space buffer to flush.
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + ?Sized> ByteSink for Pin<&mut W> {
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.as_mut().poll_write_vectored(cx, slices)
+    }
+
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_mut().poll_flush(cx)
+    }
+}
+
+fn poll_write_stream(
+    io: &mut impl ByteSink,
     out: &mut Outbound,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
@@ -293,7 +460,7 @@ fn poll_write_stream<W: AsyncWrite + ?Sized>(
             slices[count] = IoSlice::new(tail);
             count += 1;
         }
-        let mut written = ready!(io.as_mut().poll_write_vectored(cx, &slices[..count]))?;
+        let mut written = ready!(io.poll_write_vectored(cx, &slices[..count]))?;
         if written == 0 {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
@@ -318,11 +485,14 @@ fn poll_write_stream<W: AsyncWrite + ?Sized>(
     io.poll_flush(cx)
 }
 
+#[cfg(feature = "ws")]
 fn poll_write_ws(
-    sink: &mut SplitSink<WsStream, Message>,
+    sink: &mut WsSink,
     out: &mut Outbound,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), TransportError>> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
     let Outbound { queue, queued, .. } = out;
     while !queue.is_empty() {
         ready!(sink.poll_ready_unpin(cx))?;
@@ -393,9 +563,9 @@ mod tests {
         };
         let encoder = Arc::new(FrameEncoder::default());
         let mut writer = FrameWriter::new(
-            WriteInner::Stream(Box::pin(io)),
+            ConnCore::for_test(1 << 20),
+            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(io)))),
             Arc::clone(&encoder),
-            1 << 20,
         );
         let small: Frame = imgate_codec::Ping::default().into();
         let shared = EncodedFrame::encode(
@@ -435,7 +605,11 @@ mod tests {
             writes: Arc::default(),
             bytes: Arc::default(),
         };
-        let mut writer = FrameWriter::new(WriteInner::Stream(Box::pin(io)), Arc::default(), 100);
+        let mut writer = FrameWriter::new(
+            ConnCore::for_test(100),
+            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(io)))),
+            Arc::default(),
+        );
         let frame: Frame = imgate_codec::Deliver {
             payload: Bytes::from(vec![1; 60]),
             ..Default::default()

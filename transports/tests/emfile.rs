@@ -29,11 +29,7 @@ async fn accept_backs_off_on_emfile_and_recovers() {
         fillers.push(file);
     }
     fillers.pop();
-    let connector = Connector::new(ConnectorConfig::new(
-        TransportKind::Tcp,
-        rustls::RootCertStore::empty(),
-    ))
-    .expect("connector");
+    let connector = Connector::new(ConnectorConfig::plain(TransportKind::Tcp)).expect("connector");
     let mut client = connector.connect(addr).await.expect("connect");
     client
         .send(&imgate_codec::Ping::default().into())

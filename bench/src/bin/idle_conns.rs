@@ -165,7 +165,6 @@ async fn server(args: &Args) -> Result<(), String> {
                 let (mut reader, writer) = conn.split();
                 // The connection task the gateway runs: read, handle, park in recv() when idle.
                 tokio::spawn(async move {
-                    let _writer = writer;
                     let mut first = true;
                     while let Ok(Some(_frame)) = reader.recv().await {
                         if first {
@@ -173,6 +172,9 @@ async fn server(args: &Args) -> Result<(), String> {
                             first = false;
                         }
                     }
+                    // Used in place rather than rebound (`let _writer = writer;`): a rebound
+                    // capture is stored twice in the task's future.
+                    drop(writer);
                 });
             }
         });

@@ -4,13 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "ws")]
 use futures_util::{SinkExt, StreamExt};
 use imgate_codec::{CloseCode, FrameDecoder};
 use imgate_transports::{StatsSnapshot, TransportKind, TransportStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+#[cfg(feature = "ws")]
 use tokio_tungstenite::tungstenite::Message;
+#[cfg(feature = "ws")]
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+#[cfg(feature = "ws")]
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
 
 use crate::common::*;
@@ -48,6 +52,7 @@ async fn wait_for(stats: &TransportStats, check: impl Fn(&StatsSnapshot) -> bool
     panic!("counter never moved: {:?}", stats.snapshot());
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn plain_bytes_on_the_tls_port() {
     let (addr, stats, _echo) = start(TransportKind::Tls).await;
@@ -60,6 +65,7 @@ async fn plain_bytes_on_the_tls_port() {
     assert_echo(&connector(TransportKind::Tls), addr).await;
 }
 
+#[cfg(feature = "ws")]
 #[tokio::test]
 async fn http_garbage_on_the_websocket_port() {
     let (addr, stats, _echo) = start(TransportKind::Ws).await;
@@ -88,6 +94,7 @@ async fn http_garbage_on_the_websocket_port() {
     assert_echo(&connector(TransportKind::Ws), addr).await;
 }
 
+#[cfg(feature = "ws")]
 #[tokio::test]
 async fn websocket_without_subprotocol_or_from_a_foreign_origin() {
     let mut config = listener_config(TransportKind::Ws);
@@ -122,6 +129,7 @@ async fn websocket_without_subprotocol_or_from_a_foreign_origin() {
     .await;
 }
 
+#[cfg(feature = "ws")]
 #[tokio::test]
 async fn websocket_text_message_closes_with_unsupported_data() {
     let (addr, stats, _echo) = start(TransportKind::Ws).await;
@@ -206,6 +214,7 @@ async fn declared_length_over_the_limit_is_refused_before_the_body() {
     assert_echo(&connector(TransportKind::Tcp), addr).await;
 }
 
+#[cfg(all(feature = "tls", feature = "ws"))]
 #[tokio::test]
 async fn silent_peers_are_closed_at_the_handshake_deadline() {
     for kind in [TransportKind::Tls, TransportKind::Wss, TransportKind::Ws] {
@@ -222,6 +231,7 @@ async fn silent_peers_are_closed_at_the_handshake_deadline() {
     }
 }
 
+#[cfg(feature = "quic")]
 #[tokio::test]
 async fn quic_peer_that_never_opens_its_stream_is_closed() {
     let (addr, stats, _echo) = start(TransportKind::Quic).await;
@@ -236,6 +246,7 @@ async fn quic_peer_that_never_opens_its_stream_is_closed() {
     assert_echo(&connector, addr).await;
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn tls_client_with_a_wrong_or_missing_alpn_is_refused() {
     let (addr, stats, _echo) = start(TransportKind::Tls).await;

@@ -1,27 +1,32 @@
 //! Shared helpers: a test identity, servers, connectors, frames and an echo loop.
 
+#[cfg(feature = "tls")]
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use imgate_codec::{CloseCode, Deliver, Frame, FrameEncoder, Kind};
+#[cfg(feature = "tls")]
+use imgate_transports::Identity;
 use imgate_transports::{
-    Connector, ConnectorConfig, FramedConn, Identity, Listener, ListenerConfig, TransportError,
-    TransportKind,
+    Connector, ConnectorConfig, FramedConn, Listener, ListenerConfig, TransportError, TransportKind,
 };
 use tokio::task::JoinHandle;
 
 /// Generous bound on any single wait, so a bug fails the test instead of hanging it.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
+#[cfg(feature = "tls")]
 pub(crate) fn identity() -> &'static Identity {
     static ID: OnceLock<Identity> = OnceLock::new();
     ID.get_or_init(|| Identity::self_signed(&["localhost"]).expect("dev certificate"))
 }
 
 pub(crate) fn listener_config(kind: TransportKind) -> ListenerConfig {
-    let mut config = ListenerConfig::new(kind, "127.0.0.1:0".parse().expect("addr"))
-        .with_identity(identity().clone());
+    let config = ListenerConfig::new(kind, "127.0.0.1:0".parse().expect("addr"));
+    #[cfg(feature = "tls")]
+    let config = config.with_identity(identity().clone());
+    let mut config = config;
     config.handshake_timeout = Duration::from_secs(3);
     config
 }
@@ -31,7 +36,10 @@ pub(crate) async fn server(config: ListenerConfig) -> Listener {
 }
 
 pub(crate) fn connector_config(kind: TransportKind) -> ConnectorConfig {
+    #[cfg(feature = "tls")]
     let mut config = ConnectorConfig::new(kind, identity().root_store());
+    #[cfg(not(feature = "tls"))]
+    let mut config = ConnectorConfig::plain(kind);
     config.quic_bind = "127.0.0.1:0".parse().expect("addr");
     config.handshake_timeout = WAIT;
     config

@@ -4,5 +4,6 @@
 mod bad_input;
 mod common;
 mod limits;
+#[cfg(feature = "quic")]
 mod quic_migration;
 mod scenario;

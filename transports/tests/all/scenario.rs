@@ -1,7 +1,9 @@
 //! One scenario, run for every transport.
 
 use imgate_codec::CloseCode;
-use imgate_transports::{Connector, ConnectorConfig, Identity, TransportError, TransportKind};
+use imgate_transports::{Connector, TransportError, TransportKind};
+#[cfg(feature = "tls")]
+use imgate_transports::{ConnectorConfig, Identity};
 
 use crate::common::*;
 
@@ -123,6 +125,7 @@ pub(crate) async fn abrupt_close_detected(kind: TransportKind) {
 }
 
 /// A client that does not trust the server's certificate refuses it.
+#[cfg(feature = "tls")]
 pub(crate) async fn untrusted_certificate_refused(kind: TransportKind) {
     let listener = server(listener_config(kind)).await;
     let stranger = Identity::self_signed(&["localhost"]).expect("identity");
@@ -131,13 +134,18 @@ pub(crate) async fn untrusted_certificate_refused(kind: TransportKind) {
     let connector = Connector::new(config).expect("connector");
     let result = connector.connect(listener.local_addr()).await;
     match result {
-        Err(TransportError::Tls(_) | TransportError::Quic(_) | TransportError::WebSocket(_)) => {}
+        Err(TransportError::Tls(_)) => {}
+        #[cfg(feature = "quic")]
+        Err(TransportError::Quic(_)) => {}
+        #[cfg(feature = "ws")]
+        Err(TransportError::WebSocket(_)) => {}
         other => panic!("untrusted certificate accepted or wrong error: {other:?}"),
     }
 }
 
 macro_rules! per_transport {
-    ($($name:ident => $kind:expr),* $(,)?) => {$(
+    ($($(#[$cfg:meta])* $name:ident => $kind:expr),* $(,)?) => {$(
+        $(#[$cfg])*
         mod $name {
             use super::*;
 
@@ -156,6 +164,7 @@ macro_rules! per_transport {
                 super::abrupt_close_detected($kind).await;
             }
 
+            #[cfg(feature = "tls")]
             #[tokio::test]
             async fn untrusted_certificate_refused() {
                 if $kind.uses_tls() {
@@ -168,8 +177,38 @@ macro_rules! per_transport {
 
 per_transport! {
     tcp => TransportKind::Tcp,
+    #[cfg(feature = "tls")]
     tls => TransportKind::Tls,
+    #[cfg(feature = "ws")]
     ws => TransportKind::Ws,
+    #[cfg(all(feature = "ws", feature = "tls"))]
     wss => TransportKind::Wss,
+    #[cfg(feature = "quic")]
     quic => TransportKind::Quic,
+}
+
+/// A transport compiled out is refused by name, with the feature that would bring it in.
+#[tokio::test]
+async fn compiled_out_transports_are_refused_with_a_clear_error() {
+    for kind in TransportKind::ALL {
+        let bound = imgate_transports::Listener::bind(listener_config(kind)).await;
+        let connector = Connector::new(connector_config(kind));
+        if kind.is_available() {
+            assert!(bound.is_ok(), "{kind}: {bound:?}");
+            assert!(connector.is_ok(), "{kind}: {connector:?}");
+            continue;
+        }
+        for err in [
+            bound.map(drop).unwrap_err(),
+            connector.map(drop).unwrap_err(),
+        ] {
+            let text = err.to_string();
+            assert!(
+                matches!(err, TransportError::Config(_))
+                    && text.contains(kind.as_str())
+                    && text.contains(kind.feature().unwrap_or("?")),
+                "{kind}: {text}"
+            );
+        }
+    }
 }
