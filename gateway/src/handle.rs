@@ -34,7 +34,7 @@ pub enum DeliverError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
-    pub(crate) apps: HashMap<AppId, App>,
+    pub(crate) apps: HashMap<AppId, Arc<App>>,
     next_message_id: AtomicU64,
     pub(crate) metrics: Metrics,
     pub(crate) config: ServerConfig,
@@ -64,7 +64,11 @@ pub(crate) fn wall_ms() -> u64 {
 }
 
 impl GatewayHandle {
-    pub(crate) fn new(apps: HashMap<AppId, App>, config: ServerConfig, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        apps: HashMap<AppId, Arc<App>>,
+        config: ServerConfig,
+        metrics: Metrics,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 registry: Registry::new(config.shards),
@@ -98,15 +102,12 @@ impl GatewayHandle {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         let cancel = self.shared.cancel.clone();
-        self.shared.tasks.spawn(async move {
-            tokio::select! {
-                () = task => {}
-                () = cancel.cancelled() => {}
-            }
-        });
+        self.shared
+            .tasks
+            .spawn(crate::until_cancelled::UntilCancelled::new(task, cancel));
     }
 
-    pub(crate) fn app(&self, app: &AppId) -> Option<&App> {
+    pub(crate) fn app(&self, app: &AppId) -> Option<&Arc<App>> {
         self.shared.apps.get(app)
     }
 

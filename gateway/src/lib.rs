@@ -28,6 +28,7 @@ mod registry;
 pub mod server;
 pub mod session;
 mod sharded;
+mod until_cancelled;
 
 pub use app::App;
 pub use handle::{DeliverError, GatewayHandle, SessionInfo};

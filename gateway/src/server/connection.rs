@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use imgate_codec::{CloseCode, Compression, Dictionary, FEATURE_LZ4, Hello, ResumeRefused};
-use imgate_transports::{FrameReader, FrameWriter};
+use imgate_transports::{FrameReader, FrameWriter, TransportKind};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::ServerConfig;
-use super::driver::Driver;
+use super::driver::{Connection, Driver};
 use crate::app::App;
 use crate::auth::AuthRequest;
 use crate::backend::Origin;
@@ -17,25 +19,15 @@ use crate::metrics::{Metrics, TransportLabel};
 use crate::registry::SessionCell;
 use crate::session::{Handshake, HandshakeRefused, Identity, Negotiated, ResumeSecret, Session};
 
-/// Serves one connection from its first byte to its close.
+/// Serves one connection's protocol handshake, then hands it to a session driver task.
 ///
-/// Takes the halves, not the `FramedConn`: a future holding the whole connection and then
-/// its halves would reserve room for both in every idle connection's task.
+/// The handshake's locals (the `Hello` with its token, the authenticator's future) live in
+/// this short task only: every byte of a task's future is held for its whole life, and the
+/// driver task lives as long as the connection.
 pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut writer: FrameWriter) {
     let peer = reader.info().peer;
-    let transport = reader.info().kind;
     let config = handle.shared.config.clone();
-    let gauge = handle
-        .metrics()
-        .connections
-        .get_or_create(&TransportLabel {
-            transport: transport.as_str(),
-        })
-        .clone();
-    gauge.inc();
-    let _open = scopeguard(move || {
-        gauge.dec();
-    });
+    let open = OpenConnection::new(&handle, reader.info().kind);
     let Some((hello, app)) = handshake(&handle, &mut reader, &mut writer, &config).await else {
         return;
     };
@@ -91,9 +83,46 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
     if fresh {
         app.backend.on_connect(&handle, &origin).await;
     }
-    Driver::new(handle, app, cell, origin)
-        .run(Some((reader, writer)), compression)
-        .await;
+    let driver = Driver::new(handle.clone(), app, cell, origin);
+    handle.spawn(
+        driver_task(driver, (reader, writer, open), compression)
+            .instrument(tracing::Span::current()),
+    );
+}
+
+/// The future of a session driver's task. It owns the driver's state exactly once; its
+/// size is what every idle connection costs beyond its session (`footprint` tests hold it).
+pub(super) fn driver_task(
+    mut driver: Driver,
+    connection: Connection,
+    compression: Option<Compression>,
+) -> impl Future<Output = ()> + Send {
+    let mut connection = Some(connection);
+    let mut compression = compression;
+    async move { driver.run(&mut connection, &mut compression).await }
+}
+
+/// Counts a connection in the `connections` gauge from accept until dropped.
+pub(super) struct OpenConnection(Gauge);
+
+impl OpenConnection {
+    pub(super) fn new(handle: &GatewayHandle, transport: TransportKind) -> Self {
+        let gauge = handle
+            .metrics()
+            .connections
+            .get_or_create(&TransportLabel {
+                transport: transport.as_str(),
+            })
+            .clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Waits for a valid `Hello` naming a configured app; refuses and closes otherwise.
@@ -102,7 +131,7 @@ async fn handshake(
     reader: &mut FrameReader,
     writer: &mut FrameWriter,
     config: &ServerConfig,
-) -> Option<(Hello, App)> {
+) -> Option<(Hello, Arc<App>)> {
     let handshake = Handshake::new(Instant::now(), config.handshake_timeout);
     let first = tokio::time::timeout_at(handshake.poll_timeout(), reader.recv()).await;
     let refusal = match first {
@@ -250,17 +279,4 @@ fn random_bytes<const N: usize>() -> Option<[u8; N]> {
     let mut bytes = [0; N];
     getrandom::fill(&mut bytes).ok()?;
     Some(bytes)
-}
-
-/// Runs `f` when dropped (the connection gauge must go down however the task ends).
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }

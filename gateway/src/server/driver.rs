@@ -2,13 +2,15 @@
 //! transmits, and carries out its events. It outlives the connection while the session is
 //! detached, and lets go as soon as a resume attaches the session elsewhere.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use imgate_codec::{CloseCode, Compression, Receipt};
 use imgate_transports::{FrameReader, FrameWriter};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::ServerConfig;
+use super::connection::OpenConnection;
 use crate::app::App;
 use crate::backend::{Origin, UpstreamOutcome};
 use crate::handle::GatewayHandle;
@@ -18,11 +20,22 @@ use crate::rate_limit::TokenBucket;
 use crate::registry::SessionCell;
 use crate::session::{Event, Upstream};
 
-type Connection = (FrameReader, FrameWriter);
+/// The connection's halves, and its place in the `connections` gauge until it is dropped.
+pub(super) type Connection = (FrameReader, FrameWriter, OpenConnection);
+
+/// How a wait on an attached connection ended.
+enum Woke {
+    /// Input, a wake-up or a timer: go round again.
+    Again,
+    /// The connection is gone (closed by the peer, or failed without a code to send).
+    Gone,
+    /// Close the connection with this code (its last frames are queued).
+    Close(CloseCode),
+}
 
 pub(super) struct Driver {
     handle: GatewayHandle,
-    app: App,
+    app: Arc<App>,
     cell: Arc<SessionCell>,
     origin: Origin,
     generation: u64,
@@ -49,7 +62,7 @@ struct Output {
 impl Driver {
     pub(super) fn new(
         handle: GatewayHandle,
-        app: App,
+        app: Arc<App>,
         cell: Arc<SessionCell>,
         origin: Origin,
     ) -> Self {
@@ -81,19 +94,25 @@ impl Driver {
     }
 
     /// Runs until the session ends or is resumed on another connection.
+    ///
+    /// Takes its state by reference: the spawned task owns it once, where an `async fn`
+    /// taking it by value would hold a second copy for the task's whole life.
     pub(super) async fn run(
-        mut self,
-        mut connection: Option<Connection>,
-        mut compression: Option<Compression>,
+        &mut self,
+        connection: &mut Option<Connection>,
+        compression: &mut Option<Compression>,
     ) {
+        // One timer for the driver's life, re-armed in place: every idle connection holds
+        // it, and re-registering a fresh one per wake-up costs timer-wheel work.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
         loop {
-            let output = self.collect(connection.as_mut().map(|(_, w)| w), &mut compression);
+            let output = self.collect(connection.as_mut().map(|(_, w, _)| w), compression);
             if output.stale {
                 // Resumed elsewhere: the new driver owns the session and its events. Pass
                 // the wake-up on: `wake` wakes one waiter, and it may have been this one.
                 self.cell.wake();
-                if let Some((_, mut writer)) = connection.take() {
-                    self.close(&mut writer, CloseCode::SESSION_TAKEN_OVER).await;
+                if let Some((_, mut writer, _open)) = connection.take() {
+                    Box::pin(self.close(&mut writer, CloseCode::SESSION_TAKEN_OVER)).await;
                 }
                 return;
             }
@@ -166,10 +185,10 @@ impl Driver {
                     .await;
             }
             if let Some(code) = close.or(ended.then_some(CloseCode::NORMAL))
-                && let Some((_, mut writer)) = connection.take()
+                && let Some((_, mut writer, _open)) = connection.take()
             {
                 Metrics::count(&self.handle.metrics().closes, code.name());
-                self.close(&mut writer, code).await;
+                Box::pin(self.close(&mut writer, code)).await;
                 self.handle.shared.detached.notify_waiters();
             }
             if ended {
@@ -179,19 +198,25 @@ impl Driver {
                 continue;
             }
             match connection.as_mut() {
-                Some((reader, writer)) => {
+                Some((reader, writer, _)) => {
                     if writer.queued_bytes() == 0 {
                         self.stalled_since = None;
                     } else if self.stalled_since.is_none() {
                         self.stalled_since = Some(Instant::now());
                     }
-                    if !self.wait_attached(reader, writer, output.deadline).await {
-                        connection = None;
+                    let woke = self
+                        .wait_attached(reader, writer, timer.as_mut(), output.deadline)
+                        .await;
+                    if let Woke::Close(code) = woke {
+                        Box::pin(self.close(writer, code)).await;
+                    }
+                    if !matches!(woke, Woke::Again) {
+                        *connection = None;
                         self.detach_if_current();
                         self.handle.shared.detached.notify_waiters();
                     }
                 }
-                None => self.wait_detached(output.deadline).await,
+                None => self.wait_detached(timer.as_mut(), output.deadline).await,
             }
         }
     }
@@ -258,28 +283,23 @@ impl Driver {
         output
     }
 
-    /// Waits for input on an attached connection; false when the connection is gone.
+    /// Waits for input on an attached connection, a wake-up, or the next timer (the session's
+    /// or the write-stall limit, whichever is first).
     async fn wait_attached(
         &mut self,
         reader: &mut FrameReader,
         writer: &mut FrameWriter,
+        mut timer: Pin<&mut Sleep>,
         deadline: Option<Instant>,
-    ) -> bool {
-        let sleep = sleep_until(deadline);
-        let stall_limit = self.config().write_stall_timeout;
-        let stalled = sleep_until(self.stalled_since.map(|since| since + stall_limit));
+    ) -> Woke {
+        let stall_deadline = self
+            .stalled_since
+            .map(|since| since + self.config().write_stall_timeout);
+        let armed = arm(timer.as_mut(), earliest(deadline, stall_deadline));
         tokio::select! {
             flushed = writer.flush(), if writer.queued_bytes() > 0 => {
                 self.stalled_since = None;
-                flushed.is_ok()
-            }
-            () = stalled => {
-                // The client stopped reading: let it go and resume later rather than hold
-                // its backlog in memory.
-                Metrics::count(&self.handle.metrics().closes, CloseCode::SLOW_CONSUMER.name());
-                tracing::debug!(session.id = %self.cell.id(), "slow consumer: write stalled");
-                self.close(writer, CloseCode::SLOW_CONSUMER).await;
-                false
+                if flushed.is_ok() { Woke::Again } else { Woke::Gone }
             }
             received = reader.recv() => match received {
                 Ok(Some(frame)) => {
@@ -292,34 +312,39 @@ impl Driver {
                             "too many frames; slow down and resume",
                         );
                         let _ = writer.queue(&error.into());
-                        self.close(writer, CloseCode::RATE_LIMITED).await;
-                        return false;
+                        return Woke::Close(CloseCode::RATE_LIMITED);
                     }
                     self.cell.lock().handle_frame(now, frame);
-                    true
+                    Woke::Again
                 }
-                Ok(None) => false,
+                Ok(None) => Woke::Gone,
                 Err(error) => {
                     tracing::debug!(session.id = %self.cell.id(), %error, "connection failed");
-                    if let Some(code) = error.close_code() {
-                        self.close(writer, code).await;
-                    }
-                    false
+                    error.close_code().map_or(Woke::Gone, Woke::Close)
                 }
             },
-            () = self.cell.woken() => true,
-            () = sleep => {
-                self.cell.lock().handle_timeout(Instant::now());
-                true
+            () = self.cell.woken() => Woke::Again,
+            () = timer, if armed => {
+                let now = Instant::now();
+                if stall_deadline.is_some_and(|stall| now >= stall) {
+                    // The client stopped reading: let it go and resume later rather than
+                    // hold its backlog in memory.
+                    Metrics::count(&self.handle.metrics().closes, CloseCode::SLOW_CONSUMER.name());
+                    tracing::debug!(session.id = %self.cell.id(), "slow consumer: write stalled");
+                    return Woke::Close(CloseCode::SLOW_CONSUMER);
+                }
+                self.cell.lock().handle_timeout(now);
+                Woke::Again
             }
         }
     }
 
     /// Waits while detached: for a wake-up (delivery, resume, kick) or the next timer.
-    async fn wait_detached(&self, deadline: Option<Instant>) {
+    async fn wait_detached(&self, mut timer: Pin<&mut Sleep>, deadline: Option<Instant>) {
+        let armed = arm(timer.as_mut(), deadline);
         tokio::select! {
             () = self.cell.woken() => {}
-            () = sleep_until(deadline) => self.cell.lock().handle_timeout(Instant::now()),
+            () = timer, if armed => self.cell.lock().handle_timeout(Instant::now()),
         }
     }
 
@@ -334,10 +359,21 @@ impl Driver {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// Points `timer` at `deadline`; false when there is none (the timer must not be polled).
+fn arm(timer: Pin<&mut Sleep>, deadline: Option<Instant>) -> bool {
+    let Some(deadline) = deadline else {
+        return false;
+    };
+    if timer.deadline() != deadline {
+        timer.reset(deadline);
+    }
+    true
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

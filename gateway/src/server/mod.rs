@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use imgate_transports::{Listener, ListenerConfig, TransportError, TransportKind};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::watch;
@@ -119,7 +120,7 @@ impl GatewayBuilder {
     pub async fn start(self) -> Result<RunningGateway, GatewayError> {
         let mut apps = HashMap::new();
         for app in self.apps {
-            if apps.insert(app.id.clone(), app).is_some() {
+            if apps.insert(app.id.clone(), Arc::new(app)).is_some() {
                 return Err(GatewayError::Config("an app id appears twice".into()));
             }
         }
@@ -278,3 +279,6 @@ async fn accept_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod footprint;

@@ -100,7 +100,14 @@ impl Outbox {
             released.push(MessageId(entry.deliver.message_id));
         }
         self.overdue_cursor = self.overdue_cursor.max(self.acked + 1);
+        super::release_if_empty(&mut self.entries);
         Ok(released)
+    }
+
+    /// Buffer capacity in entries (for memory tests).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.entries.capacity()
     }
 
     /// The next message to transmit, marked as sent at `now`.

@@ -530,6 +530,37 @@ fn upstream_requests_go_out_one_at_a_time_in_order_even_across_a_resume() {
 }
 
 #[test]
+fn an_idle_session_holds_no_queue_buffers() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    s.handle_deliver(t0, msg(1));
+    s.handle_frame(t0, send(1));
+    drain_frames(&mut s, t0);
+    drain_events(&mut s);
+    s.handle_receipt(Receipt {
+        msg_id: 1,
+        status: ReceiptStatus::Accepted.into(),
+        ..Default::default()
+    });
+    drain_frames(&mut s, t0);
+    let mut ack = send(2);
+    if let Some(Kind::Send(send)) = &mut ack.kind {
+        send.ack = 1;
+    }
+    s.handle_frame(t0, ack);
+    drain_events(&mut s);
+    assert_eq!(
+        (
+            s.transmit.capacity(),
+            s.events.capacity(),
+            s.outbox.capacity()
+        ),
+        (0, 0, 0),
+        "emptied queues are given back"
+    );
+}
+
+#[test]
 fn takeover_sends_go_away_and_hands_pending_messages_to_offline() {
     let t0 = Instant::now();
     let mut s = session(t0);
