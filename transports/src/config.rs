@@ -125,11 +125,17 @@ pub struct QuicConfig {
     pub idle_timeout: Duration,
     /// Keep-alive sent by this side (clients set it below the NAT timeout). Default none.
     pub keep_alive: Option<Duration>,
-    /// Flow-control window of the one stream. Default 256 KiB.
+    /// Flow-control window of the one stream: how far the peer may send ahead of what this
+    /// side has read. Default 128 KiB. Windows cost nothing while a connection is idle (quinn
+    /// allocates as data arrives); they bound what quinn buffers for a connection whose
+    /// reader stalls, and a frame larger than the window still passes, one window per round
+    /// trip (a 1 MiB frame takes 8 round trips at the default).
     pub stream_receive_window: u32,
-    /// Connection-wide receive window. Default 256 KiB.
+    /// Connection-wide receive window (one stream, so the same as the stream's). Default
+    /// 128 KiB.
     pub receive_window: u32,
-    /// Connection-wide send window. Default 256 KiB.
+    /// Connection-wide send window: bytes sent and not yet acknowledged, which quinn keeps
+    /// for retransmission. Default 128 KiB.
     pub send_window: u64,
     /// Probe for a path MTU above QUIC's 1200-byte baseline. Default off: it costs ~2.5 KB
     /// per idle connection and only helps bulk transfers.
@@ -141,9 +147,9 @@ impl Default for QuicConfig {
         Self {
             idle_timeout: DEFAULT_HEARTBEAT * 5 / 2,
             keep_alive: None,
-            stream_receive_window: 256 * 1024,
-            receive_window: 256 * 1024,
-            send_window: 256 * 1024,
+            stream_receive_window: 128 * 1024,
+            receive_window: 128 * 1024,
+            send_window: 128 * 1024,
             mtu_discovery: false,
         }
     }

@@ -266,8 +266,8 @@ impl FramedConn {
     }
 
     /// Writes everything queued; see [`FrameWriter::flush`].
-    pub async fn flush(&mut self) -> Result<(), TransportError> {
-        self.writer.flush().await
+    pub fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send + '_ {
+        self.writer.flush()
     }
 
     /// Sends `code` (and `reason`) to the peer and closes; see [`FrameWriter::close`].
@@ -310,5 +310,8 @@ mod tests {
         let mut reader = FrameReader::new(ConnCore::for_test(0), ReadIo::Tcp, Arc::default());
         let recv = reader.recv();
         assert_eq!(size_of_val(&recv), word, "recv() future");
+        let mut writer = FrameWriter::new(ConnCore::for_test(0), WriteIo::Tcp, Arc::default());
+        let flush = writer.flush();
+        assert_eq!(size_of_val(&flush), word, "flush() future");
     }
 }

@@ -256,8 +256,10 @@ impl FrameWriter {
     ///
     /// Cancel-safe: unwritten bytes stay queued, so `flush` can be a `select!` branch
     /// (guarded by `queued_bytes() > 0`) while more frames are queued from other branches.
-    pub async fn flush(&mut self) -> Result<(), TransportError> {
-        poll_fn(|cx| self.poll_flush(cx)).await
+    pub fn flush(&mut self) -> impl Future<Output = Result<(), TransportError>> + Send + '_ {
+        // A bare `poll_fn` (one pointer), as for `recv`: a task's future is as large as its
+        // largest await point, so a flush must not widen a parked connection task.
+        poll_fn(move |cx| self.poll_flush(cx))
     }
 
     /// Polls [`FrameWriter::flush`].

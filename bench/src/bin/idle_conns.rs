@@ -12,6 +12,9 @@
 //! handshake done, first frame read, a task parked in `recv()`. After everything has
 //! settled the server reads its RSS again and reports `(after - before) / N`.
 //! `--untuned` uses the libraries' default buffer and window sizes instead of ours.
+//! `--reply` has the server answer each first frame with one frame, as the gateway answers
+//! `Hello`, so the figure includes what a connection keeps after having sent something.
+//! `task_future_bytes` in the output is the size of one server connection task's future.
 #![forbid(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -33,6 +36,7 @@ struct Args {
     settle: Duration,
     untuned: bool,
     floor: bool,
+    reply: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
         settle: Duration::from_secs(3),
         untuned: false,
         floor: false,
+        reply: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,10 +69,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--untuned" => args.untuned = true,
             "--floor" => args.floor = true,
+            "--reply" => args.reply = true,
             "-h" | "--help" => {
                 return Err(
                     "usage: idle_conns [--transport tcp|tls|ws|wss|quic] [--conns N] \
-                            [--settle-secs S] [--untuned] [--floor]"
+                            [--settle-secs S] [--untuned] [--floor] [--reply]"
                         .into(),
                 );
             }
@@ -152,22 +158,42 @@ async fn server(args: &Args) -> Result<(), String> {
     }
     let ready = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&ready);
+    // Size of one connection task's future: tokio stores it inside the task, rounded up
+    // (with the task header) to 128-byte lines, so it is part of every idle connection.
+    let task_bytes = Arc::new(AtomicUsize::new(0));
+    let task_size = Arc::clone(&task_bytes);
     let addr = if args.floor {
         floor_server(Arc::clone(&ready)).await?
     } else {
         let mut listener = Listener::bind(config).await.map_err(|e| e.to_string())?;
         let addr = listener.local_addr();
+        let reply = args.reply;
         tokio::spawn(async move {
             while let Some(conn) = listener.accept().await {
                 let counter = Arc::clone(&counter);
                 // Split before spawning: a task that captured `conn` and split it inside would
                 // carry both layouts in its future.
-                let (mut reader, writer) = conn.split();
+                let (mut reader, mut writer) = conn.split();
                 // The connection task the gateway runs: read, handle, park in recv() when idle.
-                tokio::spawn(async move {
+                let task = async move {
                     let mut first = true;
-                    while let Ok(Some(_frame)) = reader.recv().await {
+                    // A plain `while` condition drops the frame before the body runs: held
+                    // across the flush below (as `while let Ok(Some(frame))` would hold it),
+                    // it would widen every connection's task by the size of a `Frame`.
+                    while matches!(reader.recv().await, Ok(Some(_))) {
                         if first {
+                            // As the gateway answers `Hello`: the server has sent something.
+                            // `queue` then `flush` rather than `send(&frame).await`: the frame
+                            // would be held across the await, and a task's future is as large
+                            // as its largest await point, parked in `recv()` or not.
+                            if reply {
+                                if writer.queue(&imgate_codec::Pong::default().into()).is_err() {
+                                    return;
+                                }
+                                if writer.flush().await.is_err() {
+                                    return;
+                                }
+                            }
                             counter.fetch_add(1, Ordering::Relaxed);
                             first = false;
                         }
@@ -175,7 +201,9 @@ async fn server(args: &Args) -> Result<(), String> {
                     // Used in place rather than rebound (`let _writer = writer;`): a rebound
                     // capture is stored twice in the task's future.
                     drop(writer);
-                });
+                };
+                task_size.store(std::mem::size_of_val(&task), Ordering::Relaxed);
+                tokio::spawn(task);
             }
         });
         addr
@@ -231,7 +259,7 @@ async fn server(args: &Args) -> Result<(), String> {
     let _ = writeln!(
         out,
         "{{\"transport\":\"{}{}\",\"tuned\":{},\"conns\":{},\"established\":{},\"rss_before\":{},\"rss_after\":{},\
-         \"bytes_per_conn\":{:.0},\"connect_ms\":{:.0}}}",
+         \"bytes_per_conn\":{:.0},\"task_future_bytes\":{},\"connect_ms\":{:.0}}}",
         args.kind,
         if args.floor { "-floor" } else { "" },
         !args.untuned,
@@ -240,6 +268,7 @@ async fn server(args: &Args) -> Result<(), String> {
         before,
         after,
         per_conn,
+        task_bytes.load(Ordering::Relaxed),
         connect_ms
     );
     if established < args.conns {

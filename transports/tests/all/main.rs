@@ -6,4 +6,6 @@ mod common;
 mod limits;
 #[cfg(feature = "quic")]
 mod quic_migration;
+#[cfg(feature = "quic")]
+mod quic_windows;
 mod scenario;
