@@ -26,7 +26,11 @@ pub struct SessionConfig {
     /// How long a transmitted message may stay unacknowledged before push covers it
     /// (a half-dead mobile socket accepts writes that never arrive).
     pub ack_timeout: Duration,
-    /// Upstream receipts remembered to answer re-sent `msg_id`s identically.
+    /// Upstream receipts remembered to answer re-sent `msg_id`s identically. Set it to at
+    /// least the clients' window of un-receipted requests (the SDK's default is 256): a
+    /// client only re-sends requests inside that window, and older ids are answered
+    /// generically. It costs ~100 B per receipt in every session that has sent that many
+    /// requests, for the session's life (256: ~25 KB; it was 1,024: ~100 KB).
     pub receipt_memory: usize,
     /// Largest frame accepted from the client.
     pub max_frame: u32,
@@ -43,7 +47,7 @@ impl Default for SessionConfig {
             resume_window: Duration::from_secs(120),
             push_grace: Duration::from_secs(10),
             ack_timeout: Duration::from_secs(20),
-            receipt_memory: 1024,
+            receipt_memory: 256,
             max_frame: imgate_codec::DEFAULT_MAX_FRAME as u32,
         }
     }
