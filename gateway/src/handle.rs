@@ -155,13 +155,19 @@ impl GatewayHandle {
             for cell in cells {
                 let outcome = cell.lock().handle_deliver(now, outgoing.clone());
                 cell.wake();
-                let label = match outcome {
-                    DeliverOutcome::Sent { .. } => "sent",
-                    DeliverOutcome::Buffered { .. } => "buffered",
-                    DeliverOutcome::Overflow => "overflow",
-                    DeliverOutcome::Ended => "ended",
+                let hot = &self.shared.metrics.hot;
+                match outcome {
+                    DeliverOutcome::Sent { .. } => hot.delivered_sent.inc(),
+                    DeliverOutcome::Buffered { .. } => hot.delivered_buffered.inc(),
+                    DeliverOutcome::Overflow => {
+                        Metrics::count(&self.shared.metrics.deliveries, "overflow");
+                        0
+                    }
+                    DeliverOutcome::Ended => {
+                        Metrics::count(&self.shared.metrics.deliveries, "ended");
+                        0
+                    }
                 };
-                Metrics::count(&self.shared.metrics.deliveries, label);
                 let outcome = match outcome {
                     DeliverOutcome::Sent { seq } => DeviceOutcome::Sent { seq },
                     DeliverOutcome::Buffered { seq, push } => {

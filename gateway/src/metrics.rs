@@ -52,22 +52,59 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     /// Time from a delivery call to its message being queued on the connection.
     pub deliver_latency: Histogram,
+    /// Series touched by every message, resolved once: a `Family` lookup takes its lock and
+    /// clones the counter's `Arc` (two shared atomics bounced between cores per message).
+    pub(crate) hot: HotCounters,
+}
+
+/// Pre-resolved series of [`Metrics`] on the per-message path.
+#[derive(Debug, Clone)]
+pub(crate) struct HotCounters {
+    pub(crate) frames_in: Counter,
+    pub(crate) frames_out: Counter,
+    pub(crate) delivered_sent: Counter,
+    pub(crate) delivered_buffered: Counter,
 }
 
 impl Metrics {
     /// Registers every metric under `imgate_` in `registry`.
     pub fn new(registry: &mut Registry) -> Self {
+        let frames = Family::<DirectionLabel, Counter>::default();
+        let deliveries = Family::<OutcomeLabel, Counter>::default();
+        // One statement per series: `get_or_create` returns a read guard that lives to the
+        // end of its statement, and creating the next series needs the write lock.
+        let frames_in = frames
+            .get_or_create(&DirectionLabel { direction: "in" })
+            .clone();
+        let frames_out = frames
+            .get_or_create(&DirectionLabel { direction: "out" })
+            .clone();
+        let delivered_sent = deliveries
+            .get_or_create(&OutcomeLabel { outcome: "sent" })
+            .clone();
+        let delivered_buffered = deliveries
+            .get_or_create(&OutcomeLabel {
+                outcome: "buffered",
+            })
+            .clone();
+        let hot = HotCounters {
+            frames_in,
+            frames_out,
+            delivered_sent,
+            delivered_buffered,
+        };
         let metrics = Self {
             connections: Family::default(),
             handshakes: Family::default(),
             resumes: Family::default(),
-            frames: Family::default(),
-            deliveries: Family::default(),
+            frames,
+            deliveries,
             closes: Family::default(),
             limited: Family::default(),
             sessions: Gauge::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             deliver_latency: Histogram::new(exponential_buckets(0.000_001, 2.0, 20)),
+            hot,
         };
         let r = registry.sub_registry_with_prefix("imgate");
         r.register(

@@ -14,7 +14,7 @@ use super::connection::OpenConnection;
 use crate::app::App;
 use crate::backend::{Origin, UpstreamOutcome};
 use crate::handle::GatewayHandle;
-use crate::metrics::{DirectionLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::offline::{PushRegistration, PushTrigger};
 use crate::rate_limit::TokenBucket;
 use crate::registry::SessionCell;
@@ -275,7 +275,7 @@ impl Driver {
                 }
             }
             if sent > 0 {
-                frames_counter(&self.handle, "out").inc_by(sent);
+                self.handle.metrics().hot.frames_out.inc_by(sent);
             }
         }
         output.events = std::iter::from_fn(|| session.poll_event()).collect();
@@ -304,7 +304,7 @@ impl Driver {
             received = reader.recv() => match received {
                 Ok(Some(frame)) => {
                     let now = Instant::now();
-                    frames_counter(&self.handle, "in").inc();
+                    self.handle.metrics().hot.frames_in.inc();
                     if !self.rate.try_take(&self.handle.shared.config.message_rate, now) {
                         Metrics::count(&self.handle.metrics().limited, "message_rate");
                         let error = imgate_codec::Error::new(
@@ -385,15 +385,4 @@ fn receipt(msg_id: u64, outcome: UpstreamOutcome) -> Receipt {
         reason: outcome.reason,
         message_id: outcome.message_id.map_or(0, |m| m.0),
     }
-}
-
-fn frames_counter(
-    handle: &GatewayHandle,
-    direction: &'static str,
-) -> prometheus_client::metrics::counter::Counter {
-    handle
-        .metrics()
-        .frames
-        .get_or_create(&DirectionLabel { direction })
-        .clone()
 }
