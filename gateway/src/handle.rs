@@ -155,22 +155,14 @@ impl GatewayHandle {
             for cell in cells {
                 let outcome = cell.lock().handle_deliver(now, outgoing.clone());
                 cell.wake();
-                let hot = &self.shared.metrics.hot;
-                match outcome {
-                    DeliverOutcome::Sent { .. } => hot.delivered_sent.inc(),
-                    DeliverOutcome::Buffered { .. } => hot.delivered_buffered.inc(),
-                    DeliverOutcome::Overflow => {
-                        Metrics::count(&self.shared.metrics.deliveries, "overflow");
-                        0
-                    }
-                    DeliverOutcome::Ended => {
-                        Metrics::count(&self.shared.metrics.deliveries, "ended");
-                        0
-                    }
-                };
+                let metrics = &self.shared.metrics;
                 let outcome = match outcome {
-                    DeliverOutcome::Sent { seq } => DeviceOutcome::Sent { seq },
+                    DeliverOutcome::Sent { seq } => {
+                        metrics.hot.delivered_sent.inc();
+                        DeviceOutcome::Sent { seq }
+                    }
                     DeliverOutcome::Buffered { seq, push } => {
+                        metrics.hot.delivered_buffered.inc();
                         if push {
                             app_state.push.push(
                                 app,
@@ -182,7 +174,14 @@ impl GatewayHandle {
                         }
                         DeviceOutcome::Buffered { seq }
                     }
-                    DeliverOutcome::Overflow | DeliverOutcome::Ended => DeviceOutcome::Offline,
+                    DeliverOutcome::Overflow => {
+                        Metrics::count(&metrics.deliveries, "overflow");
+                        DeviceOutcome::Offline
+                    }
+                    DeliverOutcome::Ended => {
+                        Metrics::count(&metrics.deliveries, "ended");
+                        DeviceOutcome::Offline
+                    }
                 };
                 devices.push(DeviceReport {
                     user: user.clone(),

@@ -29,8 +29,9 @@ pub struct SessionConfig {
     /// Upstream receipts remembered to answer re-sent `msg_id`s identically. Set it to at
     /// least the clients' window of un-receipted requests (the SDK's default is 256): a
     /// client only re-sends requests inside that window, and older ids are answered
-    /// generically. It costs ~100 B per receipt in every session that has sent that many
-    /// requests, for the session's life (256: ~25 KB; it was 1,024: ~100 KB).
+    /// generically. Each remembered receipt is a map entry plus an order slot (~100 B, estimated
+    /// from the types' sizes, not measured), held for the session's life once it has sent
+    /// that many requests (256: ~25 KB; it was 1,024: ~100 KB).
     pub receipt_memory: usize,
     /// Largest frame accepted from the client.
     pub max_frame: u32,
