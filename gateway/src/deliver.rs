@@ -22,7 +22,9 @@ pub enum Target {
 pub struct DeliveryOptions {
     /// Sender shown to recipients.
     pub from: Option<UserId>,
-    /// Skip this session (a room message is not echoed to the device that sent it).
+    /// Skip this session (a room message is not echoed to the device that sent it). A room
+    /// member whose only session is skipped is not reported, so the sender is never pushed
+    /// their own message.
     pub exclude_session: Option<SessionId>,
     /// How to push the message to devices it cannot reach over a connection (None: no push).
     pub push: Option<PushOptions>,

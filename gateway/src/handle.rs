@@ -17,7 +17,7 @@ use crate::ids::{AppId, DeviceId, MessageId, RoomId, SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::offline::PushTrigger;
 use crate::rate_limit::SharedBucket;
-use crate::registry::{Registry, SessionCell};
+use crate::registry::Registry;
 use crate::server::ServerConfig;
 use crate::session::{DeliverOutcome, Outgoing, Undelivered, UndeliveredReason};
 
@@ -136,84 +136,73 @@ impl GatewayHandle {
             sent_at_ms: wall_ms(),
         };
         let registry = &self.shared.registry;
-        let mut devices = Vec::new();
-        let mut reach_user = |user: &UserId, cells: Vec<Arc<SessionCell>>| {
-            let cells: Vec<_> = cells
-                .into_iter()
-                .filter(|c| Some(c.id()) != delivery.options.exclude_session)
-                .collect();
-            if cells.is_empty() {
-                Metrics::count(&self.shared.metrics.deliveries, "no_session");
-                devices.push(DeviceReport {
-                    user: user.clone(),
-                    session: None,
-                    device: None,
-                    outcome: DeviceOutcome::Offline,
-                });
-                return;
-            }
-            for cell in cells {
-                let outcome = cell.lock().handle_deliver(now, outgoing.clone());
-                cell.wake();
-                let metrics = &self.shared.metrics;
-                let outcome = match outcome {
-                    DeliverOutcome::Sent { seq } => {
-                        metrics.hot.delivered_sent.inc();
-                        DeviceOutcome::Sent { seq }
-                    }
-                    DeliverOutcome::Buffered { seq, push } => {
-                        metrics.hot.delivered_buffered.inc();
-                        if push {
-                            app_state.push.push(
-                                app,
-                                user,
-                                Some(&cell.identity().device),
-                                &[message_id],
-                                PushTrigger::DetachedGrace,
-                            );
-                        }
-                        DeviceOutcome::Buffered { seq }
-                    }
-                    DeliverOutcome::Overflow => {
-                        Metrics::count(&metrics.deliveries, "overflow");
-                        DeviceOutcome::Offline
-                    }
-                    DeliverOutcome::Ended => {
-                        Metrics::count(&metrics.deliveries, "ended");
-                        DeviceOutcome::Offline
-                    }
-                };
-                devices.push(DeviceReport {
-                    user: user.clone(),
-                    session: Some(cell.id()),
-                    device: Some(cell.identity().device.clone()),
-                    outcome,
-                });
-            }
-        };
+        let mut cells = Vec::new();
         match &delivery.target {
-            Target::User(user) => reach_user(user, registry.user_sessions(app, user)),
-            Target::Device(user, device) => reach_user(
-                user,
-                registry
-                    .device_session(app, user, device)
-                    .into_iter()
-                    .collect(),
-            ),
+            Target::User(user) => registry.push_user_sessions(app, user, &mut cells),
+            Target::Device(user, device) => {
+                cells.extend(registry.device_session(app, user, device));
+            }
             Target::Session(id) => {
-                if let Some(cell) = registry.session(*id).filter(|c| &c.identity().app == app) {
-                    let user = cell.identity().user.clone();
-                    reach_user(&user, vec![cell]);
-                }
+                cells.extend(registry.session(*id).filter(|c| &c.identity().app == app));
             }
-            Target::Room(room) => {
-                for member in registry.room_members(app, room) {
-                    let cells = registry.user_sessions(app, &member);
-                    if !cells.is_empty() {
-                        reach_user(&member, cells);
+            // Members without a session get nothing here: the backend owns room history.
+            Target::Room(room) => registry.push_room_sessions(app, room, &mut cells),
+        }
+        if let Some(excluded) = delivery.options.exclude_session {
+            cells.retain(|c| c.id() != excluded);
+        }
+        let metrics = &self.shared.metrics;
+        let mut devices = Vec::with_capacity(cells.len().max(1));
+        // A user or device target with no session left is reported (and handed offline)
+        // as the user.
+        if cells.is_empty()
+            && let Target::User(user) | Target::Device(user, _) = &delivery.target
+        {
+            Metrics::count(&metrics.deliveries, "no_session");
+            devices.push(DeviceReport {
+                user: user.clone(),
+                session: None,
+                device: None,
+                outcome: DeviceOutcome::Offline,
+            });
+        }
+        for cell in cells {
+            let outcome = cell.lock().handle_deliver(now, outgoing.clone());
+            cell.wake();
+            let identity = cell.identity();
+            let outcome = match outcome {
+                DeliverOutcome::Sent { seq } => {
+                    metrics.hot.delivered_sent.inc();
+                    DeviceOutcome::Sent { seq }
+                }
+                DeliverOutcome::Buffered { seq, push } => {
+                    metrics.hot.delivered_buffered.inc();
+                    if push {
+                        app_state.push.push(
+                            app,
+                            &identity.user,
+                            Some(&identity.device),
+                            &[message_id],
+                            PushTrigger::DetachedGrace,
+                        );
                     }
+                    DeviceOutcome::Buffered { seq }
                 }
-            }
+                DeliverOutcome::Overflow => {
+                    Metrics::count(&metrics.deliveries, "overflow");
+                    DeviceOutcome::Offline
+                }
+                DeliverOutcome::Ended => {
+                    Metrics::count(&metrics.deliveries, "ended");
+                    DeviceOutcome::Offline
+                }
+            };
+            devices.push(DeviceReport {
+                user: identity.user.clone(),
+                session: Some(cell.id()),
+                device: Some(identity.device.clone()),
+                outcome,
+            });
         }
         let mut offline: HashMap<UserId, Vec<Undelivered>> = HashMap::new();
         for report in &devices {

@@ -3,6 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use hashbrown::{Equivalent, HashSet as MemberSet};
 use tokio::sync::Notify;
 
 use crate::ids::{AppId, DeviceId, RoomId, SessionId, UserId};
@@ -59,12 +60,23 @@ impl SessionCell {
 type UserKey = (AppId, UserId);
 type RoomKey = (AppId, RoomId);
 
+/// A [`UserKey`] or [`RoomKey`] made of borrowed ids: hashes like the owned tuple, so
+/// lookups on the per-message path clone no key.
+#[derive(Hash)]
+struct KeyRef<'a, T>(&'a AppId, &'a T);
+
+impl<T: Eq> Equivalent<(AppId, T)> for KeyRef<'_, T> {
+    fn equivalent(&self, key: &(AppId, T)) -> bool {
+        *self.0 == key.0 && *self.1 == key.1
+    }
+}
+
 /// Sharded indexes over live (attached or detached) sessions.
 #[derive(Debug)]
 pub(crate) struct Registry {
     by_id: Sharded<SessionId, Arc<SessionCell>>,
     by_user: Sharded<UserKey, Vec<Arc<SessionCell>>>,
-    rooms: Sharded<RoomKey, HashSet<UserId>>,
+    rooms: Sharded<RoomKey, MemberSet<UserId>>,
     /// Sessions ended by a newer login of the same device (bounded, oldest forgotten first),
     /// so a kicked device that auto-reconnects cannot evict the login that replaced it.
     taken_over: Mutex<(HashSet<SessionId>, VecDeque<SessionId>)>,
@@ -119,7 +131,7 @@ impl Registry {
 
     pub(crate) fn remove(&self, cell: &SessionCell) {
         self.by_id.write(&cell.id).remove(&cell.id);
-        let key = (cell.identity.app.clone(), cell.identity.user.clone());
+        let key = KeyRef(&cell.identity.app, &cell.identity.user);
         let mut shard = self.by_user.write(&key);
         if let Some(sessions) = shard.get_mut(&key) {
             sessions.retain(|c| c.id != cell.id);
@@ -133,10 +145,39 @@ impl Registry {
         self.by_id.get(&id)
     }
 
+    /// The sessions of `user` (a snapshot: delivering to them takes their locks, which must
+    /// never be taken under a registry lock).
     pub(crate) fn user_sessions(&self, app: &AppId, user: &UserId) -> Vec<Arc<SessionCell>> {
-        self.by_user
-            .get(&(app.clone(), user.clone()))
-            .unwrap_or_default()
+        let mut cells = Vec::new();
+        self.push_user_sessions(app, user, &mut cells);
+        cells
+    }
+
+    /// Appends the sessions of `user` to `out`.
+    pub(crate) fn push_user_sessions(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        out: &mut Vec<Arc<SessionCell>>,
+    ) {
+        self.by_user.with(&KeyRef(app, user), |sessions| {
+            out.extend(sessions.into_iter().flatten().cloned());
+        });
+    }
+
+    /// Appends the sessions of every member of `room` to `out`: one pass under the room's
+    /// shard lock (rooms are locked before user shards, never the other way round).
+    pub(crate) fn push_room_sessions(
+        &self,
+        app: &AppId,
+        room: &RoomId,
+        out: &mut Vec<Arc<SessionCell>>,
+    ) {
+        self.rooms.with(&KeyRef(app, room), |members| {
+            for member in members.into_iter().flatten() {
+                self.push_user_sessions(app, member, out);
+            }
+        });
     }
 
     pub(crate) fn device_session(
@@ -145,9 +186,12 @@ impl Registry {
         user: &UserId,
         device: &DeviceId,
     ) -> Option<Arc<SessionCell>> {
-        self.user_sessions(app, user)
-            .into_iter()
-            .find(|c| &c.identity.device == device)
+        self.by_user.with(&KeyRef(app, user), |sessions| {
+            sessions?
+                .iter()
+                .find(|c| &c.identity.device == device)
+                .cloned()
+        })
     }
 
     pub(crate) fn all_sessions(&self) -> Vec<Arc<SessionCell>> {
@@ -164,7 +208,7 @@ impl Registry {
     }
 
     pub(crate) fn leave(&self, app: &AppId, room: &RoomId, user: &UserId) -> bool {
-        let key = (app.clone(), room.clone());
+        let key = KeyRef(app, room);
         let mut shard = self.rooms.write(&key);
         let Some(members) = shard.get_mut(&key) else {
             return false;
@@ -174,13 +218,5 @@ impl Registry {
             shard.remove(&key);
         }
         removed
-    }
-
-    pub(crate) fn room_members(&self, app: &AppId, room: &RoomId) -> Vec<UserId> {
-        self.rooms
-            .read(&(app.clone(), room.clone()))
-            .get(&(app.clone(), room.clone()))
-            .map(|m| m.iter().cloned().collect())
-            .unwrap_or_default()
     }
 }

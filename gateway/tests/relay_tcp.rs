@@ -109,3 +109,50 @@ async fn bad_token_and_unknown_app_are_refused_with_codes() {
     }
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_room_delivery_skips_the_excluded_sender_instead_of_reporting_it_offline() {
+    use imgate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, Target};
+    use imgate::ids::{AppId, RoomId, SessionId, UserId};
+
+    let gw = start().await;
+    let mut alice = connect(&gw).await;
+    let mut bob = connect(&gw).await;
+    let alice_welcome = hello(&mut alice, "tok-alice", None).await;
+    hello(&mut bob, "tok-bob", None).await;
+    let handle = gw.handle();
+    let (app, room) = (AppId::new("chat"), RoomId::new("lobby"));
+    for user in ["alice", "bob", "carol"] {
+        handle.join_room(&app, &room, UserId::new(user));
+    }
+    let report = handle
+        .deliver(
+            &app,
+            Delivery {
+                target: Target::Room(room.clone()),
+                payload: Bytes::from_static(b"hello room"),
+                options: DeliveryOptions {
+                    from: Some(UserId::new("alice")),
+                    exclude_session: Some(SessionId(alice_welcome.session_id)),
+                    push: None,
+                },
+            },
+        )
+        .expect("deliver");
+    // Bob is reached; alice sent it (her only session is excluded), carol has no session:
+    // neither is reported, so neither is pushed or handed to the backend as undelivered.
+    let reached: Vec<_> = report
+        .devices
+        .iter()
+        .map(|d| (d.user.as_str(), d.outcome.clone()))
+        .collect();
+    assert_eq!(reached, [("bob", DeviceOutcome::Sent { seq: 1 })]);
+    match recv(&mut bob).await {
+        Kind::Deliver(d) => assert_eq!(
+            (d.room.as_str(), &d.payload[..]),
+            ("lobby", &b"hello room"[..])
+        ),
+        other => panic!("expected Deliver, got {other:?}"),
+    }
+    gw.shutdown().await;
+}

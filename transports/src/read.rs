@@ -3,12 +3,13 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use imgate_codec::{CodecError, Frame, FrameDecoder};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::framed::ConnCore;
@@ -199,14 +200,31 @@ fn poll_other(
     }
 }
 
-/// One read from the shared TCP socket (the same readiness dance as tokio's own `poll_read`).
+/// One read from the shared TCP socket.
+///
+/// Like tokio's own `TcpStream::poll_read`, a read that leaves room in the buffer proves the
+/// socket drained (epoll is edge-triggered), so readiness is cleared at once: the next poll
+/// waits for new data instead of spending a `recvfrom` to learn `EAGAIN`. On a connection
+/// that sends one small frame at a time that is every other read syscall.
 fn read_tcp(tcp: &TcpStream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
     loop {
         ready!(tcp.poll_read_ready(cx))?;
-        match tcp.try_read(buf) {
-            // Readiness was stale; `try_read` cleared it, so the next poll registers us.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return Poll::Ready(result),
+        let mut read = None;
+        // `try_io` clears readiness when its closure reports `WouldBlock`; a short read
+        // reports it after keeping the count (tokio only clears if no newer event came in).
+        let result = tcp.try_io(Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(tcp)).read(buf)?;
+            read = Some(n);
+            if n > 0 && n < buf.len() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match (read, result) {
+            (Some(n), _) => return Poll::Ready(Ok(n)),
+            // Readiness was stale; `try_io` cleared it, so the next poll registers us.
+            (None, Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (None, result) => return Poll::Ready(result),
         }
     }
 }
