@@ -2,8 +2,10 @@
 //! transmits, and carries out its events. It outlives the connection while the session is
 //! detached, and lets go as soon as a resume attaches the session elsewhere.
 
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use imgate_codec::{CloseCode, Compression, Receipt};
 use imgate_transports::{FrameReader, FrameWriter};
@@ -48,6 +50,10 @@ pub(super) struct Driver {
 /// Frames are pulled from the session only while less than this is queued for the socket:
 /// a replay of a large backlog streams instead of ballooning the write queue.
 const OUTBOUND_HIGH_WATER: usize = 32 * 1024;
+
+/// Queued output that is written before more input is read (below it, waiting input is
+/// handled first and its answers are batched into the same write).
+const FLUSH_BEFORE_READING: usize = 16 * 1024;
 
 /// What one pass over the session's output asks for.
 #[derive(Default)]
@@ -292,14 +298,41 @@ impl Driver {
         mut timer: Pin<&mut Sleep>,
         deadline: Option<Instant>,
     ) -> Woke {
+        if writer.queued_bytes() >= FLUSH_BEFORE_READING {
+            // Enough is queued to be worth a write before more input is taken: one attempt
+            // now (once written, go round to pull what the session still holds back); if
+            // the socket is full, the flush branch below waits for it.
+            match poll_fn(|cx| Poll::Ready(writer.poll_flush(cx))).await {
+                Poll::Ready(Ok(())) => {
+                    self.stalled_since = None;
+                    return Woke::Again;
+                }
+                Poll::Ready(Err(_)) => return Woke::Gone,
+                Poll::Pending => {}
+            }
+        }
         let stall_deadline = self
             .stalled_since
             .map(|since| since + self.config().write_stall_timeout);
         let armed = arm(timer.as_mut(), earliest(deadline, stall_deadline));
+        // Biased, in this order: time-outs (never starved by a busy peer), input already
+        // waiting, wake-ups, then the flush, so the answers to a burst of frames and the
+        // deliveries that arrive meanwhile leave in one write, not one write per frame.
+        // Input that would block costs nothing here (readiness is tracked), so a lone frame
+        // is still answered at once.
         tokio::select! {
-            flushed = writer.flush(), if writer.queued_bytes() > 0 => {
-                self.stalled_since = None;
-                if flushed.is_ok() { Woke::Again } else { Woke::Gone }
+            biased;
+            () = timer, if armed => {
+                let now = Instant::now();
+                if stall_deadline.is_some_and(|stall| now >= stall) {
+                    // The client stopped reading: let it go and resume later rather than
+                    // hold its backlog in memory.
+                    Metrics::count(&self.handle.metrics().closes, CloseCode::SLOW_CONSUMER.name());
+                    tracing::debug!(session.id = %self.cell.id(), "slow consumer: write stalled");
+                    return Woke::Close(CloseCode::SLOW_CONSUMER);
+                }
+                self.cell.lock().handle_timeout(now);
+                Woke::Again
             }
             received = reader.recv() => match received {
                 Ok(Some(frame)) => {
@@ -324,17 +357,9 @@ impl Driver {
                 }
             },
             () = self.cell.woken() => Woke::Again,
-            () = timer, if armed => {
-                let now = Instant::now();
-                if stall_deadline.is_some_and(|stall| now >= stall) {
-                    // The client stopped reading: let it go and resume later rather than
-                    // hold its backlog in memory.
-                    Metrics::count(&self.handle.metrics().closes, CloseCode::SLOW_CONSUMER.name());
-                    tracing::debug!(session.id = %self.cell.id(), "slow consumer: write stalled");
-                    return Woke::Close(CloseCode::SLOW_CONSUMER);
-                }
-                self.cell.lock().handle_timeout(now);
-                Woke::Again
+            flushed = writer.flush(), if writer.queued_bytes() > 0 => {
+                self.stalled_since = None;
+                if flushed.is_ok() { Woke::Again } else { Woke::Gone }
             }
         }
     }
