@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         id: AppId::new("chat"),
         authenticator: Arc::new(tokens),
         backend: Arc::new(RelayBackend),
-        session: SessionConfig::default(),
+        session: Arc::new(SessionConfig::default()),
         push: Arc::new(imgate::offline::NoPush),
     };
     let server = ServerConfig {

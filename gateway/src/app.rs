@@ -18,8 +18,8 @@ pub struct App {
     pub authenticator: Arc<dyn Authenticator>,
     /// Receives the app's upstream traffic.
     pub backend: Arc<dyn Backend>,
-    /// Session limits and timers.
-    pub session: SessionConfig,
+    /// Session limits and timers, shared by the app's sessions.
+    pub session: Arc<SessionConfig>,
     /// Push policy for the app's offline devices (`NoPush` when push is not configured).
     pub push: Arc<dyn PushPolicy>,
 }

@@ -29,7 +29,7 @@ pub async fn start(session: SessionConfig) -> TestGateway {
         id: AppId::new("chat"),
         authenticator: Arc::new(tokens),
         backend: Arc::new(RelayBackend),
-        session,
+        session: Arc::new(session),
         push: Arc::new(imgate::offline::NoPush),
     };
     let server = ServerConfig {

@@ -196,7 +196,7 @@ impl ConfigFile {
                 id,
                 authenticator,
                 backend,
-                session,
+                session: Arc::new(session),
                 push,
             });
         }

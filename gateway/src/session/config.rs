@@ -63,16 +63,9 @@ impl SessionConfig {
             .map_or(self.heartbeat, |(_, interval)| *interval)
     }
 
-    /// The config a session of `platform` runs with: its heartbeat resolved.
-    pub fn for_platform(&self, platform: Platform) -> Self {
-        Self {
-            heartbeat: self.heartbeat_for(platform),
-            ..self.clone()
-        }
-    }
-
-    /// How long the connection may stay silent before it is closed.
-    pub fn liveness_timeout(&self) -> Duration {
-        self.heartbeat.mul_f32(self.liveness_factor.max(1.0))
+    /// How long a connection with this heartbeat interval may stay silent before it is
+    /// closed.
+    pub fn liveness_timeout(&self, heartbeat: Duration) -> Duration {
+        heartbeat.mul_f32(self.liveness_factor.max(1.0))
     }
 }

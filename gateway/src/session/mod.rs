@@ -17,6 +17,7 @@ mod outbox;
 mod secret;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use imgate_codec::{
@@ -109,7 +110,10 @@ pub struct Session {
     id: SessionId,
     secret: ResumeSecret,
     identity: Identity,
-    config: SessionConfig,
+    /// Shared by every session of the app (one copy per app, not per session).
+    config: Arc<SessionConfig>,
+    /// The heartbeat interval for this session's platform.
+    heartbeat: Duration,
     state: State,
     outbox: Outbox,
     dedup: Dedup,
@@ -140,10 +144,11 @@ impl Session {
         id: SessionId,
         secret: ResumeSecret,
         identity: Identity,
-        config: SessionConfig,
+        config: impl Into<Arc<SessionConfig>>,
         negotiated: &Negotiated,
     ) -> Self {
-        let config = config.for_platform(identity.platform);
+        let config = config.into();
+        let heartbeat = config.heartbeat_for(identity.platform);
         let mut session = Self {
             id,
             secret,
@@ -151,6 +156,7 @@ impl Session {
             dedup: Dedup::new(config.receipt_memory),
             identity,
             config,
+            heartbeat,
             state: State::Attached,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
@@ -333,8 +339,8 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         match self.state {
             State::Attached => {
-                if now >= self.last_rx + self.config.liveness_timeout() {
-                    let limit = self.config.liveness_timeout();
+                if now >= self.last_rx + self.liveness_timeout() {
+                    let limit = self.liveness_timeout();
                     return self.close_with_error(
                         now,
                         CloseCode::HEARTBEAT_TIMEOUT,
@@ -492,11 +498,16 @@ impl Session {
         Some(event)
     }
 
+    /// How long the connection may stay silent before it is closed.
+    fn liveness_timeout(&self) -> Duration {
+        self.config.liveness_timeout(self.heartbeat)
+    }
+
     /// When [`Session::handle_timeout`] must be called next (None: no timer needed).
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Attached => {
-                let liveness = self.last_rx + self.config.liveness_timeout();
+                let liveness = self.last_rx + self.liveness_timeout();
                 let overdue = self.outbox.overdue_deadline(self.config.ack_timeout);
                 Some(overdue.map_or(liveness, |o| o.min(liveness)))
             }
@@ -552,7 +563,7 @@ impl Session {
         let welcome = Welcome {
             session_id: self.id.0,
             resume_secret: self.secret.to_bytes(),
-            heartbeat_ms: u32::try_from(self.config.heartbeat.as_millis()).unwrap_or(u32::MAX),
+            heartbeat_ms: u32::try_from(self.heartbeat.as_millis()).unwrap_or(u32::MAX),
             max_frame: self.config.max_frame,
             features: negotiated.features.clone(),
             server_time_ms: self.wall_ms(now),

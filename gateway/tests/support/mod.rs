@@ -63,7 +63,7 @@ pub fn app(backend: Arc<dyn Backend>, session: SessionConfig) -> App {
         id: AppId::new("chat"),
         authenticator: Arc::new(tokens()),
         backend,
-        session,
+        session: Arc::new(session),
         push: Arc::new(imgate::offline::NoPush),
     }
 }
