@@ -86,7 +86,11 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
     // The driver runs outside the connection's span: at the default `info` level a span
     // lives in the subscriber for as long as the connection (~490 B per idle session,
     // measured) and is entered on every wake-up. Its events name the session instead.
-    handle.spawn(driver_task(driver, (reader, writer, open), compression));
+    handle.spawn(driver_task(
+        driver,
+        (reader, writer, open),
+        compression.map(Box::new),
+    ));
 }
 
 /// The future of a session driver's task. It owns the driver's state exactly once; its
@@ -94,7 +98,7 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
 pub(super) fn driver_task(
     mut driver: Driver,
     connection: Connection,
-    compression: Option<Compression>,
+    compression: Option<Box<Compression>>,
 ) -> impl Future<Output = ()> + Send {
     let mut connection = Some(connection);
     let mut compression = compression;

@@ -106,14 +106,20 @@ impl Driver {
     pub(super) async fn run(
         &mut self,
         connection: &mut Option<Connection>,
-        compression: &mut Option<Compression>,
+        compression: &mut Option<Box<Compression>>,
     ) {
         // One timer for the driver's life, re-armed in place: every idle connection holds
         // it, and re-registering a fresh one per wake-up costs timer-wheel work.
         let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
         loop {
-            let output = self.collect(connection.as_mut().map(|(_, w, _)| w), compression);
-            if output.stale {
+            // Destructured at once: only what an await needs stays in the task's future.
+            let Output {
+                events,
+                deadline,
+                stale,
+                slow,
+            } = self.collect(connection.as_mut().map(|(_, w, _)| w), compression);
+            if stale {
                 // Resumed elsewhere: the new driver owns the session and its events. Pass
                 // the wake-up on: `wake` wakes one waiter, and it may have been this one.
                 self.cell.wake();
@@ -122,13 +128,13 @@ impl Driver {
                 }
                 return;
             }
-            if output.slow {
+            if slow {
                 self.detach_if_current();
             }
-            let mut close = output.slow.then_some(CloseCode::SLOW_CONSUMER);
+            let mut close = slow.then_some(CloseCode::SLOW_CONSUMER);
             let mut ended = false;
             let mut answered = false;
-            for event in output.events {
+            for event in events {
                 match event {
                     Event::Upstream { msg_id, request } => {
                         let outcome = match request {
@@ -211,7 +217,7 @@ impl Driver {
                         self.stalled_since = Some(Instant::now());
                     }
                     let woke = self
-                        .wait_attached(reader, writer, timer.as_mut(), output.deadline)
+                        .wait_attached(reader, writer, timer.as_mut(), deadline)
                         .await;
                     if let Woke::Close(code) = woke {
                         Box::pin(self.close(writer, code)).await;
@@ -222,7 +228,7 @@ impl Driver {
                         self.handle.shared.detached.notify_waiters();
                     }
                 }
-                None => self.wait_detached(timer.as_mut(), output.deadline).await,
+                None => self.wait_detached(timer.as_mut(), deadline).await,
             }
         }
     }
@@ -252,7 +258,7 @@ impl Driver {
     fn collect(
         &self,
         writer: Option<&mut FrameWriter>,
-        compression: &mut Option<Compression>,
+        compression: &mut Option<Box<Compression>>,
     ) -> Output {
         let mut session = self.cell.lock();
         if session.generation() != self.generation {
@@ -277,7 +283,7 @@ impl Driver {
                 sent += 1;
                 // Compression starts right after Welcome, never before.
                 if let Some(compression) = compression.take() {
-                    writer.encoder_mut().set_compression(Some(compression));
+                    writer.encoder_mut().set_compression(Some(*compression));
                 }
             }
             if sent > 0 {

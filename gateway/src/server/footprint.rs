@@ -71,9 +71,11 @@ async fn accepted_tcp() -> (FrameReader, FrameWriter, FramedConn) {
 
 /// The budget for a driver task's future: every attached or detached session holds one.
 /// It was 8.3 KB before the task stopped holding its future twice and the driver its state
-/// twice; what is left is the transport halves, the driver, one timer and the wait (736 B
-/// when last measured).
-const DRIVER_TASK_BUDGET: usize = 800;
+/// twice; what is left is the transport halves, the driver, one timer and the wait (688 B
+/// when last measured). tokio rounds a task's allocation up to 128 B: with the cancellation
+/// and tracking wrappers (~80 B) and the task header (~100 B) this future keeps the task at
+/// 896 B; past ~712 B every session pays another 128.
+const DRIVER_TASK_BUDGET: usize = 704;
 
 #[tokio::test]
 async fn a_driver_task_stays_within_its_budget() {
