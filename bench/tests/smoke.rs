@@ -1,6 +1,6 @@
-//! Smoke mode cannot rot: every imgate scenario, tiny counts, against the gateway library run
-//! as a child process (`imgate-bench serve-imgate`, so the separately built `imgate` binary is
-//! not needed). Peers (mosquitto, nats-server) are added with `IMGATE_BENCH_SMOKE_TARGETS`
+//! Smoke mode cannot rot: every imgate scenario (idle over all five transports), tiny counts,
+//! against the gateway library run as a child process (`imgate-bench serve-imgate`, so the
+//! separately built `imgate` binary is not needed). Peers (mosquitto, nats-server) are added with `IMGATE_BENCH_SMOKE_TARGETS`
 //! (e.g. `imgate,mosquitto-qos1,nats`) and skipped when not installed.
 
 use std::process::Command;
@@ -31,6 +31,14 @@ fn every_scenario_runs_in_smoke_mode_without_loss() {
         assert!(
             stdout.contains(&format!("== {scenario} ==")),
             "no {scenario} table:\n{stdout}"
+        );
+    }
+    // Smoke idle covers every imgate transport (TLS, WSS and QUIC with the bench's own
+    // self-signed certificate); an error row would have failed the run above.
+    for transport in ["tcp", "tls", "ws", "wss", "quic"] {
+        assert!(
+            stdout.contains(&format!("imgate-{transport}@")),
+            "no idle row for imgate over {transport}:\n{stdout}"
         );
     }
     let files: Vec<_> = std::fs::read_dir(&out)

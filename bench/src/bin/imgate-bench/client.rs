@@ -1,9 +1,10 @@
-//! Load-generator clients: imgate raw frames over TCP, MQTT (rumqttc), NATS (async-nats).
+//! Load-generator clients: imgate raw frames over any imgate transport, MQTT (rumqttc), NATS (async-nats).
 //! Every connection reports each delivered payload to a callback and can send to a user or a
 //! room; sends are bounded by a window of outstanding acknowledgements where the protocol
 //! has them (imgate `Receipt`, MQTT `PUBACK`).
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -77,6 +78,10 @@ pub(crate) struct ClientConfig {
     pub window: usize,
     /// Client heartbeat interval (imgate Ping, MQTT keep-alive, NATS ping).
     pub heartbeat: Duration,
+    /// imgate: the transport `addr` speaks (the peers are always TCP).
+    pub transport: TransportKind,
+    /// imgate over TLS, WSS or QUIC: PEM certificate to trust (the bench's self-signed one).
+    pub ca: Option<PathBuf>,
 }
 
 /// An HS256 token for `user`, valid for a day.
@@ -314,25 +319,55 @@ impl Conn {
     }
 }
 
+/// The connector of this worker thread for `transport` trusting `ca`, built once: a QUIC
+/// connector is a UDP endpoint, and rebuilding TLS roots per connection would be waste.
+fn connector_for(transport: TransportKind, ca: Option<&Path>) -> Result<Arc<Connector>, String> {
+    type Cache = Option<(TransportKind, Option<PathBuf>, Arc<Connector>)>;
+    thread_local! {
+        static CONNECTOR: std::cell::RefCell<Cache> = const { std::cell::RefCell::new(None) };
+    }
+    CONNECTOR.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((kind, path, connector)) = cache.as_ref() {
+            if *kind == transport && path.as_deref() == ca {
+                return Ok(Arc::clone(connector));
+            }
+        }
+        let roots = match ca {
+            Some(path) => trusting(path)?,
+            None => RootCertStore::empty(),
+        };
+        let mut cfg = ConnectorConfig::new(transport, roots);
+        cfg.handshake_timeout = Duration::from_secs(30);
+        let connector = Arc::new(Connector::new(cfg).map_err(|e| format!("connector: {e}"))?);
+        *cache = Some((transport, ca.map(Path::to_owned), Arc::clone(&connector)));
+        Ok(connector)
+    })
+}
+
+/// A root store trusting every certificate of the PEM file at `path`.
+fn trusting(path: &Path) -> Result<RootCertStore, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(roots)
+}
+
 async fn connect_imgate(
     config: &ClientConfig,
     user: &str,
     on_message: OnMessage,
     resume: Option<(SessionInfo, u64)>,
 ) -> Result<Conn, String> {
-    thread_local! {
-        static CONNECTOR: std::cell::RefCell<Option<Arc<Connector>>> = const { std::cell::RefCell::new(None) };
-    }
-    let connector = CONNECTOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            let mut cfg = ConnectorConfig::new(TransportKind::Tcp, RootCertStore::empty());
-            cfg.handshake_timeout = Duration::from_secs(30);
-            *c = Connector::new(cfg).ok().map(Arc::new);
-        }
-        c.clone()
-    });
-    let connector = connector.ok_or("connector")?;
+    let connector = connector_for(config.transport, config.ca.as_deref())?;
     let mut conn: FramedConn =
         tokio::time::timeout(Duration::from_secs(30), connector.connect(config.addr))
             .await

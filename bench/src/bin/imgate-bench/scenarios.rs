@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use clap::Args;
 use hdrhistogram::Histogram;
+use imgate_transports::TransportKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -55,6 +56,10 @@ pub(crate) struct IdleArgs {
     /// Length of the measured idle window, seconds.
     #[arg(long, default_value_t = 20)]
     measure_secs: u64,
+    /// imgate transports, comma-separated (tcp, tls, ws, wss, quic): one imgate row per
+    /// transport and count. Peers stay TCP.
+    #[arg(long, default_value = "tcp")]
+    transports: String,
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +76,12 @@ pub(crate) struct IdleClientArgs {
     heartbeat_secs: u64,
     #[arg(long)]
     max_secs: u64,
+    /// imgate transport of `addr`.
+    #[arg(long, default_value = "tcp")]
+    transport: TransportKind,
+    /// PEM certificate to trust (TLS, WSS, QUIC).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +183,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &Cmd) -> Result<bool, String> {
                 per_proc: 5000,
                 heartbeat_secs: 5,
                 measure_secs: 20,
+                transports: "tcp".into(),
             };
             ok &= idle(&ctx, &idle_args).await?;
             let routed_args = RoutedArgs {
@@ -231,6 +243,8 @@ fn client_config(
         addr: server.addr,
         window,
         heartbeat,
+        transport: TransportKind::Tcp,
+        ca: None,
     }
 }
 
@@ -271,7 +285,47 @@ fn ms(d: Duration) -> f64 {
 // ---------------------------------------------------------------------------------------------
 // idle
 
+/// `--transports`: imgate transports by name, in the order given.
+fn parse_transports(list: &str) -> Result<Vec<TransportKind>, String> {
+    let transports: Vec<TransportKind> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| name.parse().map_err(|e| format!("--transports: {e}")))
+        .collect::<Result<_, _>>()?;
+    if transports.is_empty() {
+        return Err("--transports: name at least one of tcp, tls, ws, wss, quic".into());
+    }
+    Ok(transports)
+}
+
+/// The rows to run for `target`: every listed transport for imgate, TCP alone for the peers.
+fn idle_transports(target: Target, transports: &[TransportKind]) -> Vec<TransportKind> {
+    if target == Target::Imgate {
+        transports.to_vec()
+    } else {
+        vec![TransportKind::Tcp]
+    }
+}
+
+/// `imgate@N` for a TCP-only run (the label earlier runs used), `imgate-tls@N` once several
+/// transports are compared; the peers as before (MQTT idle does not depend on QoS).
+fn idle_label(target: Target, transport: TransportKind, tcp_only: bool, n: usize) -> String {
+    match target {
+        Target::Imgate if !tcp_only => format!("imgate-{transport}@{n}"),
+        Target::MqttQos1 => format!("mosquitto@{n}"),
+        _ => format!("{}@{n}", target.name()),
+    }
+}
+
 async fn idle(ctx: &Ctx, args: &IdleArgs) -> Result<bool, String> {
+    // Smoke mode covers every transport, so none of the listener configurations can rot.
+    let transports = if ctx.smoke {
+        TransportKind::ALL.to_vec()
+    } else {
+        parse_transports(&args.transports)?
+    };
+    let tcp_only = transports == [TransportKind::Tcp];
     let (counts, per_proc, hb, measure) = if ctx.smoke {
         (vec![200], 100, 1, 2)
     } else {
@@ -294,33 +348,34 @@ async fn idle(ctx: &Ctx, args: &IdleArgs) -> Result<bool, String> {
             if target == Target::MqttQos0 {
                 continue; // idle MQTT does not depend on QoS
             }
-            let label = format!(
-                "{}@{n}",
-                if target == Target::MqttQos1 {
-                    "mosquitto"
-                } else {
-                    target.name()
-                }
-            );
-            eprintln!("idle: {label}");
-            let row = match idle_one(ctx, target, n, per_proc, hb, measure).await {
-                Ok(row) => row,
-                Err(e) => {
-                    ok &= target != Target::Imgate;
-                    let mut row = Row::new(label.clone());
-                    row.note("error", e);
-                    row
-                }
-            };
-            let mut row = row;
-            row.label = label;
-            rows.push(row);
+            for transport in idle_transports(target, &transports) {
+                let label = idle_label(target, transport, tcp_only, n);
+                eprintln!("idle: {label}");
+                let shape = IdleShape {
+                    n,
+                    per_proc,
+                    hb,
+                    measure,
+                };
+                let mut row = match idle_one(ctx, target, transport, &shape).await {
+                    Ok(row) => row,
+                    Err(e) => {
+                        ok &= target != Target::Imgate;
+                        let mut row = Row::new(label.clone());
+                        row.note("error", e);
+                        row
+                    }
+                };
+                row.label = label;
+                rows.push(row);
+            }
         }
     }
+    let transport_names: Vec<&str> = transports.iter().map(|t| t.as_str()).collect();
     emit(
         &ctx.out,
         "idle",
-        json!({"conns": counts, "per_proc": per_proc, "heartbeat_secs": hb, "measure_secs": measure, "smoke": ctx.smoke}),
+        json!({"conns": counts, "per_proc": per_proc, "heartbeat_secs": hb, "measure_secs": measure, "transports": transport_names, "smoke": ctx.smoke}),
         &rows,
         &[
             "server_bytes_per_conn",
@@ -331,16 +386,33 @@ async fn idle(ctx: &Ctx, args: &IdleArgs) -> Result<bool, String> {
     Ok(ok)
 }
 
+/// Size and timing of one idle measurement.
+struct IdleShape {
+    /// Connections.
+    n: usize,
+    /// Connections per client process.
+    per_proc: usize,
+    /// Heartbeat interval, seconds.
+    hb: u64,
+    /// Measured window, seconds.
+    measure: u64,
+}
+
 async fn idle_one(
     ctx: &Ctx,
     target: Target,
-    n: usize,
-    per_proc: usize,
-    hb: u64,
-    measure: u64,
+    transport: TransportKind,
+    shape: &IdleShape,
 ) -> Result<Row, String> {
+    let IdleShape {
+        n,
+        per_proc,
+        hb,
+        measure,
+    } = *shape;
     let settings = ImgateSettings {
         heartbeat_secs: hb,
+        transport,
         ..ImgateSettings::default()
     };
     let server = start_server(ctx, target, &settings, 600)?;
@@ -353,14 +425,20 @@ async fn idle_one(
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     for p in 0..procs {
         let count = per_proc.min(n - p * per_proc);
-        let mut child = Command::new(&exe)
-            .args([
-                "idle-client",
-                "--target",
-                target.name(),
-                "--addr",
-                &server.addr.to_string(),
-            ])
+        let mut command = Command::new(&exe);
+        command.args([
+            "idle-client",
+            "--target",
+            target.name(),
+            "--addr",
+            &server.transport_addr.to_string(),
+            "--transport",
+            transport.as_str(),
+        ]);
+        if let Some(ca) = &server.ca {
+            command.arg("--ca").arg(ca);
+        }
+        let mut child = command
             .args([
                 "--conns",
                 &count.to_string(),
@@ -430,6 +508,7 @@ async fn idle_one(
         )
         .fig("client_cpu_us_per_hb", client_cpu / pings * 1e6)
         .note("conns", n)
+        .note("transport", transport.as_str())
         .note("client_procs", procs)
         .note("client_connect_ms_max", client_ms)
         .note("rss_before", before)
@@ -458,6 +537,8 @@ async fn idle_client(args: &IdleClientArgs) -> Result<(), String> {
         addr: args.addr,
         window: 16,
         heartbeat: Duration::from_secs(args.heartbeat_secs),
+        transport: args.transport,
+        ca: args.ca.clone(),
     };
     let names: Vec<String> = (args.first..args.first + args.conns)
         .map(|i| format!("idle{i}"))
@@ -1169,4 +1250,38 @@ async fn resume_one(ctx: &Ctx, clients: usize, pending: u64) -> Result<Row, Stri
     }
     drop(reconnected);
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports_parse_in_order_and_reject_unknown_names() {
+        assert_eq!(
+            parse_transports("tcp, quic,wss"),
+            Ok(vec![
+                TransportKind::Tcp,
+                TransportKind::Quic,
+                TransportKind::Wss
+            ])
+        );
+        assert!(parse_transports("tcp,http").is_err());
+        assert!(parse_transports(" , ").is_err());
+    }
+
+    #[test]
+    fn tcp_only_runs_keep_their_labels_and_peers_stay_tcp() {
+        let tcp = TransportKind::Tcp;
+        assert_eq!(idle_label(Target::Imgate, tcp, true, 5000), "imgate@5000");
+        assert_eq!(
+            idle_label(Target::Imgate, tcp, false, 5000),
+            "imgate-tcp@5000"
+        );
+        let tls = TransportKind::Tls;
+        assert_eq!(idle_label(Target::Imgate, tls, false, 5), "imgate-tls@5");
+        assert_eq!(idle_label(Target::MqttQos1, tcp, false, 5), "mosquitto@5");
+        assert_eq!(idle_transports(Target::Nats, &[tls, tcp]), vec![tcp]);
+        assert_eq!(idle_transports(Target::Imgate, &[tls, tcp]), vec![tls, tcp]);
+    }
 }

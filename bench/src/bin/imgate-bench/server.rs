@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use imgate_transports::TransportKind;
 use tokio::time::Instant;
 
 /// Which server a target runs against.
@@ -23,6 +25,8 @@ pub(crate) struct ImgateSettings {
     pub heartbeat_secs: u64,
     pub max_unacked: usize,
     pub resume_window_secs: u64,
+    /// A listener for this transport besides the TCP one (which readiness checks use).
+    pub transport: TransportKind,
 }
 
 impl Default for ImgateSettings {
@@ -31,6 +35,7 @@ impl Default for ImgateSettings {
             heartbeat_secs: 30,
             max_unacked: 1024,
             resume_window_secs: 120,
+            transport: TransportKind::Tcp,
         }
     }
 }
@@ -78,6 +83,10 @@ pub(crate) struct Server {
     /// The server process itself (the child of `timeout`).
     pub pid: u32,
     pub addr: SocketAddr,
+    /// imgate: the listener of `ImgateSettings::transport` (`addr` for TCP and the peers).
+    pub transport_addr: SocketAddr,
+    /// imgate over TLS, WSS or QUIC: the PEM certificate clients must trust.
+    pub ca: Option<PathBuf>,
     dir: PathBuf,
 }
 
@@ -108,11 +117,49 @@ fn scratch_dir(tag: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// The imgate configuration for a bench run: one TCP listener on an ephemeral port, JWT auth
-/// with the development secret, admin on an ephemeral port. The handshake and per-connection
-/// frame rate limits are lifted (a load generator is not an abusive client; the defaults,
-/// 2,000 handshakes/s and 200 frames/s per connection, would measure the limiter).
-pub(crate) fn imgate_config(settings: &ImgateSettings) -> String {
+/// Writes a self-signed certificate for `localhost` and `127.0.0.1` into `dir`: (cert, key)
+/// PEM paths. A file rather than imgate's built-in development certificate, because the
+/// client processes must be told to trust it.
+fn write_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(|e| format!("generating a certificate: {e}"))?;
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    std::fs::write(&key, certified.key_pair.serialize_pem())
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    Ok((cert, key))
+}
+
+/// One `[[listener]]` on an ephemeral loopback port, without connection caps.
+fn listener_section(transport: TransportKind) -> String {
+    format!(
+        "[[listener]]\ntransport = \"{transport}\"\nbind = \"127.0.0.1:0\"\n\
+         max_connections = 1000000\nmax_per_ip = 0\n\n"
+    )
+}
+
+/// The imgate configuration for a bench run: a TCP listener on an ephemeral port (plus one for
+/// `settings.transport` when it is not TCP, with `[tls]` pointing at `tls`: cert and key PEM
+/// paths), JWT auth with the development secret, admin on an ephemeral port. The handshake
+/// and per-connection frame rate limits are lifted (a load generator is not an abusive
+/// client; the defaults, 2,000 handshakes/s and 200 frames/s per connection, would measure
+/// the limiter).
+pub(crate) fn imgate_config(settings: &ImgateSettings, tls: Option<(&Path, &Path)>) -> String {
+    let mut listeners = listener_section(TransportKind::Tcp);
+    if settings.transport != TransportKind::Tcp {
+        listeners.push_str(&listener_section(settings.transport));
+    }
+    // Debug quoting escapes `"` and `\` as TOML basic strings do (enough for temp paths).
+    let toml_str = |p: &Path| format!("{:?}", p.display().to_string());
+    let tls = tls.map_or_else(String::new, |(cert, key)| {
+        format!(
+            "[tls]\ncert = {}\nkey = {}\n\n",
+            toml_str(cert),
+            toml_str(key)
+        )
+    });
     format!(
         r#"[server]
 handshakes_per_sec = 1000000.0
@@ -122,12 +169,7 @@ drain_grace_secs = 1
 [admin]
 bind = "127.0.0.1:0"
 
-[[listener]]
-transport = "tcp"
-bind = "127.0.0.1:0"
-max_connections = 1000000
-max_per_ip = 0
-
+{tls}{listeners}
 [[app]]
 id = "default"
 backend = "relay"
@@ -169,10 +211,22 @@ impl Server {
         let mut cmd = Command::new("timeout");
         cmd.args(["--kill-after=5", &max_secs.to_string()]);
         let mut port = 0;
+        let mut ca = None;
         match kind {
             ServerKind::Imgate => {
+                let tls = if settings.transport.uses_tls() {
+                    Some(write_certificate(&dir)?)
+                } else {
+                    None
+                };
                 let config = dir.join("imgate.toml");
-                std::fs::write(&config, imgate_config(settings)).map_err(|e| e.to_string())?;
+                let text = imgate_config(
+                    settings,
+                    tls.as_ref()
+                        .map(|(cert, key)| (cert.as_path(), key.as_path())),
+                );
+                std::fs::write(&config, text).map_err(|e| e.to_string())?;
+                ca = tls.map(|(cert, _)| cert);
                 match imgate {
                     ImgateExe::Binary(path) => {
                         cmd.arg(path);
@@ -212,27 +266,19 @@ impl Server {
             .stderr(Stdio::null());
         let mut child = cmd.spawn().map_err(|e| format!("starting {kind:?}: {e}"))?;
         let wrapper = child.id();
-        let addr = if kind == ServerKind::Imgate {
+        let (addr, transport_addr) = if kind == ServerKind::Imgate {
             let stdout = child.stdout.take().ok_or("stdout")?;
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let mut lines = BufReader::new(stdout).lines();
-                let mut sent = false;
-                while let Some(Ok(line)) = lines.next() {
-                    if !sent {
-                        if let Some(addr) = line.strip_prefix("imgate listening: tcp on ") {
-                            let _ = tx.send(addr.trim().to_owned());
-                            sent = true;
-                        }
-                    }
+            match reported_listeners(stdout, settings.transport) {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(e);
                 }
-            });
-            let addr = rx
-                .recv_timeout(Duration::from_secs(30))
-                .map_err(|_| "imgate did not report its TCP listener within 30 s")?;
-            addr.parse().map_err(|e| format!("{addr}: {e}"))?
+            }
         } else {
-            SocketAddr::from(([127, 0, 0, 1], port))
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            (addr, addr)
         };
         let started = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
@@ -248,6 +294,8 @@ impl Server {
             child,
             pid,
             addr,
+            transport_addr,
+            ca,
             dir,
         })
     }
@@ -263,6 +311,46 @@ impl Server {
     /// Whether the server process is still alive.
     pub(crate) fn alive(&self) -> bool {
         Path::new(&format!("/proc/{}/stat", self.pid)).exists()
+    }
+}
+
+/// Reads imgate's `imgate listening: KIND on ADDR` lines until both the TCP listener and the
+/// `transport` one are reported: (TCP address, `transport` address). Keeps draining stdout
+/// afterwards so the server never blocks on a full pipe.
+fn reported_listeners(
+    stdout: std::process::ChildStdout,
+    transport: TransportKind,
+) -> Result<(SocketAddr, SocketAddr), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.strip_prefix("imgate listening: ") {
+                let _ = tx.send(rest.trim().to_owned());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut tcp, mut other) = (None, None);
+    while tcp.is_none() || other.is_none() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let reported = rx.recv_timeout(remaining).map_err(|_| {
+            format!("imgate did not report its tcp and {transport} listeners within 30 s")
+        })?;
+        let Some((kind, addr)) = reported.split_once(" on ") else {
+            continue;
+        };
+        let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        if kind == TransportKind::Tcp.as_str() {
+            tcp = Some(addr);
+        }
+        if kind == transport.as_str() {
+            other = Some(addr);
+        }
+    }
+    match (tcp, other) {
+        (Some(tcp), Some(other)) => Ok((tcp, other)),
+        _ => Err("imgate listeners".into()),
     }
 }
 
