@@ -32,17 +32,7 @@ impl Identity {
     /// Loads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
     /// SEC1).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TransportError> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                TransportError::Config(format!("certificate file {}: {e}", cert.display()))
-            })?;
-        if chain.is_empty() {
-            return Err(TransportError::Config(format!(
-                "certificate file {} holds no certificate",
-                cert.display()
-            )));
-        }
+        let chain = certificates_from_pem_file(cert)?;
         let key = PrivateKeyDer::from_pem_file(key)
             .map_err(|e| TransportError::Config(format!("key file {}: {e}", key.display())))?;
         Ok(Self {
@@ -129,6 +119,32 @@ pub(crate) fn client_config(
     Ok(config)
 }
 
+/// A root store trusting every certificate in the PEM file at `path`: how a client trusts a
+/// private CA or a server's self-signed certificate.
+pub fn roots_from_pem_file(path: &Path) -> Result<RootCertStore, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates_from_pem_file(path)? {
+        roots.add(cert).map_err(|e| {
+            TransportError::Config(format!("certificate file {}: {e}", path.display()))
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The certificates of a PEM file, in order; an error if it holds none.
+fn certificates_from_pem_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TransportError::Config(format!("certificate file {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(TransportError::Config(format!(
+            "certificate file {} holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +160,12 @@ mod tests {
         std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write key");
         let identity = Identity::from_pem_files(&cert, &key).expect("load");
         assert_eq!(identity.leaf().as_ref(), certified.cert.der().as_ref());
+        assert_eq!(roots_from_pem_file(&cert).expect("roots").len(), 1);
+        // A key file holds no certificate: refused, not an empty (useless) root store.
+        assert!(matches!(
+            roots_from_pem_file(&key),
+            Err(TransportError::Config(_))
+        ));
         assert!(identity.server_config(ALPN_IMGATE, false).is_ok());
         // A key file holding a certificate is a clear configuration error, not a panic.
         assert!(matches!(

@@ -334,7 +334,9 @@ fn connector_for(transport: TransportKind, ca: Option<&Path>) -> Result<Arc<Conn
             }
         }
         let roots = match ca {
-            Some(path) => trusting(path)?,
+            Some(path) => {
+                imgate_transports::roots_from_pem_file(path).map_err(|e| e.to_string())?
+            }
             None => RootCertStore::empty(),
         };
         let mut cfg = ConnectorConfig::new(transport, roots);
@@ -343,22 +345,6 @@ fn connector_for(transport: TransportKind, ca: Option<&Path>) -> Result<Arc<Conn
         *cache = Some((transport, ca.map(Path::to_owned), Arc::clone(&connector)));
         Ok(connector)
     })
-}
-
-/// A root store trusting every certificate of the PEM file at `path`.
-fn trusting(path: &Path) -> Result<RootCertStore, String> {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = RootCertStore::empty();
-    let certs =
-        CertificateDer::pem_file_iter(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    Ok(roots)
 }
 
 async fn connect_imgate(
