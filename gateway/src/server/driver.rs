@@ -308,13 +308,8 @@ impl Driver {
             // Enough is queued to be worth a write before more input is taken: one attempt
             // now (once written, go round to pull what the session still holds back); if
             // the socket is full, the flush branch below waits for it.
-            match poll_fn(|cx| Poll::Ready(writer.poll_flush(cx))).await {
-                Poll::Ready(Ok(())) => {
-                    self.stalled_since = None;
-                    return Woke::Again;
-                }
-                Poll::Ready(Err(_)) => return Woke::Gone,
-                Poll::Pending => {}
+            if let Poll::Ready(flushed) = poll_fn(|cx| Poll::Ready(writer.poll_flush(cx))).await {
+                return self.flushed(flushed);
             }
         }
         let stall_deadline = self
@@ -363,10 +358,17 @@ impl Driver {
                 }
             },
             () = self.cell.woken() => Woke::Again,
-            flushed = writer.flush(), if writer.queued_bytes() > 0 => {
-                self.stalled_since = None;
-                if flushed.is_ok() { Woke::Again } else { Woke::Gone }
-            }
+            flushed = writer.flush(), if writer.queued_bytes() > 0 => self.flushed(flushed),
+        }
+    }
+
+    /// A completed flush: the write stall is over; a failed one means the connection is gone.
+    fn flushed(&mut self, result: Result<(), imgate_transports::TransportError>) -> Woke {
+        self.stalled_since = None;
+        if result.is_ok() {
+            Woke::Again
+        } else {
+            Woke::Gone
         }
     }
 
