@@ -56,6 +56,35 @@ fn every_scenario_runs_in_smoke_mode_without_loss() {
         5,
         "{files:?}"
     );
+    // The summary reads every result back: one section per scenario, the median plots beside.
+    let jsons = files
+        .iter()
+        .filter(|f| f.ends_with(".json"))
+        .map(|f| out.join(f));
+    let summary_md = out.join("summary.md");
+    let summary = Command::new(env!("CARGO_BIN_EXE_imgate-bench"))
+        .arg("summary")
+        .arg("--markdown")
+        .arg(&summary_md)
+        .args(jsons)
+        .output()
+        .expect("run imgate-bench summary");
+    assert!(
+        summary.status.success(),
+        "{}",
+        String::from_utf8_lossy(&summary.stderr)
+    );
+    let markdown = std::fs::read_to_string(&summary_md).expect("summary.md");
+    for scenario in ["idle", "routed", "latency", "fanout", "resume"] {
+        assert!(
+            markdown.contains(&format!("### {scenario} — 1 run(s)")),
+            "{markdown}"
+        );
+    }
+    assert!(
+        markdown.contains("| lost | **0** |"),
+        "routed/latency/fanout/resume report their losses:\n{markdown}"
+    );
     let _ = std::fs::remove_dir_all(&out);
     assert!(
         started.elapsed() < Duration::from_secs(120),

@@ -6,6 +6,7 @@
 //! ```text
 //! imgate-bench [--smoke] [--targets imgate,mosquitto-qos1,mosquitto-qos0,nats] <scenario>
 //! scenarios: idle, routed, latency, fanout, resume, all
+//! imgate-bench summary FILE... [--markdown OUT.md]   # medians over repeated runs
 //! ```
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod client;
 mod report;
 mod scenarios;
 mod server;
+mod summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,6 +63,8 @@ enum Cmd {
     Resume(scenarios::ResumeArgs),
     /// Every scenario with its defaults (use with --smoke for a quick check).
     All,
+    /// Medians over repeated runs: a Markdown table (and plots) from result JSON files.
+    Summary(summary::SummaryArgs),
     /// (internal) Hold idle connections for the `idle` scenario.
     #[command(hide = true)]
     IdleClient(scenarios::IdleClientArgs),
@@ -89,6 +93,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("serve-imgate: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Cmd::Summary(args) = &cli.command {
+        return match summary::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("summary: {e}");
                 ExitCode::FAILURE
             }
         };

@@ -1,5 +1,6 @@
 //! Output of a run: a table on the terminal, a JSON file and a PNG plot under the results dir.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
@@ -11,7 +12,7 @@ const FONT: &[u8] = include_bytes!("../../../assets/DejaVuSansMono.ttf");
 /// One row: a target (and case), and named figures.
 pub(crate) struct Row {
     pub label: String,
-    pub figures: Vec<(&'static str, f64)>,
+    pub figures: Vec<(Cow<'static, str>, f64)>,
     /// Anything else worth keeping in the JSON (errors, notes, raw values).
     pub extra: serde_json::Map<String, Value>,
 }
@@ -25,8 +26,8 @@ impl Row {
         }
     }
 
-    pub(crate) fn fig(&mut self, name: &'static str, value: f64) -> &mut Self {
-        self.figures.push((name, value));
+    pub(crate) fn fig(&mut self, name: impl Into<Cow<'static, str>>, value: f64) -> &mut Self {
+        self.figures.push((name.into(), value));
         self
     }
 
@@ -35,7 +36,7 @@ impl Row {
         self
     }
 
-    fn get(&self, name: &str) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str) -> Option<f64> {
         self.figures
             .iter()
             .find(|(n, _)| *n == name)
@@ -43,10 +44,38 @@ impl Row {
     }
 }
 
-fn fmt(v: f64) -> String {
+/// The figures a scenario's plot shows, one panel each (the JSON keeps every figure).
+pub(crate) fn headline_figures(scenario: &str) -> &'static [&'static str] {
+    match scenario {
+        "idle" => &[
+            "server_bytes_per_conn",
+            "connect_all_ms",
+            "hb_cpu_ms_per_min_at_30s",
+        ],
+        "routed" => &[
+            "delivered_msgs_per_s",
+            "server_cpu_s_per_million",
+            "client_cpu_s_per_million",
+        ],
+        "latency" => &["p50_us", "p99_us", "p999_us"],
+        "fanout" => &[
+            "deliveries_per_s",
+            "pub_to_last_p50_ms",
+            "pub_to_last_p99_ms",
+            "server_cpu_s_per_million",
+            "client_cpu_s_per_million",
+        ],
+        "resume" => &["all_resumed_ms", "all_delivered_ms"],
+        "push" => &["pushes_per_sec", "p99_us"],
+        _ => &[],
+    }
+}
+
+/// A figure as the tables print it: 3 significant-ish digits, no exponent.
+pub(crate) fn fmt(v: f64) -> String {
     if !v.is_finite() {
         "-".into()
-    } else if v.abs() >= 1000.0 {
+    } else if v.abs() >= 1000.0 || (v.fract() == 0.0 && v.abs() < 1e15) {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
@@ -61,13 +90,12 @@ pub(crate) fn emit(
     scenario: &str,
     params: Value,
     rows: &[Row],
-    plotted: &[&'static str],
 ) -> Result<(PathBuf, PathBuf), String> {
     // Columns: every figure name, in first-seen order.
-    let mut columns: Vec<&'static str> = Vec::new();
+    let mut columns: Vec<&str> = Vec::new();
     for row in rows {
         for (name, _) in &row.figures {
-            if !columns.contains(name) {
+            if !columns.contains(&name.as_ref()) {
                 columns.push(name);
             }
         }
@@ -110,7 +138,7 @@ pub(crate) fn emit(
             let mut o = serde_json::Map::new();
             o.insert("target".into(), r.label.clone().into());
             for (k, v) in &r.figures {
-                o.insert((*k).into(), if v.is_finite() { (*v).into() } else { Value::Null });
+                o.insert(k.to_string(), if v.is_finite() { (*v).into() } else { Value::Null });
             }
             for (k, v) in &r.extra {
                 o.insert(k.clone(), v.clone());
@@ -123,7 +151,12 @@ pub(crate) fn emit(
         serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?,
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
-    plot(&png_path, scenario, rows, plotted)?;
+    plot(
+        &png_path,
+        scenario,
+        &format!("imgate-bench: {scenario}"),
+        rows,
+    )?;
     println!("-> {}\n-> {}", json_path.display(), png_path.display());
     Ok((json_path, png_path))
 }
@@ -134,13 +167,13 @@ fn host_info() -> Value {
     serde_json::json!({ "cpus": cpus, "loadavg": load.trim() })
 }
 
-/// One panel per plotted figure, one bar per row, value printed on the bar.
-fn plot(path: &Path, scenario: &str, rows: &[Row], plotted: &[&'static str]) -> Result<(), String> {
+/// One panel per headline figure of `scenario`, one bar per row, value printed on the bar.
+pub(crate) fn plot(path: &Path, scenario: &str, title: &str, rows: &[Row]) -> Result<(), String> {
     static FONT_ONCE: std::sync::Once = std::sync::Once::new();
     FONT_ONCE.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
-    let panels: Vec<&str> = plotted
+    let panels: Vec<&str> = headline_figures(scenario)
         .iter()
         .copied()
         .filter(|p| rows.iter().any(|r| r.get(p).is_some_and(f64::is_finite)))
@@ -149,13 +182,9 @@ fn plot(path: &Path, scenario: &str, rows: &[Row], plotted: &[&'static str]) -> 
     let width = 240 + 150 * rows.len().max(1) as u32;
     let root = BitMapBackend::new(path, (width.max(700), height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (title, body) = root.split_vertically(50);
-    title
-        .draw(&Text::new(
-            format!("imgate-bench: {scenario}"),
-            (10, 12),
-            ("sans-serif", 26).into_font(),
-        ))
+    let (title_area, body) = root.split_vertically(50);
+    title_area
+        .draw(&Text::new(title, (10, 12), ("sans-serif", 26).into_font()))
         .map_err(|e| e.to_string())?;
     let areas = body.split_evenly((panels.len().max(1), 1));
     let palette = [

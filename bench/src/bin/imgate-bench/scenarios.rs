@@ -219,7 +219,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &Cmd) -> Result<bool, String> {
             .await?;
             Ok(ok)
         }
-        Cmd::ServeImgate { .. } => Err("serve-imgate is handled in main".into()),
+        Cmd::ServeImgate { .. } | Cmd::Summary(_) => Err("handled in main".into()),
     }
 }
 
@@ -377,11 +377,6 @@ async fn idle(ctx: &Ctx, args: &IdleArgs) -> Result<bool, String> {
         "idle",
         json!({"conns": counts, "per_proc": per_proc, "heartbeat_secs": hb, "measure_secs": measure, "transports": transport_names, "smoke": ctx.smoke}),
         &rows,
-        &[
-            "server_bytes_per_conn",
-            "connect_all_ms",
-            "hb_cpu_ms_per_min_at_30s",
-        ],
     )?;
     Ok(ok)
 }
@@ -691,11 +686,6 @@ async fn routed(ctx: &Ctx, args: &RoutedArgs) -> Result<bool, String> {
         "routed",
         json!({"users": users, "senders": args.senders, "messages": messages, "size": args.size, "window": args.window, "smoke": ctx.smoke}),
         &rows,
-        &[
-            "delivered_msgs_per_s",
-            "server_cpu_s_per_million",
-            "client_cpu_s_per_million",
-        ],
     )?;
     Ok(ok)
 }
@@ -815,7 +805,6 @@ async fn latency(ctx: &Ctx, args: &LatencyArgs) -> Result<bool, String> {
         "latency",
         json!({"users": users, "senders": args.senders, "rate": rate, "secs": secs, "size": args.size, "smoke": ctx.smoke}),
         &rows,
-        &["p50_us", "p99_us", "p999_us"],
     )?;
     Ok(ok)
 }
@@ -939,11 +928,6 @@ async fn fanout(ctx: &Ctx, args: &FanoutArgs) -> Result<bool, String> {
         "fanout",
         json!({"members": members, "publishes": publishes, "rate": rate, "size": args.size, "smoke": ctx.smoke}),
         &rows,
-        &[
-            "deliveries_per_s",
-            "pub_to_last_p50_ms",
-            "pub_to_last_p99_ms",
-        ],
     )?;
     Ok(ok)
 }
@@ -1022,6 +1006,7 @@ async fn fanout_one(
     let noop: OnMessage = Arc::new(|_: &[u8]| {});
     let publisher = Conn::connect(&config, "publisher", noop).await?;
     let server_cpu0 = server.cpu();
+    let client_cpu0 = self_cpu();
     let start = Instant::now();
     let start_ns = now_ns();
     let mut sent_ns = Vec::with_capacity(publishes as usize);
@@ -1055,6 +1040,7 @@ async fn fanout_one(
     }
     progress.finish_and_clear();
     let server_cpu = server.cpu() - server_cpu0;
+    let client_cpu = self_cpu() - client_cpu0;
     let total = ledger.total.load(Ordering::Relaxed);
     let mut to_last = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
     let mut complete = 0;
@@ -1083,7 +1069,16 @@ async fn fanout_one(
             "delivery_p50_ms",
             hist.value_at_quantile(0.5) as f64 / 1000.0,
         )
+        .fig(
+            "server_cpu_s_per_million",
+            server_cpu / total.max(1) as f64 * 1e6,
+        )
+        .fig(
+            "client_cpu_s_per_million",
+            client_cpu / total.max(1) as f64 * 1e6,
+        )
         .fig("server_cpu_s", server_cpu)
+        .fig("client_cpu_s", client_cpu)
         .note("members", members)
         .note("publishes", publishes)
         .note("complete_publishes", complete)
@@ -1123,7 +1118,6 @@ async fn resume(ctx: &Ctx, args: &ResumeArgs) -> Result<bool, String> {
         "resume",
         json!({"clients": clients, "pending_per_client": pending, "smoke": ctx.smoke}),
         std::slice::from_ref(&row),
-        &["all_resumed_ms", "all_delivered_ms"],
     )?;
     Ok(ok)
 }
@@ -1164,6 +1158,7 @@ async fn resume_one(ctx: &Ctx, clients: usize, pending: u64) -> Result<Row, Stri
     }
     progress.finish_and_clear();
     let server_cpu0 = server.cpu();
+    let client_cpu0 = self_cpu();
     let start = Instant::now();
     let resumed = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -1222,6 +1217,7 @@ async fn resume_one(ctx: &Ctx, clients: usize, pending: u64) -> Result<Row, Stri
             now_ns().saturating_sub(u64::try_from(start.elapsed().as_nanos()).unwrap_or(0)),
         ));
     let server_cpu = server.cpu() - server_cpu0;
+    let client_cpu = self_cpu() - client_cpu0;
     let delivered = ledger.delivered.load(Ordering::Relaxed);
     let mut row = Row::new("imgate");
     row.fig("all_resumed_ms", ms(all_resumed))
@@ -1231,6 +1227,7 @@ async fn resume_one(ctx: &Ctx, clients: usize, pending: u64) -> Result<Row, Stri
             clients as f64 / all_resumed.as_secs_f64().max(1e-9),
         )
         .fig("server_cpu_s", server_cpu)
+        .fig("client_cpu_s", client_cpu)
         .note("clients", clients)
         .note("resumed", resumed.load(Ordering::Relaxed))
         .note("refused", refused.load(Ordering::Relaxed))
