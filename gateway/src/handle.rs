@@ -34,7 +34,8 @@ pub enum DeliverError {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) registry: Registry,
-    pub(crate) apps: HashMap<AppId, Arc<App>>,
+    /// foldhash, not SipHash: looked up on every message, keyed by configured app ids.
+    pub(crate) apps: hashbrown::HashMap<AppId, Arc<App>>,
     next_message_id: AtomicU64,
     pub(crate) metrics: Metrics,
     pub(crate) config: ServerConfig,
@@ -72,7 +73,7 @@ impl GatewayHandle {
         Self {
             shared: Arc::new(Shared {
                 registry: Registry::new(config.shards),
-                apps,
+                apps: apps.into_iter().collect(),
                 // Seeded from the wall clock (µs) so ids stay unique across restarts.
                 next_message_id: AtomicU64::new(wall_ms().saturating_mul(1000)),
                 metrics,

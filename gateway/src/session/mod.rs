@@ -463,7 +463,13 @@ impl Session {
     /// The next frame to write to the client.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         if let Some(frame) = self.transmit.pop_front() {
-            release_if_empty(&mut self.transmit);
+            if matches!(frame.kind, Some(Kind::Welcome(_) | Kind::Pong(_))) {
+                // After its Welcome or a heartbeat's Pong a phone usually goes quiet: give the
+                // queues' buffers back now. While messages flow they keep their capacity, so
+                // a busy session does not allocate and free a queue per message.
+                release_if_empty(&mut self.transmit);
+                release_if_empty(&mut self.events);
+            }
             return Some(frame);
         }
         if self.state == State::Attached {
@@ -491,7 +497,6 @@ impl Session {
             return None;
         }
         let event = self.events.pop_front()?;
-        release_if_empty(&mut self.events);
         if let Event::Upstream { msg_id, .. } = &event {
             self.forwarding = Some(*msg_id);
         }
@@ -643,8 +648,9 @@ impl Session {
 mod tests;
 
 /// Frees an emptied queue's buffer. Most sessions sit idle with empty queues for hours; a
-/// queue keeps its capacity (four `Frame`s after the `Welcome`: 736 B) unless given back,
-/// and allocating again for the next burst costs far less than holding it in every session.
+/// queue keeps its capacity (four `Frame`s after the `Welcome`: 736 B) unless given back.
+/// Called where a session turns idle (its `Welcome`, a heartbeat's `Pong`, the outbox fully
+/// acknowledged), not on every drain: a busy session would allocate and free per message.
 pub(crate) fn release_if_empty<T>(queue: &mut VecDeque<T>) {
     if queue.is_empty() && queue.capacity() > 0 {
         *queue = VecDeque::new();

@@ -530,7 +530,7 @@ fn upstream_requests_go_out_one_at_a_time_in_order_even_across_a_resume() {
 }
 
 #[test]
-fn an_idle_session_holds_no_queue_buffers() {
+fn a_session_gives_its_queue_buffers_back_when_it_turns_idle() {
     let t0 = Instant::now();
     let mut s = session(t0);
     s.handle_deliver(t0, msg(1));
@@ -550,14 +550,42 @@ fn an_idle_session_holds_no_queue_buffers() {
     s.handle_frame(t0, ack);
     drain_events(&mut s);
     assert_eq!(
+        s.outbox.capacity(),
+        0,
+        "a fully acknowledged outbox is given back"
+    );
+    assert!(
+        s.transmit.capacity() > 0 && s.events.capacity() > 0,
+        "while messages flow the queues keep their buffers"
+    );
+    s.handle_frame(
+        t0,
+        Ping {
+            client_time_ms: 0,
+            ack: 0,
+        }
+        .into(),
+    );
+    drain_events(&mut s);
+    let frames = drain_frames(&mut s, t0);
+    assert!(matches!(&frames[..], [f] if matches!(f.kind, Some(Kind::Pong(_)))));
+    assert_eq!(
         (
             s.transmit.capacity(),
             s.events.capacity(),
             s.outbox.capacity()
         ),
         (0, 0, 0),
-        "emptied queues are given back"
+        "a heartbeat's Pong gives the emptied queues back"
     );
+}
+
+#[test]
+fn a_new_session_holds_no_queue_buffers_once_welcomed() {
+    let t0 = Instant::now();
+    // `session` has taken the Welcome, the only frame a new session queues.
+    let s = session(t0);
+    assert_eq!((s.transmit.capacity(), s.events.capacity()), (0, 0));
 }
 
 #[test]
