@@ -23,6 +23,9 @@ use tokio::net::TcpStream;
 use crate::TransportError;
 use crate::framed::ConnCore;
 
+/// Largest flush after which a held outbound queue is kept (see `FrameWriter::hold_buffers`).
+const HOLD_AT_MOST: usize = 4096;
+
 /// How long `close` waits for queued bytes (and the close itself) to reach the peer.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Pre-encoded frames up to this size are copied into the coalescing buffer; larger ones
@@ -64,10 +67,12 @@ pub struct FrameWriter {
     io: WriteIo,
     /// Shared by every connection of a listener until one changes it (copy on write).
     encoder: Arc<FrameEncoder>,
-    /// Created by the first queued frame and dropped once everything is written, so an idle
-    /// connection pays one pointer for its outbound queue.
+    /// Created by the first queued frame and dropped once everything is written (unless
+    /// `hold`), so an idle connection pays one pointer for its outbound queue.
     out: Option<Box<Outbound>>,
     closed: bool,
+    /// Keep the emptied queue after a flush: see [`FrameWriter::hold_buffers`].
+    hold: bool,
 }
 
 /// Bytes waiting for the socket.
@@ -155,6 +160,20 @@ impl FrameWriter {
             encoder,
             out: None,
             closed: false,
+            hold: false,
+        }
+    }
+
+    /// While `hold` is set, a completed flush keeps the emptied outbound queue (and its
+    /// buffer) for the next frames instead of freeing it, unless that flush wrote more than
+    /// 4 KiB (a burst's buffer is not worth keeping); clearing it frees an empty queue at
+    /// once. Off by default, so an idle connection holds no write buffer. A connection whose
+    /// frames are flowing sets it to save an allocation and a free per flush, and clears it
+    /// when it expects to go quiet.
+    pub fn hold_buffers(&mut self, hold: bool) {
+        self.hold = hold;
+        if !hold && self.queued_bytes() == 0 {
+            self.out = None;
         }
     }
 
@@ -267,6 +286,9 @@ impl FrameWriter {
         let Some(out) = self.out.as_deref_mut() else {
             return Poll::Ready(Ok(()));
         };
+        // Bytes written by this flush (the part left after a short write counts again, which
+        // only makes the release below more likely).
+        let burst = out.queued;
         let result = match &mut self.io {
             WriteIo::Tcp => match &self.core.tcp {
                 Some(tcp) => ready!(poll_write_stream(&mut TcpSink(tcp), out, cx))
@@ -277,8 +299,8 @@ impl FrameWriter {
             },
             WriteIo::Other(other) => ready!(poll_flush_other(other, out, cx)),
         };
-        if result.is_ok() {
-            // Idle connections hold no write buffers.
+        if result.is_ok() && (!self.hold || burst > HOLD_AT_MOST) {
+            // Idle connections hold no write buffers, and a burst's large buffer is not kept.
             self.out = None;
         }
         Poll::Ready(result)
@@ -599,6 +621,50 @@ mod tests {
         // Idle connection: the next frame goes out at once, alone.
         writer.send(&small).await.expect("send");
         assert_eq!(writes.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_held_queue_survives_flushes_and_is_freed_when_released() {
+        let writes = Arc::new(AtomicUsize::new(0));
+        let io = CountingWriter {
+            writes: Arc::clone(&writes),
+            bytes: Arc::default(),
+        };
+        let mut writer = FrameWriter::new(
+            ConnCore::for_test(1 << 20),
+            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(io)))),
+            Arc::new(FrameEncoder::default()),
+        );
+        let frame: Frame = imgate_codec::Ping::default().into();
+        writer.hold_buffers(true);
+        writer.send(&frame).await.expect("send");
+        let buffer = writer.out.as_ref().map(|out| out.tail.capacity());
+        assert!(buffer.is_some_and(|c| c > 0), "held after the flush");
+        assert_eq!(writer.queued_bytes(), 0);
+        writer.send(&frame).await.expect("send");
+        assert_eq!(writes.load(Ordering::Relaxed), 2, "each flush still writes");
+        assert_eq!(
+            writer.out.as_ref().map(|out| out.tail.capacity()),
+            buffer,
+            "the same buffer is reused"
+        );
+        writer.queue(&frame).expect("queue");
+        writer.hold_buffers(false);
+        assert!(writer.out.is_some(), "queued bytes are never dropped");
+        writer.flush().await.expect("flush");
+        assert!(writer.out.is_none(), "released once written");
+        writer.hold_buffers(true);
+        writer.send(&frame).await.expect("send");
+        writer.hold_buffers(false);
+        assert!(writer.out.is_none(), "an empty held queue is freed at once");
+        writer.hold_buffers(true);
+        let large: Frame = imgate_codec::Deliver {
+            payload: Bytes::from(vec![7; HOLD_AT_MOST]),
+            ..Default::default()
+        }
+        .into();
+        writer.send(&large).await.expect("send");
+        assert!(writer.out.is_none(), "a burst's buffer is not held");
     }
 
     #[tokio::test]

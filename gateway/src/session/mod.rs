@@ -465,10 +465,12 @@ impl Session {
         if let Some(frame) = self.transmit.pop_front() {
             if matches!(frame.kind, Some(Kind::Welcome(_) | Kind::Pong(_))) {
                 // After its Welcome or a heartbeat's Pong a phone usually goes quiet: give the
-                // queues' buffers back now. While messages flow they keep their capacity, so
+                // queues' buffers back now. While messages flow they keep a small capacity, so
                 // a busy session does not allocate and free a queue per message.
                 release_if_empty(&mut self.transmit);
                 release_if_empty(&mut self.events);
+            } else {
+                release_if_large(&mut self.transmit);
             }
             return Some(frame);
         }
@@ -497,6 +499,7 @@ impl Session {
             return None;
         }
         let event = self.events.pop_front()?;
+        release_if_large(&mut self.events);
         if let Event::Upstream { msg_id, .. } = &event {
             self.forwarding = Some(*msg_id);
         }
@@ -654,5 +657,17 @@ mod tests;
 pub(crate) fn release_if_empty<T>(queue: &mut VecDeque<T>) {
     if queue.is_empty() && queue.capacity() > 0 {
         *queue = VecDeque::new();
+    }
+}
+
+/// Most entries a busy session's emptied queue keeps between bursts; a burst that grew it
+/// further gives the buffer back as soon as it drains, so no session holds a burst's worth
+/// of capacity until its next heartbeat.
+const KEEP_WHILE_BUSY: usize = 8;
+
+/// Frees an emptied queue's buffer if a burst made it larger than [`KEEP_WHILE_BUSY`].
+fn release_if_large<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > KEEP_WHILE_BUSY {
+        release_if_empty(queue);
     }
 }

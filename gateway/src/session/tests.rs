@@ -581,6 +581,33 @@ fn a_session_gives_its_queue_buffers_back_when_it_turns_idle() {
 }
 
 #[test]
+fn a_burst_does_not_leave_its_capacity_behind() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    for id in 1..=100 {
+        s.handle_frame(t0, send(id));
+    }
+    let events = drain_events(&mut s);
+    assert_eq!(events.len(), 1, "one upstream request at a time");
+    for id in 1..=100 {
+        s.handle_receipt(Receipt {
+            msg_id: id,
+            status: ReceiptStatus::Accepted.into(),
+            ..Default::default()
+        });
+        drain_events(&mut s);
+    }
+    let frames = drain_frames(&mut s, t0);
+    assert_eq!(frames.len(), 100);
+    assert!(
+        s.transmit.capacity() <= KEEP_WHILE_BUSY && s.events.capacity() <= KEEP_WHILE_BUSY,
+        "transmit {} events {}",
+        s.transmit.capacity(),
+        s.events.capacity()
+    );
+}
+
+#[test]
 fn a_new_session_holds_no_queue_buffers_once_welcomed() {
     let t0 = Instant::now();
     // `session` has taken the Welcome, the only frame a new session queues.
