@@ -1,5 +1,7 @@
 //! Downstream delivery: targets, options and per-device reports.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::ids::{DeviceId, MessageId, RoomId, SessionId, UserId};
@@ -45,12 +47,15 @@ pub struct PushOptions {
 }
 
 /// The visible part of an alert push.
+///
+/// Shared text: a delivery carries its alert to every offline recipient, and a backend that
+/// attaches the same alert to every message (the relay's "New message") pays no copy for it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PushAlert {
     /// Title line.
-    pub title: String,
+    pub title: Arc<str>,
     /// Body text.
-    pub body: String,
+    pub body: Arc<str>,
 }
 
 /// A delivery request.

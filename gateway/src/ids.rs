@@ -35,6 +35,11 @@ macro_rules! string_id {
                 Self(id.into())
             }
 
+            /// The identifier as shared text (a reference count, no copy).
+            pub fn to_shared(&self) -> Arc<str> {
+                Arc::clone(&self.0)
+            }
+
             /// The identifier as text.
             pub fn as_str(&self) -> &str {
                 &self.0

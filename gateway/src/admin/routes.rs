@@ -188,8 +188,8 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
         alert: match (p.title, p.body) {
             (None, None) => None,
             (title, body) => Some(PushAlert {
-                title: title.unwrap_or_default(),
-                body: body.unwrap_or_default(),
+                title: title.unwrap_or_default().into(),
+                body: body.unwrap_or_default().into(),
             }),
         },
         collapse_id: p.collapse_id,

@@ -410,8 +410,8 @@ fn delivery(deliver: proto::Deliver) -> Result<Delivery, String> {
     };
     let push = deliver.push.map(|p| PushOptions {
         alert: (!p.alert_title.is_empty() || !p.alert_body.is_empty()).then_some(PushAlert {
-            title: p.alert_title,
-            body: p.alert_body,
+            title: p.alert_title.into(),
+            body: p.alert_body.into(),
         }),
         collapse_id: (!p.collapse_id.is_empty()).then_some(p.collapse_id),
         ttl_secs: p.ttl_secs,

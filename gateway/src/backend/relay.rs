@@ -1,6 +1,8 @@
 //! The in-process relay: users message each other by user id and talk in rooms. The default
 //! backend, so a gateway with no configuration is a working IM relay.
 
+use std::sync::{Arc, OnceLock};
+
 use imgate_codec::{CloseCode, ReceiptStatus};
 
 use super::{Backend, BoxFuture, Origin, UpstreamOutcome};
@@ -22,6 +24,10 @@ impl Backend for RelayBackend {
         Box::pin(async move { relay(gateway, origin, request) })
     }
 }
+
+/// The alert body of every relayed message, allocated once: the alert is built per message
+/// but only used when a recipient is offline.
+static NEW_MESSAGE: OnceLock<Arc<str>> = OnceLock::new();
 
 fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> UpstreamOutcome {
     let app = &origin.identity.app;
@@ -69,8 +75,8 @@ fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> Upstrea
             // Offline recipients get a visible alert; the app fetches the message on resume.
             push: Some(PushOptions {
                 alert: Some(PushAlert {
-                    title: user.to_string(),
-                    body: "New message".into(),
+                    title: user.to_shared(),
+                    body: Arc::clone(NEW_MESSAGE.get_or_init(|| Arc::from("New message"))),
                 }),
                 ..PushOptions::default()
             }),

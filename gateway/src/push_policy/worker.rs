@@ -297,8 +297,8 @@ impl Worker {
             },
             kind: match &options.alert {
                 Some(alert) => PushKind::Alert {
-                    title: alert.title.clone(),
-                    body: alert.body.clone(),
+                    title: alert.title.to_string(),
+                    body: alert.body.to_string(),
                 },
                 None => PushKind::WakeUp,
             },
