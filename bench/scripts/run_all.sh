@@ -15,7 +15,7 @@ RUNS=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) MODE=(--smoke); PUSH_N=500; shift ;;
-    --runs) RUNS="$2"; shift 2 ;;
+    --runs) RUNS="${2:?--runs needs a count}"; shift 2 ;;
     *) echo "usage: $0 [--smoke] [--runs N]" >&2; exit 64 ;;
   esac
 done

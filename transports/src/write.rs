@@ -83,6 +83,9 @@ struct Outbound {
     /// Small frames encoded back to back (byte streams only).
     tail: BytesMut,
     queued: usize,
+    /// Most bytes seen queued at the start of a flush since the last completed one: what the
+    /// buffers had to hold, even if the flush took several polls.
+    peak: usize,
 }
 
 /// Where a writer's bytes go.
@@ -286,9 +289,7 @@ impl FrameWriter {
         let Some(out) = self.out.as_deref_mut() else {
             return Poll::Ready(Ok(()));
         };
-        // Bytes written by this flush (the part left after a short write counts again, which
-        // only makes the release below more likely).
-        let burst = out.queued;
+        out.peak = out.peak.max(out.queued);
         let result = match &mut self.io {
             WriteIo::Tcp => match &self.core.tcp {
                 Some(tcp) => ready!(poll_write_stream(&mut TcpSink(tcp), out, cx))
@@ -299,9 +300,12 @@ impl FrameWriter {
             },
             WriteIo::Other(other) => ready!(poll_flush_other(other, out, cx)),
         };
-        if result.is_ok() && (!self.hold || burst > HOLD_AT_MOST) {
-            // Idle connections hold no write buffers, and a burst's large buffer is not kept.
-            self.out = None;
+        if result.is_ok() {
+            match self.out.as_deref_mut() {
+                Some(out) if self.hold && out.peak <= HOLD_AT_MOST => out.peak = 0,
+                // Idle connections hold no write buffers, and a burst's large one is not kept.
+                _ => self.out = None,
+            }
         }
         Poll::Ready(result)
     }
@@ -472,6 +476,7 @@ fn poll_write_stream(
         queue,
         tail,
         queued,
+        ..
     } = out;
     while !queue.is_empty() || !tail.is_empty() {
         let mut slices = [IoSlice::new(&[]); MAX_SLICES];
@@ -665,6 +670,63 @@ mod tests {
         .into();
         writer.send(&large).await.expect("send");
         assert!(writer.out.is_none(), "a burst's buffer is not held");
+    }
+
+    /// Takes at most 1,000 bytes per call and is not ready every other call, like a socket
+    /// whose buffer keeps filling up.
+    struct ChoppyWriter {
+        ready: bool,
+    }
+
+    impl AsyncWrite for ChoppyWriter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if self.ready {
+                Poll::Ready(Ok(buf.len().min(1000)))
+            } else {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_written_in_many_polls_is_not_held() {
+        let mut writer = FrameWriter::new(
+            ConnCore::for_test(1 << 20),
+            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(ChoppyWriter {
+                ready: false,
+            })))),
+            Arc::new(FrameEncoder::default()),
+        );
+        writer.hold_buffers(true);
+        let small: Frame = imgate_codec::Ping::default().into();
+        writer.send(&small).await.expect("send");
+        assert!(writer.out.is_some(), "a small flush is held");
+        let burst: Frame = imgate_codec::Deliver {
+            payload: Bytes::from(vec![7; 32 * 1024]),
+            ..Default::default()
+        }
+        .into();
+        writer.send(&burst).await.expect("send");
+        assert!(
+            writer.out.is_none(),
+            "a 32 KiB burst's buffer is released even though its last poll wrote little"
+        );
+        writer.send(&small).await.expect("send");
+        assert!(writer.out.is_some(), "small flushes are held again");
     }
 
     #[tokio::test]

@@ -275,18 +275,19 @@ impl Driver {
                 let Some(frame) = session.poll_transmit(now) else {
                     break;
                 };
-                // A Welcome or a heartbeat's Pong is usually the last thing a connection
-                // sends before it goes quiet: let its write buffer go after that flush. While
-                // other frames flow, keep it (one allocation and free less per flush).
-                writer.hold_buffers(!matches!(
-                    frame.kind,
-                    Some(imgate_codec::Kind::Welcome(_) | imgate_codec::Kind::Pong(_))
-                ));
                 if let Err(error) = writer.queue(&frame) {
                     tracing::debug!(session.id = %self.cell.id(), %error, "outbound queue full");
                     output.slow = true;
                     break;
                 }
+                // A Welcome or a heartbeat's Pong is usually the last thing a connection
+                // sends before it goes quiet: let its write buffer go after that flush. While
+                // other frames flow, keep it (one allocation and free less per flush). Set
+                // after queueing, so an empty held queue is not freed just to be re-created.
+                writer.hold_buffers(!matches!(
+                    frame.kind,
+                    Some(imgate_codec::Kind::Welcome(_) | imgate_codec::Kind::Pong(_))
+                ));
                 sent += 1;
                 // Compression starts right after Welcome, never before.
                 if let Some(compression) = compression.take() {

@@ -377,6 +377,10 @@ impl Session {
             // Frames not yet written died with the connection; receipts are re-sent from the
             // de-duplication memory when the client re-sends, deliveries are replayed on resume.
             self.transmit.clear();
+            // A detached session sends nothing until it resumes (up to the resume window):
+            // it keeps no queue buffer meanwhile.
+            release_if_empty(&mut self.transmit);
+            release_if_empty(&mut self.events);
         }
     }
 
@@ -499,7 +503,14 @@ impl Session {
             return None;
         }
         let event = self.events.pop_front()?;
-        release_if_large(&mut self.events);
+        if self.transmit.capacity() == 0 {
+            // The frame queue already gave its buffer back (the session answered a heartbeat
+            // or is detached, or it only receives): the event queue follows when it drains,
+            // e.g. after the `Acked` a heartbeat's piggy-backed ack produced.
+            release_if_empty(&mut self.events);
+        } else {
+            release_if_large(&mut self.events);
+        }
         if let Event::Upstream { msg_id, .. } = &event {
             self.forwarding = Some(*msg_id);
         }
@@ -661,8 +672,8 @@ pub(crate) fn release_if_empty<T>(queue: &mut VecDeque<T>) {
 }
 
 /// Most entries a busy session's emptied queue keeps between bursts; a burst that grew it
-/// further gives the buffer back as soon as it drains, so no session holds a burst's worth
-/// of capacity until its next heartbeat.
+/// further gives the buffer back as soon as the queue is empty again (a queue kept busy
+/// keeps its buffer, as it needs it).
 const KEEP_WHILE_BUSY: usize = 8;
 
 /// Frees an emptied queue's buffer if a burst made it larger than [`KEEP_WHILE_BUSY`].

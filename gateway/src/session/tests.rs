@@ -608,6 +608,54 @@ fn a_burst_does_not_leave_its_capacity_behind() {
 }
 
 #[test]
+fn a_heartbeat_carrying_an_ack_leaves_no_queue_buffers() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    for round in 1..=3 {
+        s.handle_deliver(t0, msg(round));
+        drain_frames(&mut s, t0);
+        // The client acks in its heartbeat: an `Acked` event arises beside the Pong.
+        s.handle_frame(
+            t0,
+            Ping {
+                client_time_ms: 0,
+                ack: round,
+            }
+            .into(),
+        );
+        let frames = drain_frames(&mut s, t0);
+        assert!(matches!(&frames[..], [f] if matches!(f.kind, Some(Kind::Pong(_)))));
+        let events = drain_events(&mut s);
+        assert!(matches!(&events[..], [Event::Acked { seq, .. }] if *seq == round));
+        assert_eq!(
+            (
+                s.transmit.capacity(),
+                s.events.capacity(),
+                s.outbox.capacity()
+            ),
+            (0, 0, 0),
+            "round {round}"
+        );
+    }
+}
+
+#[test]
+fn a_detached_session_holds_no_queue_buffers() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    s.handle_frame(t0, send(1));
+    drain_events(&mut s);
+    s.handle_receipt(Receipt {
+        msg_id: 1,
+        status: ReceiptStatus::Accepted.into(),
+        ..Default::default()
+    });
+    s.detach(t0);
+    drain_events(&mut s);
+    assert_eq!((s.transmit.capacity(), s.events.capacity()), (0, 0));
+}
+
+#[test]
 fn a_new_session_holds_no_queue_buffers_once_welcomed() {
     let t0 = Instant::now();
     // `session` has taken the Welcome, the only frame a new session queues.

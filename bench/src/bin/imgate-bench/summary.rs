@@ -1,8 +1,9 @@
 //! `imgate-bench summary FILE...`: the median of every figure over repeated runs.
 //!
 //! Runs are grouped by scenario and parameters (a 5,000-connection idle run is not averaged
-//! with a 15,000 one), rows by target. Each table cell lists every run's value, in file order,
-//! and the median in bold; with an even number of runs the median is the mean of the middle
+//! with a 15,000 one), rows by target. Each table cell lists the value of every run that
+//! reported the figure (in file order; a run without it, e.g. a failed one, is left out) and
+//! the median in bold; with an even number of runs the median is the mean of the middle
 //! two. The push bench's JSON (an array of per-provider results) is accepted as scenario
 //! `push`. A PNG of the medians is written per group next to the Markdown.
 
@@ -207,13 +208,21 @@ fn median_rows(group: &Group) -> Vec<Row> {
 pub(crate) fn run(args: &SummaryArgs) -> Result<(), String> {
     let mut groups = Vec::new();
     for path in &args.files {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let json: Value =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // One broken file (a run that died mid-write, an empty push result) must not cost the
+        // summary of all the others: skip it, loudly.
         let name = path
             .file_stem()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-        add_file(&mut groups, &name, &json)?;
+        let added = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|e| e.to_string()))
+            .and_then(|json| add_file(&mut groups, &name, &json));
+        if let Err(e) = added {
+            eprintln!("summary: skipping {}: {e}", path.display());
+        }
+    }
+    if groups.is_empty() {
+        return Err("no readable result file".into());
     }
     let text = markdown(&groups);
     let Some(md_path) = &args.markdown else {
