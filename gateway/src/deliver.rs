@@ -48,8 +48,9 @@ pub struct PushOptions {
 
 /// The visible part of an alert push.
 ///
-/// Shared text: a delivery carries its alert to every offline recipient, and a backend that
-/// attaches the same alert to every message (the relay's "New message") pays no copy for it.
+/// Shared text: a backend that attaches an alert to every message (the relay: the sender's
+/// id and "New message") pays no copy per message; the text is copied only into a push that
+/// is actually sent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PushAlert {
     /// Title line.

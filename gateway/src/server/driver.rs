@@ -280,14 +280,10 @@ impl Driver {
                     output.slow = true;
                     break;
                 }
-                // A Welcome or a heartbeat's Pong is usually the last thing a connection
-                // sends before it goes quiet: let its write buffer go after that flush. While
-                // other frames flow, keep it (one allocation and free less per flush). Set
-                // after queueing, so an empty held queue is not freed just to be re-created.
-                writer.hold_buffers(!matches!(
-                    frame.kind,
-                    Some(imgate_codec::Kind::Welcome(_) | imgate_codec::Kind::Pong(_))
-                ));
+                // Keep the write buffer while frames flow (one allocation and free less per
+                // flush); let it go after the flush of a frame that precedes quiet. Set after
+                // queueing, so an empty held queue is not freed just to be re-created.
+                writer.hold_buffers(!crate::session::precedes_quiet(&frame));
                 sent += 1;
                 // Compression starts right after Welcome, never before.
                 if let Some(compression) = compression.take() {

@@ -467,10 +467,9 @@ impl Session {
     /// The next frame to write to the client.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         if let Some(frame) = self.transmit.pop_front() {
-            if matches!(frame.kind, Some(Kind::Welcome(_) | Kind::Pong(_))) {
-                // After its Welcome or a heartbeat's Pong a phone usually goes quiet: give the
-                // queues' buffers back now. While messages flow they keep a small capacity, so
-                // a busy session does not allocate and free a queue per message.
+            if precedes_quiet(&frame) {
+                // Give the queues' buffers back now. While messages flow they keep a small
+                // capacity, so a busy session does not allocate and free a queue per message.
                 release_if_empty(&mut self.transmit);
                 release_if_empty(&mut self.events);
             } else {
@@ -660,6 +659,13 @@ impl Session {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `frame` is what a connection usually sends last before it goes quiet: its
+/// `Welcome`, or the `Pong` answering a heartbeat. The session frees its queue buffers after
+/// one, and the driver lets the connection's write buffer go.
+pub(crate) fn precedes_quiet(frame: &Frame) -> bool {
+    matches!(frame.kind, Some(Kind::Welcome(_) | Kind::Pong(_)))
+}
 
 /// Frees an emptied queue's buffer. Most sessions sit idle with empty queues for hours; a
 /// queue keeps its capacity (four `Frame`s after the `Welcome`: 736 B) unless given back.

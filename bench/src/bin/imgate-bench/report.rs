@@ -31,6 +31,19 @@ impl Row {
         self
     }
 
+    /// `server_cpu_s_per_million` and `client_cpu_s_per_million`: CPU seconds per million of
+    /// `count` (messages or deliveries).
+    pub(crate) fn cpu_per_million(
+        &mut self,
+        server_s: f64,
+        client_s: f64,
+        count: u64,
+    ) -> &mut Self {
+        let millions = count.max(1) as f64 / 1e6;
+        self.fig("server_cpu_s_per_million", server_s / millions)
+            .fig("client_cpu_s_per_million", client_s / millions)
+    }
+
     pub(crate) fn note(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
         self.extra.insert(key.into(), value.into());
         self

@@ -757,14 +757,7 @@ async fn routed_one(
     let secs = (last.saturating_sub(start_ns)) as f64 / 1e9;
     let mut row = Row::new(target.name());
     row.fig("delivered_msgs_per_s", delivered as f64 / secs.max(1e-9))
-        .fig(
-            "server_cpu_s_per_million",
-            server_cpu / delivered.max(1) as f64 * 1e6,
-        )
-        .fig(
-            "client_cpu_s_per_million",
-            client_cpu / delivered.max(1) as f64 * 1e6,
-        )
+        .cpu_per_million(server_cpu, client_cpu, delivered)
         .fig("seconds", secs)
         .note("messages", messages)
         .note("delivered", delivered)
@@ -1069,14 +1062,7 @@ async fn fanout_one(
             "delivery_p50_ms",
             hist.value_at_quantile(0.5) as f64 / 1000.0,
         )
-        .fig(
-            "server_cpu_s_per_million",
-            server_cpu / total.max(1) as f64 * 1e6,
-        )
-        .fig(
-            "client_cpu_s_per_million",
-            client_cpu / total.max(1) as f64 * 1e6,
-        )
+        .cpu_per_million(server_cpu, client_cpu, total)
         .fig("server_cpu_s", server_cpu)
         .fig("client_cpu_s", client_cpu)
         .note("members", members)
