@@ -72,6 +72,8 @@ mod limits;
 mod listener;
 #[cfg(feature = "quic")]
 mod quic;
+#[cfg(feature = "quic")]
+mod quic_tls;
 mod read;
 mod stats;
 #[cfg(feature = "tls")]

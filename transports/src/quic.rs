@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use imgate_codec::CloseCode;
-use quinn::crypto::rustls::{HandshakeData, QuicClientConfig, QuicServerConfig};
+use quinn::crypto::rustls::{HandshakeData, QuicClientConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use crate::config::QuicConfig;
@@ -49,9 +49,12 @@ pub(crate) fn bind(config: &ListenerConfig) -> Result<quinn::Endpoint, Transport
         .identity
         .as_ref()
         .ok_or_else(|| TransportError::Config("the quic listener needs a certificate".into()))?;
-    let tls = identity.server_config(ALPN_IMGATE, true)?;
-    let crypto = QuicServerConfig::try_from(tls)
-        .map_err(|e| TransportError::Config(format!("QUIC TLS: {e}")))?;
+    let mut tls = identity.server_config(ALPN_IMGATE, true)?;
+    // One resumption ticket, not rustls' two: tickets are single-use and a phone that
+    // reconnects gets a fresh one on its new connection; each ticket's CRYPTO data stays
+    // with the connection until acknowledged.
+    tls.send_tls13_tickets = 1;
+    let crypto = crate::quic_tls::ServerCrypto::new(Arc::new(tls))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(&config.quic, true)?));
     // Phones switch networks: let a connection follow its client to a new address.
