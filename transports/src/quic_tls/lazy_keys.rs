@@ -18,9 +18,17 @@ pub(super) struct KeyLimits {
 
 /// One key phase's secrets, turned into packet keys the first time either direction is used.
 pub(super) struct PendingPhase {
-    pub(super) secrets: Secrets,
-    pub(super) limits: KeyLimits,
-    keys: OnceLock<rustls::quic::PacketKeySet>,
+    secrets: Secrets,
+    limits: KeyLimits,
+    /// Boxed: most phases are never derived, and the box keeps them small until they are.
+    derived: OnceLock<Box<Derived>>,
+}
+
+/// A phase's packet keys and the secrets of the phase after it (rustls derives both in one
+/// step and offers no other way to move on).
+struct Derived {
+    keys: rustls::quic::PacketKeySet,
+    following: Secrets,
 }
 
 impl PendingPhase {
@@ -28,19 +36,32 @@ impl PendingPhase {
         Self {
             secrets,
             limits,
-            keys: OnceLock::new(),
+            derived: OnceLock::new(),
         }
     }
 
-    /// The derived keys, if either direction has been used (tests check the laziness).
+    /// The phase after this one, for when quinn makes this phase current (its keys are needed
+    /// from then on, so deriving them here costs nothing extra).
+    pub(super) fn following(&self) -> Self {
+        Self::new(self.derived().following.clone(), self.limits)
+    }
+
+    /// Whether either direction's key has been derived (tests check the laziness).
     #[cfg(test)]
-    pub(super) fn keys_derived(&self) -> Option<&rustls::quic::PacketKeySet> {
-        self.keys.get()
+    pub(super) fn is_derived(&self) -> bool {
+        self.derived.get().is_some()
+    }
+
+    fn derived(&self) -> &Derived {
+        self.derived.get_or_init(|| {
+            let mut following = self.secrets.clone();
+            let keys = following.next_packet_keys();
+            Box::new(Derived { keys, following })
+        })
     }
 
     fn keys(&self) -> &rustls::quic::PacketKeySet {
-        self.keys
-            .get_or_init(|| self.secrets.clone().next_packet_keys())
+        &self.derived().keys
     }
 }
 
@@ -66,13 +87,20 @@ impl PacketKey for LazyPacketKey {
         let key = self.key();
         let (header, payload_tag) = buf.split_at_mut(header_len);
         let Some(tag_at) = payload_tag.len().checked_sub(key.tag_len()) else {
-            return; // quinn always reserves the tag; nothing sane to do without it
+            // quinn always leaves room for the tag; without it, send nothing readable.
+            payload_tag.fill(0);
+            tracing::error!("QUIC packet without room for its tag; payload zeroed");
+            return;
         };
         let (payload, tag_storage) = payload_tag.split_at_mut(tag_at);
         match key.encrypt_in_place(packet, header, payload) {
             Ok(tag) => tag_storage.copy_from_slice(tag.as_ref()),
-            // ring's AEAD seal does not fail for a valid key; the peer drops such a packet.
-            Err(e) => tracing::error!(error = %e, "QUIC packet encryption failed"),
+            // ring's AEAD seal does not fail for a valid key; fail closed (quinn's own key
+            // panics here): the peer drops a packet it cannot authenticate.
+            Err(e) => {
+                payload_tag.fill(0);
+                tracing::error!(error = %e, "QUIC packet encryption failed; payload zeroed");
+            }
         }
     }
 

@@ -149,12 +149,12 @@ enum Stage {
     Failed(String),
 }
 
-/// What outlives the rustls connection.
+/// What outlives the rustls connection. Not the peer's transport parameters: quinn reads
+/// them once, when the client's first flight moves the server out of the Initial space.
 struct Established {
     alpn: Option<Vec<u8>>,
     server_name: Option<String>,
     peer_certificates: Option<Vec<CertificateDer<'static>>>,
-    peer_transport_parameters: Option<Box<[u8]>>,
 }
 
 /// Key-update state: the key phase after the one quinn uses, and whether quinn already holds
@@ -172,12 +172,15 @@ impl ServerSession {
         }
     }
 
-    /// Drops the rustls connection once it has nothing left to do.
-    fn release_if_done(&mut self) {
+    /// Drops the rustls connection once the handshake is over and a `write_hs` found nothing
+    /// left to write. quinn calls `write_handshake` until a call writes nothing, so the
+    /// session ticket rustls queues when the client's Finished arrives is out by then. (rustls'
+    /// `wants_write` cannot tell: QUIC handshake bytes wait in a queue it does not look at.)
+    fn release_if_done(&mut self, wrote_nothing: bool) {
         let Stage::Handshaking(tls) = &self.stage else {
             return;
         };
-        if tls.is_handshaking() || tls.wants_write() {
+        if tls.is_handshaking() || !wrote_nothing {
             return;
         }
         let established = Established {
@@ -186,7 +189,6 @@ impl ServerSession {
             peer_certificates: tls
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()),
-            peer_transport_parameters: tls.quic_transport_parameters().map(Box::from),
         };
         self.stage = Stage::Established(Box::new(established));
     }
@@ -294,12 +296,9 @@ impl crypto::Session for ServerSession {
     }
 
     fn transport_parameters(&self) -> Result<Option<TransportParameters>, TransportError> {
-        let raw = match &self.stage {
-            Stage::Handshaking(tls) => tls.quic_transport_parameters(),
-            Stage::Established(done) => done.peer_transport_parameters.as_deref(),
-            Stage::Failed(_) => None,
+        let Some(raw) = self.tls().and_then(|tls| tls.quic_transport_parameters()) else {
+            return Ok(None);
         };
-        let Some(raw) = raw else { return Ok(None) };
         TransportParameters::read(Side::Server, &mut io::Cursor::new(raw))
             .map(Some)
             .map_err(Into::into)
@@ -309,7 +308,9 @@ impl crypto::Session for ServerSession {
         let Stage::Handshaking(tls) = &mut self.stage else {
             return None;
         };
+        let written_before = buf.len();
         let change = tls.write_hs(buf);
+        let wrote_nothing = change.is_none() && buf.len() == written_before;
         let keys = match change {
             Some(KeyChange::Handshake { keys }) => Some(keys),
             Some(KeyChange::OneRtt { keys, next }) => {
@@ -327,20 +328,15 @@ impl crypto::Session for ServerSession {
             }
             None => None,
         };
-        // quinn keeps calling until a call writes nothing; the rustls connection can go once
-        // the handshake is confirmed and its last flight (session tickets) is in `buf`.
-        self.release_if_done();
+        self.release_if_done(wrote_nothing);
         keys.map(quinn_keys)
     }
 
     fn next_1rtt_keys(&mut self) -> Option<KeyPair<Box<dyn PacketKey>>> {
         let next = self.next_phase.as_mut()?;
         if next.handed_out {
-            // quinn has started using the phase it held as "next": move one phase on. The
-            // keys derived on the way are that phase's, which quinn already holds.
-            let mut secrets = next.phase.secrets.clone();
-            drop(secrets.next_packet_keys());
-            next.phase = Arc::new(PendingPhase::new(secrets, next.phase.limits));
+            // quinn has started using the phase it held as "next": move one phase on.
+            next.phase = Arc::new(next.phase.following());
         }
         next.handed_out = true;
         Some(KeyPair {

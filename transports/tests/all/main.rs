@@ -5,8 +5,6 @@ mod bad_input;
 mod common;
 mod limits;
 #[cfg(feature = "quic")]
-mod quic_key_update;
-#[cfg(feature = "quic")]
 mod quic_migration;
 #[cfg(feature = "quic")]
 mod quic_windows;

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, futures::Notified, mpsc, oneshot};
 use tracing::{Instrument, Span, debug_span};
 
 use crate::{
-    ConnectionEvent, Duration, Instant, VarInt,
+    ConnectionEvent, Duration, IO_LOOP_BOUND, Instant, VarInt,
     conn_events::ConnEventReceiver,
     mutex::Mutex,
     recv_stream::RecvStream,
@@ -1028,9 +1028,10 @@ impl State {
             let t = match self.buffered_transmit.take() {
                 Some(t) => t,
                 None => {
-                    // `poll_transmit` reserves what it writes, so an idle connection holds no
-                    // buffer
                     self.send_buffer.clear();
+                    // One MTU up front: given an empty buffer, `poll_transmit` would reserve a
+                    // whole GSO batch even for a lone ACK
+                    self.send_buffer.reserve(self.inner.current_mtu() as usize);
                     match self
                         .inner
                         .poll_transmit(now, max_datagrams, &mut self.send_buffer)
@@ -1100,7 +1101,7 @@ impl State {
         shared: &Shared,
         cx: &mut Context,
     ) -> Result<(), ConnectionError> {
-        loop {
+        for _ in 0..IO_LOOP_BOUND {
             match self.conn_events.poll_recv(cx) {
                 Poll::Ready(Some(ConnectionEvent::Rebind(socket))) => {
                     self.socket = socket;
@@ -1125,6 +1126,11 @@ impl State {
                 }
             }
         }
+        // Events are still queued (a peer flooding this connection): let the driver transmit
+        // and run its timers, then come back. tokio's channel did the same through its
+        // cooperative budget; this queue has none.
+        cx.waker().wake_by_ref();
+        Ok(())
     }
 
     fn forward_app_events(&mut self, shared: &Shared) {
