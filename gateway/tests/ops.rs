@@ -14,6 +14,7 @@ use imgate_codec::{Ack, CloseCode, GoAwayReason, Kind, Ping};
 use imgate_transports::{ListenerConfig, TransportKind};
 use prometheus_client::registry::Registry;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn admin_delivers_lists_kicks_and_metrics_move() {
@@ -63,15 +64,28 @@ async fn admin_delivers_lists_kicks_and_metrics_move() {
         }
         other => panic!("expected Deliver, got {other:?}"),
     }
+    // A peer announcing an oversize frame is closed, and the transport's counter shows it.
+    let tcp = gw.local_addr(TransportKind::Tcp).expect("tcp");
+    let mut rogue = tokio::net::TcpStream::connect(tcp).await.expect("connect");
+    rogue.write_all(&[0xff; 4]).await.expect("write");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), rogue.read_to_end(&mut rest))
+        .await
+        .expect("closed by the gateway")
+        .ok();
     let (status, metrics) = http_auth(addr, "GET", "/metrics", "", "s3cret").await;
     assert_eq!(status, 200);
+    let listener = format!(r#"listener="{tcp}",transport="tcp""#);
     for needle in [
-        r#"imgate_deliveries_total{outcome="sent"} 1"#,
-        r#"imgate_handshakes_total{outcome="ok"} 1"#,
-        r#"imgate_connections{transport="tcp"} 1"#,
-        "imgate_sessions 1",
+        r#"imgate_deliveries_total{outcome="sent"} 1"#.to_owned(),
+        r#"imgate_handshakes_total{outcome="ok"} 1"#.to_owned(),
+        r#"imgate_connections{transport="tcp"} 1"#.to_owned(),
+        "imgate_sessions 1".to_owned(),
+        format!(r#"imgate_transport_events_total{{{listener},event="accepted"}} 2"#),
+        format!(r#"imgate_transport_events_total{{{listener},event="frame_too_large"}} 1"#),
+        format!(r#"imgate_transport_events_total{{{listener},event="handshake_tls"}} 0"#),
     ] {
-        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+        assert!(metrics.contains(&needle), "missing {needle} in\n{metrics}");
     }
     let (_, sessions) = http_auth(addr, "GET", "/v1/users/chat/bob/sessions", "", "s3cret").await;
     let id = format!("{:016x}", welcome.session_id);

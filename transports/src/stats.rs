@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 macro_rules! stats {
     ($($(#[$doc:meta])* $name:ident,)*) => {
         /// Counters shared by a listener and its connections (relaxed atomics: they are
-        /// statistics, not synchronisation). The gateway exports them to Prometheus.
+        /// statistics, not synchronisation). The gateway exports them to Prometheus as
+        /// `imgate_transport_events_total{listener, transport, event}`.
         #[derive(Debug, Default)]
         pub struct TransportStats {
             $($(#[$doc])* pub $name: AtomicU64,)*
@@ -21,6 +22,13 @@ macro_rules! stats {
             /// Reads every counter.
             pub fn snapshot(&self) -> StatsSnapshot {
                 StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+
+        impl StatsSnapshot {
+            /// Every counter with its field name (for exporters: the names are stable).
+            pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> + use<> {
+                [$((stringify!($name), self.$name),)*].into_iter()
             }
         }
     };

@@ -138,6 +138,11 @@ impl GatewayBuilder {
                 .await
                 .map_err(|source| GatewayError::Listener { kind, bind, source })?;
             addrs.push((kind, listener.local_addr()));
+            handle.metrics().transports.watch(
+                kind,
+                listener.local_addr(),
+                Arc::clone(listener.stats()),
+            );
             tasks.spawn(accept_loop(listener, handle.clone(), stop_rx.clone()));
         }
         Ok(RunningGateway {

@@ -8,6 +8,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+mod transports;
+
+pub(crate) use transports::TransportCollector;
+
 /// Label: transport.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabel {
@@ -52,6 +56,8 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     /// Time from a delivery call to its message being queued on the connection.
     pub deliver_latency: Histogram,
+    /// The listeners' transport counters, exported at scrape time.
+    pub(crate) transports: TransportCollector,
     /// Series touched by every message, resolved once: a `Family` lookup takes its lock and
     /// clones the counter's `Arc` (two shared atomics bounced between cores per message).
     pub(crate) hot: HotCounters,
@@ -104,6 +110,7 @@ impl Metrics {
             sessions: Gauge::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             deliver_latency: Histogram::new(exponential_buckets(0.000_001, 2.0, 20)),
+            transports: TransportCollector::default(),
             hot,
         };
         let r = registry.sub_registry_with_prefix("imgate");
@@ -149,6 +156,7 @@ impl Metrics {
             "Time for a deliver call to queue a message on every recipient",
             metrics.deliver_latency.clone(),
         );
+        r.register_collector(Box::new(metrics.transports.clone()));
         metrics
     }
 
