@@ -91,6 +91,11 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(self.chain.to_vec(), self.key.clone_key())?;
         config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        // Stateless session tickets (encrypted with keys rustls rotates every 6 hours), so
+        // every reconnecting phone can resume. Without a ticketer rustls keeps sessions in a
+        // 256-entry cache for the whole server: at gateway scale nearly every reconnect would
+        // be a full handshake.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
         Ok(config)
     }
 }

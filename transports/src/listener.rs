@@ -144,7 +144,7 @@ impl Listener {
         });
         #[cfg(feature = "quic")]
         if kind == TransportKind::Quic {
-            let endpoint = crate::quic::bind(&shared.config)?;
+            let endpoint = crate::quic::bind(&shared.config, Arc::clone(&shared.stats))?;
             let local_addr = endpoint.local_addr()?;
             let accept_task = tokio::spawn(crate::quic::accept_loop(
                 endpoint.clone(),
@@ -298,7 +298,15 @@ async fn handshake_inner(
         TcpMode::Plain => Ok((Io::Tcp(stream), info)),
         #[cfg(feature = "tls")]
         TcpMode::Tls(acceptor) => {
-            let tls = accept_tls(acceptor, stream, crate::ALPN_IMGATE, true, &mut info).await?;
+            let tls = accept_tls(
+                acceptor,
+                stream,
+                crate::ALPN_IMGATE,
+                true,
+                &mut info,
+                &shared.stats,
+            )
+            .await?;
             Ok((Io::Tls(Box::new(tls)), info))
         }
         #[cfg(feature = "ws")]
@@ -314,7 +322,15 @@ async fn handshake_inner(
         #[cfg(all(feature = "ws", feature = "tls"))]
         TcpMode::Wss(acceptor) => {
             // HTTP clients may not send ALPN, so it is optional here.
-            let tls = accept_tls(acceptor, stream, crate::ALPN_HTTP1, false, &mut info).await?;
+            let tls = accept_tls(
+                acceptor,
+                stream,
+                crate::ALPN_HTTP1,
+                false,
+                &mut info,
+                &shared.stats,
+            )
+            .await?;
             let ws = crate::ws::accept(
                 crate::ws::WsIo::Tls(Box::new(tls)),
                 &shared.config.ws,
@@ -334,8 +350,13 @@ async fn accept_tls(
     alpn: &'static str,
     require_alpn: bool,
     info: &mut ConnInfo,
+    stats: &TransportStats,
 ) -> Result<tokio_rustls::TlsStream<TcpStream>, HandshakeFailure> {
-    let (tls, negotiated, sni) = crate::tls::accept(acceptor, stream, alpn, require_alpn).await?;
+    let (tls, negotiated, sni, resumed) =
+        crate::tls::accept(acceptor, stream, alpn, require_alpn).await?;
+    if resumed {
+        TransportStats::incr(&stats.handshake_resumed);
+    }
     info.alpn = negotiated;
     info.sni = sni;
     Ok(tokio_rustls::TlsStream::Server(tls))

@@ -44,7 +44,10 @@ pub(crate) fn transport_config(
 }
 
 /// The server endpoint: TLS 1.3 with ALPN `imgate/1`, migration on.
-pub(crate) fn bind(config: &ListenerConfig) -> Result<quinn::Endpoint, TransportError> {
+pub(crate) fn bind(
+    config: &ListenerConfig,
+    stats: Arc<TransportStats>,
+) -> Result<quinn::Endpoint, TransportError> {
     let identity = config
         .identity
         .as_ref()
@@ -54,7 +57,7 @@ pub(crate) fn bind(config: &ListenerConfig) -> Result<quinn::Endpoint, Transport
     // reconnects gets a fresh one on its new connection; each ticket's CRYPTO data stays
     // with the connection until acknowledged.
     tls.send_tls13_tickets = 1;
-    let crypto = crate::quic_tls::ServerCrypto::new(Arc::new(tls))?;
+    let crypto = crate::quic_tls::ServerCrypto::new(Arc::new(tls), stats)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(&config.quic, true)?));
     // Phones switch networks: let a connection follow its client to a new address.

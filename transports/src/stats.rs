@@ -39,6 +39,9 @@ stats! {
     accepted,
     /// Connections whose transport handshake finished and that were handed to `accept()`.
     established,
+    /// TLS handshakes (TLS, WSS, QUIC) that resumed an earlier session with a ticket instead
+    /// of a full handshake.
+    handshake_resumed,
     /// Times the accept loop waited because the global connection limit was reached.
     global_limit_waits,
     /// Connections refused because their IP address was at its limit.

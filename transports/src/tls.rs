@@ -9,13 +9,14 @@ use crate::{ALPN_HTTP1, ALPN_IMGATE, TransportError};
 
 /// Runs the server handshake. With `require_alpn` the client must negotiate `alpn` (the
 /// imgate TLS port: ALPN is how the protocol is versioned); otherwise ALPN is optional (WSS:
-/// HTTP clients may not send it). Returns the stream, the negotiated protocol and the SNI.
+/// HTTP clients may not send it). Returns the stream, the negotiated protocol, the SNI and
+/// whether the handshake resumed an earlier session.
 pub(crate) async fn accept(
     acceptor: &tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     alpn: &'static str,
     require_alpn: bool,
-) -> Result<(TlsStream<TcpStream>, Option<&'static str>, Option<Box<str>>), HandshakeFailure> {
+) -> Result<Accepted, HandshakeFailure> {
     let tls = acceptor.accept(stream).await.map_err(|e| {
         let no_alpn = e
             .get_ref()
@@ -35,8 +36,17 @@ pub(crate) async fn accept(
         _ => return Err(HandshakeFailure::Alpn),
     };
     let sni = conn.server_name().map(Box::from);
-    Ok((tls, negotiated, sni))
+    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    Ok((tls, negotiated, sni, resumed))
 }
+
+/// A finished server handshake: the stream, the negotiated ALPN, the SNI, whether resumed.
+pub(crate) type Accepted = (
+    TlsStream<TcpStream>,
+    Option<&'static str>,
+    Option<Box<str>>,
+    bool,
+);
 
 /// Runs the client handshake against `server_name`, checking the negotiated ALPN.
 pub(crate) async fn connect(

@@ -31,6 +31,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::quic::{KeyChange, ServerConnection, Suite, Version};
 
 use crate::TransportError as Error;
+use crate::stats::TransportStats;
 
 mod lazy_keys;
 
@@ -45,11 +46,16 @@ pub(crate) struct ServerCrypto {
     tls: Arc<rustls::ServerConfig>,
     initial: Suite,
     quinn: QuicServerConfig,
+    /// The listener's counters: sessions count resumed handshakes.
+    stats: Arc<TransportStats>,
 }
 
 impl ServerCrypto {
     /// Wraps a TLS 1.3 server configuration (see [`QuicServerConfig`] for its requirements).
-    pub(crate) fn new(tls: Arc<rustls::ServerConfig>) -> Result<Self, Error> {
+    pub(crate) fn new(
+        tls: Arc<rustls::ServerConfig>,
+        stats: Arc<TransportStats>,
+    ) -> Result<Self, Error> {
         let quinn = QuicServerConfig::try_from(Arc::clone(&tls))
             .map_err(|e| Error::Config(format!("QUIC TLS: {e}")))?;
         // QUIC's Initial packets are always protected with TLS_AES_128_GCM_SHA256; quinn has
@@ -67,6 +73,7 @@ impl ServerCrypto {
             tls,
             initial,
             quinn,
+            stats,
         })
     }
 
@@ -96,6 +103,7 @@ impl ServerCrypto {
             got_handshake_data: false,
             next_phase: None,
             stage,
+            stats: Arc::clone(&self.stats),
         }
     }
 }
@@ -136,6 +144,8 @@ struct ServerSession {
     version: Version,
     initial: Suite,
     got_handshake_data: bool,
+    /// The listener's counters (for resumed handshakes).
+    stats: Arc<TransportStats>,
     /// Secrets for the key phase after the one most recently handed to quinn.
     next_phase: Option<NextPhase>,
     stage: Stage,
@@ -182,6 +192,9 @@ impl ServerSession {
         };
         if tls.is_handshaking() || !wrote_nothing {
             return;
+        }
+        if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            TransportStats::incr(&self.stats.handshake_resumed);
         }
         let established = Established {
             alpn: tls.alpn_protocol().map(<[u8]>::to_vec),

@@ -34,7 +34,7 @@ fn identity() -> &'static Identity {
 fn server_crypto() -> ServerCrypto {
     let mut tls = identity().server_config(ALPN_IMGATE, true).unwrap();
     tls.send_tls13_tickets = 1;
-    ServerCrypto::new(Arc::new(tls)).unwrap()
+    ServerCrypto::new(Arc::new(tls), Arc::default()).unwrap()
 }
 
 fn client_config() -> Arc<rustls::ClientConfig> {
@@ -166,6 +166,7 @@ fn the_session_ticket_reaches_the_client_before_the_connection_is_dropped() {
         Some(HandshakeKind::Resumed),
         "the second connection resumes with the ticket the first one received"
     );
+    assert_eq!(crypto.stats.snapshot().handshake_resumed, 1);
 }
 
 #[test]

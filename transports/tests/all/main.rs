@@ -8,4 +8,6 @@ mod limits;
 mod quic_migration;
 #[cfg(feature = "quic")]
 mod quic_windows;
+#[cfg(feature = "tls")]
+mod resumption;
 mod scenario;
