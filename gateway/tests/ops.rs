@@ -20,17 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 async fn admin_delivers_lists_kicks_and_metrics_move() {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let gw = builder(
-        app(
-            Arc::new(imgate::backend::RelayBackend),
-            SessionConfig::default(),
-        ),
-        ServerConfig::default(),
-    )
-    .metrics(metrics)
-    .start()
-    .await
-    .expect("start");
+    let gw = start_with_metrics(metrics).await;
     let admin = AdminServer::start(
         AdminConfig {
             bind: loopback(),

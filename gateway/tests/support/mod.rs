@@ -96,6 +96,18 @@ pub async fn start_with(server: ServerConfig) -> RunningGateway {
     .expect("start")
 }
 
+/// The relay gateway on TCP, counting into `metrics`.
+pub async fn start_with_metrics(metrics: imgate::metrics::Metrics) -> RunningGateway {
+    builder(
+        app(Arc::new(RelayBackend), SessionConfig::default()),
+        ServerConfig::default(),
+    )
+    .metrics(metrics)
+    .start()
+    .await
+    .expect("start")
+}
+
 /// A gateway serving `app` on TCP with the default server settings.
 pub async fn start_app(app: App) -> RunningGateway {
     builder(app, ServerConfig::default())
