@@ -11,12 +11,15 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 #[cfg(test)]
 use crate::ALPN_IMGATE;
 use crate::TransportError;
+use crate::tickets::TicketKeys;
 
 /// A server certificate chain and its private key (cheap to clone).
 #[derive(Clone)]
 pub struct Identity {
     chain: Arc<[CertificateDer<'static>]>,
     key: Arc<PrivateKeyDer<'static>>,
+    /// Session-ticket keys shared with other nodes; `None`: keys of this process only.
+    ticket_keys: Option<TicketKeys>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -24,6 +27,7 @@ impl std::fmt::Debug for Identity {
         // Never print the key.
         f.debug_struct("Identity")
             .field("chain_len", &self.chain.len())
+            .field("shared_ticket_keys", &self.ticket_keys.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -38,6 +42,7 @@ impl Identity {
         Ok(Self {
             chain: chain.into(),
             key: Arc::new(key),
+            ticket_keys: None,
         })
     }
 
@@ -57,7 +62,15 @@ impl Identity {
         Ok(Self {
             chain: vec![certified.cert.der().clone()].into(),
             key: Arc::new(key),
+            ticket_keys: None,
         })
+    }
+
+    /// Seals session tickets with `keys` (shared by every node) instead of keys of this
+    /// process alone, so clients resume on any node (see [`TicketKeys`]).
+    pub fn with_ticket_keys(mut self, keys: TicketKeys) -> Self {
+        self.ticket_keys = Some(keys);
+        self
     }
 
     /// The leaf certificate, e.g. to add to a client's [`RootCertStore`] in tests.
@@ -91,11 +104,14 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(self.chain.to_vec(), self.key.clone_key())?;
         config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
-        // Stateless session tickets (encrypted with keys rustls rotates every 6 hours), so
-        // every reconnecting phone can resume. Without a ticketer rustls keeps sessions in a
-        // 256-entry cache for the whole server: at gateway scale nearly every reconnect would
-        // be a full handshake.
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        // Stateless session tickets, so every reconnecting phone can resume: without a
+        // ticketer rustls keeps sessions in a 256-entry cache for the whole server, and at
+        // gateway scale nearly every reconnect would be a full handshake. Keys shared by the
+        // fleet if configured, else rustls' own (rotated every 6 hours, this process only).
+        config.ticketer = match &self.ticket_keys {
+            Some(keys) => keys.ticketer(),
+            None => rustls::crypto::ring::Ticketer::new()?,
+        };
         Ok(config)
     }
 }

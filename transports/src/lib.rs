@@ -77,6 +77,8 @@ mod quic_tls;
 mod read;
 mod stats;
 #[cfg(feature = "tls")]
+mod tickets;
+#[cfg(feature = "tls")]
 mod tls;
 mod write;
 #[cfg(feature = "ws")]
@@ -96,6 +98,8 @@ pub use limits::{ConnGuard, ConnLimits, LimitError};
 pub use listener::Listener;
 pub use read::FrameReader;
 pub use stats::{HandshakeFailure, StatsSnapshot, TransportStats};
+#[cfg(feature = "tls")]
+pub use tickets::{TICKET_KEY_LEN, TICKET_LIFETIME_SECS, TicketKeys};
 pub use write::{EncodedFrame, FrameWriter};
 
 #[cfg(feature = "tls")]

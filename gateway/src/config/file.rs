@@ -65,6 +65,9 @@ impl Default for Admin {
 pub(super) struct Tls {
     pub(super) cert: Option<PathBuf>,
     pub(super) key: Option<PathBuf>,
+    /// Session-ticket key files shared by every node (the first seals); empty: per process.
+    #[serde(default)]
+    pub(super) ticket_keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgate_transports::{Identity as Certificate, ListenerConfig, TransportKind};
+use imgate_transports::{Identity as Certificate, ListenerConfig, TicketKeys, TransportKind};
 
 use crate::app::App;
 use crate::auth::{Authenticator, JwtAuthenticator, JwtConfig, JwtKey, StaticTokens};
@@ -130,6 +130,20 @@ impl ConfigFile {
             _ => {
                 return Err(ConfigError(
                     "tls: give both cert and key, or neither".into(),
+                ));
+            }
+        };
+        let certificate = match (certificate, self.tls.ticket_keys.is_empty()) {
+            (certificate, true) => certificate,
+            (Some(certificate), false) => Some(
+                certificate.with_ticket_keys(
+                    TicketKeys::from_files(&self.tls.ticket_keys)
+                        .map_err(|e| ConfigError(format!("tls: {e}")))?,
+                ),
+            ),
+            (None, false) => {
+                return Err(ConfigError(
+                    "tls: ticket_keys given but no tls, wss or quic listener".into(),
                 ));
             }
         };
@@ -518,6 +532,55 @@ mod tests {
                 .0
                 .contains("secret")
         );
+    }
+
+    #[test]
+    fn shared_ticket_keys_reach_every_tls_listener() {
+        let dir = std::env::temp_dir().join(format!("imgate-ticket-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (current, previous, short) = (
+            dir.join("current.key"),
+            dir.join("previous.key"),
+            dir.join("short.key"),
+        );
+        std::fs::write(&current, [1u8; imgate_transports::TICKET_KEY_LEN]).expect("write");
+        std::fs::write(&previous, [2u8; imgate_transports::TICKET_KEY_LEN]).expect("write");
+        std::fs::write(&short, [3u8; 32]).expect("write");
+        let with_keys = |paths: &[&std::path::Path]| {
+            let list: Vec<String> = paths
+                .iter()
+                .map(|p| format!("{:?}", p.display().to_string()))
+                .collect();
+            DEFAULT_CONFIG.replace(
+                "[tls]\n",
+                &format!("[tls]\nticket_keys = [{}]\n", list.join(", ")),
+            )
+        };
+        let config = Config::parse(&with_keys(&[&current, &previous])).expect("config");
+        let tls_listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .filter(|l| l.identity.is_some())
+            .collect();
+        assert!(tls_listeners.len() >= 3, "tls, wss and quic");
+        for listener in tls_listeners {
+            let identity = format!("{:?}", listener.identity);
+            assert!(identity.contains("shared_ticket_keys: true"), "{identity}");
+        }
+        let error = Config::parse(&with_keys(&[&current, &short])).expect_err("short key");
+        assert!(error.0.contains("expected exactly 48"), "{error}");
+        let no_tls_listener = with_keys(&[&current])
+            .replace("transport = \"tls\"", "transport = \"tcp\"")
+            .replace("transport = \"wss\"", "transport = \"ws\"")
+            .replace("transport = \"quic\"", "transport = \"tcp\"");
+        let error = Config::parse(&no_tls_listener).expect_err("no tls listener");
+        assert!(error.0.contains("ticket_keys"), "{error}");
+        let without_keys = no_tls_listener.replace("ticket_keys", "# ticket_keys");
+        assert!(
+            Config::parse(&without_keys).is_ok(),
+            "the same file without keys is valid"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[tokio::test]

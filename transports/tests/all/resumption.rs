@@ -51,3 +51,31 @@ async fn wss_resumes() {
 async fn quic_resumes() {
     reconnect_resumes(TransportKind::Quic, 3).await;
 }
+
+/// Two gateway nodes behind one name; the phone's second connection lands on the other node.
+async fn resumed_on_the_other_node(keys: Option<&imgate_transports::TicketKeys>) -> u64 {
+    let node = |keys: Option<&imgate_transports::TicketKeys>| {
+        let mut config = listener_config(TransportKind::Tls);
+        if let Some(keys) = keys {
+            config.identity = Some(identity().clone().with_ticket_keys(keys.clone()));
+        }
+        config
+    };
+    let (a, b) = (server(node(keys)).await, server(node(keys)).await);
+    let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
+    let stats_b = b.stats().clone();
+    let (_echo_a, _echo_b) = (echo(a), echo(b));
+    let phone = connector(TransportKind::Tls);
+    round_trip(&phone, addr_a).await;
+    round_trip(&phone, addr_b).await;
+    stats_b.snapshot().handshake_resumed
+}
+
+#[tokio::test]
+async fn with_shared_ticket_keys_a_phone_resumes_on_another_node() {
+    let key: Vec<u8> = (0..imgate_transports::TICKET_KEY_LEN as u8).collect();
+    let keys = imgate_transports::TicketKeys::from_bytes(&[&key]).expect("keys");
+    assert_eq!(resumed_on_the_other_node(Some(&keys)).await, 1);
+    // Without them each node's tickets are its own.
+    assert_eq!(resumed_on_the_other_node(None).await, 0);
+}

@@ -1,0 +1,272 @@
+//! TLS session-ticket keys shared by every gateway node, so a phone that reconnects through the
+//! load balancer to another node still resumes its TLS session.
+//!
+//! Without them each process encrypts its tickets with keys of its own (rustls' rotating
+//! `Ticketer`): resumption works only against the node that issued the ticket. With them, the
+//! first key encrypts new tickets and every key decrypts, so keys rotate without a flag day:
+//! add a new key in front, keep the previous one behind it until the tickets it sealed have
+//! expired ([`TICKET_LIFETIME_SECS`]), then drop it.
+//!
+//! A ticket is `key id (16 bytes) ‖ nonce (12) ‖ ChaCha20-Poly1305(session state) ‖ tag (16)`,
+//! the key id as associated data. A key file is exactly 48 random bytes (the id, then the
+//! 256-bit key): `head -c 48 /dev/urandom > ticket.key`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::server::ProducesTickets;
+
+use crate::TransportError;
+
+/// How long a client may use a ticket (the hint sent with it; rustls also refuses older
+/// ones). Keep a retired key at least this long.
+pub const TICKET_LIFETIME_SECS: u32 = 12 * 3600;
+
+/// Bytes in a key file: a 16-byte key id and a 32-byte ChaCha20-Poly1305 key.
+pub const TICKET_KEY_LEN: usize = KEY_ID_LEN + 32;
+
+const KEY_ID_LEN: usize = 16;
+const TAG_LEN: usize = 16;
+
+/// Session-ticket keys: the first seals new tickets, all of them open tickets (cheap to clone).
+#[derive(Clone)]
+pub struct TicketKeys(Arc<SharedTicketer>);
+
+impl fmt::Debug for TicketKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Key ids only, never key material.
+        f.debug_struct("TicketKeys")
+            .field("keys", &self.0.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TicketKeys {
+    /// Keys from raw 48-byte key files, the sealing key first.
+    pub fn from_files(paths: &[PathBuf]) -> Result<Self, TransportError> {
+        let keys = paths
+            .iter()
+            .map(|path| {
+                std::fs::read(path).map_err(|e| {
+                    TransportError::Config(format!("ticket key file {}: {e}", path.display()))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let named: Vec<(&Path, &[u8])> = paths
+            .iter()
+            .map(PathBuf::as_path)
+            .zip(keys.iter().map(Vec::as_slice))
+            .collect();
+        Self::build(&named)
+    }
+
+    /// Keys from raw 48-byte values, the sealing key first.
+    pub fn from_bytes(keys: &[&[u8]]) -> Result<Self, TransportError> {
+        let named: Vec<(&Path, &[u8])> = keys.iter().map(|k| (Path::new("<bytes>"), *k)).collect();
+        Self::build(&named)
+    }
+
+    fn build(keys: &[(&Path, &[u8])]) -> Result<Self, TransportError> {
+        if keys.is_empty() {
+            return Err(TransportError::Config("ticket keys: none given".into()));
+        }
+        let mut built = Vec::with_capacity(keys.len());
+        for (origin, bytes) in keys {
+            if bytes.len() != TICKET_KEY_LEN {
+                return Err(TransportError::Config(format!(
+                    "ticket key {}: {} bytes, expected exactly {TICKET_KEY_LEN} random bytes \
+                     (head -c {TICKET_KEY_LEN} /dev/urandom)",
+                    origin.display(),
+                    bytes.len()
+                )));
+            }
+            let (id, key) = bytes.split_at(KEY_ID_LEN);
+            let mut key_id = [0; KEY_ID_LEN];
+            key_id.copy_from_slice(id);
+            if built.iter().any(|k: &TicketKey| k.id == key_id) {
+                return Err(TransportError::Config(format!(
+                    "ticket key {}: the same key id appears twice",
+                    origin.display()
+                )));
+            }
+            let aead = UnboundKey::new(&CHACHA20_POLY1305, key)
+                .map_err(|_| TransportError::Config("ticket key: unusable key".into()))?;
+            built.push(TicketKey {
+                id: key_id,
+                aead: LessSafeKey::new(aead),
+            });
+        }
+        Ok(Self(Arc::new(SharedTicketer {
+            keys: built,
+            random: SystemRandom::new(),
+        })))
+    }
+
+    /// The ticketer for a rustls server configuration.
+    pub(crate) fn ticketer(&self) -> Arc<dyn ProducesTickets> {
+        Arc::clone(&self.0) as Arc<dyn ProducesTickets>
+    }
+}
+
+struct TicketKey {
+    id: [u8; KEY_ID_LEN],
+    aead: LessSafeKey,
+}
+
+struct SharedTicketer {
+    keys: Vec<TicketKey>,
+    random: SystemRandom,
+}
+
+impl fmt::Debug for SharedTicketer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedTicketer")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProducesTickets for SharedTicketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        TICKET_LIFETIME_SECS
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let key = self.keys.first()?;
+        let mut nonce = [0; NONCE_LEN];
+        self.random.fill(&mut nonce).ok()?;
+        let mut ticket = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + plain.len() + TAG_LEN);
+        ticket.extend_from_slice(&key.id);
+        ticket.extend_from_slice(&nonce);
+        ticket.extend_from_slice(plain);
+        let (header, body) = ticket.split_at_mut(KEY_ID_LEN + NONCE_LEN);
+        let tag = key
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&header[..KEY_ID_LEN]),
+                body,
+            )
+            .ok()?;
+        ticket.extend_from_slice(tag.as_ref());
+        Some(ticket)
+    }
+
+    /// `ticket` comes from the peer: anything short, unknown or forged is `None`.
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        if ticket.len() < KEY_ID_LEN + NONCE_LEN + TAG_LEN {
+            return None;
+        }
+        let (id, rest) = ticket.split_at(KEY_ID_LEN);
+        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let key = self.keys.iter().find(|k| k.id == id)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut body = sealed.to_vec();
+        let plain_len = key
+            .aead
+            .open_in_place(nonce, Aad::from(id), &mut body)
+            .ok()?
+            .len();
+        body.truncate(plain_len);
+        Some(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // reason: tests
+
+    use super::*;
+
+    fn key(byte: u8) -> Vec<u8> {
+        let mut key = vec![byte; TICKET_KEY_LEN];
+        key[0] = byte.wrapping_add(1); // a distinct id per test key
+        key
+    }
+
+    fn ticketer(keys: &[&[u8]]) -> Arc<dyn ProducesTickets> {
+        TicketKeys::from_bytes(keys).unwrap().ticketer()
+    }
+
+    #[test]
+    fn a_ticket_opens_with_the_key_that_sealed_it() {
+        let node = ticketer(&[&key(1)]);
+        let ticket = node.encrypt(b"session state").unwrap();
+        assert_eq!(node.decrypt(&ticket).unwrap(), b"session state");
+        assert_ne!(
+            &ticket[KEY_ID_LEN + NONCE_LEN..][..13],
+            b"session state",
+            "sealed, not copied"
+        );
+        // Another node with the same key opens it too: that is the point.
+        assert_eq!(
+            ticketer(&[&key(1)]).decrypt(&ticket).unwrap(),
+            b"session state"
+        );
+    }
+
+    #[test]
+    fn rotation_keeps_old_tickets_until_the_old_key_is_dropped() {
+        let old = ticketer(&[&key(1)]);
+        let ticket = old.encrypt(b"state").unwrap();
+        let rotated = ticketer(&[&key(2), &key(1)]);
+        assert_eq!(rotated.decrypt(&ticket).unwrap(), b"state");
+        let new_ticket = rotated.encrypt(b"state").unwrap();
+        assert!(
+            old.decrypt(&new_ticket).is_none(),
+            "sealed with the new key"
+        );
+        assert!(ticketer(&[&key(2)]).decrypt(&ticket).is_none());
+    }
+
+    #[test]
+    fn forged_truncated_or_foreign_tickets_are_refused() {
+        let node = ticketer(&[&key(1)]);
+        let ticket = node.encrypt(b"state").unwrap();
+        for i in 0..ticket.len() {
+            let mut flipped = ticket.clone();
+            flipped[i] ^= 0x40;
+            assert!(node.decrypt(&flipped).is_none(), "byte {i} flipped");
+        }
+        for len in 0..ticket.len() {
+            assert!(node.decrypt(&ticket[..len]).is_none(), "cut to {len}");
+        }
+        // Arbitrary peer bytes of every small length: refused, never a panic.
+        let random = SystemRandom::new();
+        for len in 0..200 {
+            let mut junk = vec![0; len];
+            random.fill(&mut junk).unwrap();
+            assert!(node.decrypt(&junk).is_none());
+        }
+    }
+
+    #[test]
+    fn each_ticket_gets_a_fresh_nonce() {
+        let node = ticketer(&[&key(1)]);
+        let a = node.encrypt(b"state").unwrap();
+        let b = node.encrypt(b"state").unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn bad_key_sets_are_refused_with_the_reason() {
+        let err = TicketKeys::from_bytes(&[&[0; 32]]).unwrap_err().to_string();
+        assert!(err.contains("expected exactly 48"), "{err}");
+        assert!(TicketKeys::from_bytes(&[]).is_err());
+        let err = TicketKeys::from_bytes(&[&key(1), &key(1)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("twice"), "{err}");
+        let missing = TicketKeys::from_files(&[PathBuf::from("/nonexistent/ticket.key")])
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("/nonexistent/ticket.key"), "{missing}");
+    }
+}
