@@ -1,8 +1,10 @@
 //! The shipped Grafana dashboard and Prometheus alert rules (`docs/monitoring/`) name only
-//! metrics the gateway registers, with the suffix their type produces, and the dashboard has a
-//! panel for every registered metric: renaming or adding a metric without updating them fails
-//! here.
+//! metrics the gateway registers, with the suffix their type produces and labels their series
+//! carry, and the dashboard has a panel for every registered metric: renaming or adding a
+//! metric without updating them fails here.
 
+#[path = "monitoring/promql.rs"]
+mod promql;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,16 +22,46 @@ const ALERTS: &str = include_str!("../../docs/monitoring/alerts.yml");
 /// Prometheus' own series the rules may use.
 const BUILTIN: &[&str] = &["up"];
 
-/// Metric family name → type, from the `# TYPE` lines of an exposition.
-fn families(text: &str, into: &mut BTreeMap<String, String>) {
+/// A registered metric family: its type, and the labels and values its series carry.
+#[derive(Debug, Default)]
+struct Family {
+    kind: String,
+    labels: BTreeMap<String, BTreeSet<String>>,
+}
+
+type Registered = BTreeMap<String, Family>;
+
+/// Families from an exposition: `# TYPE` lines, then each sample's labels.
+fn families(text: &str, into: &mut Registered) {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut words = rest.split_whitespace();
             if let (Some(name), Some(kind)) = (words.next(), words.next()) {
-                into.insert(name.to_owned(), kind.to_owned());
+                into.entry(name.to_owned()).or_default().kind = kind.to_owned();
+            }
+        } else if !line.starts_with('#') {
+            for selector in promql::selectors(line.split(' ').next().unwrap_or_default()) {
+                let family = base_name(&selector.metric, into);
+                if let Some(family) = into.get_mut(&family) {
+                    for (label, _, value) in selector.matchers {
+                        family.labels.entry(label).or_default().insert(value);
+                    }
+                }
             }
         }
     }
+}
+
+/// The family a sample name belongs to (strips the type suffix if that family exists).
+fn base_name(sample: &str, registered: &Registered) -> String {
+    for suffix in ["_total", "_bucket", "_sum", "_count", "_created"] {
+        if let Some(base) = sample.strip_suffix(suffix) {
+            if registered.contains_key(base) {
+                return base.to_owned();
+            }
+        }
+    }
+    sample.to_owned()
 }
 
 fn encode(registry: &Registry) -> String {
@@ -40,7 +72,7 @@ fn encode(registry: &Registry) -> String {
 
 /// Every family the gateway and the push service register, each with at least one series
 /// (empty families are not exposed, so each is touched once).
-async fn registered() -> BTreeMap<String, String> {
+async fn registered() -> Registered {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let push_service = PushServiceMetrics::new(&mut registry);
@@ -98,41 +130,11 @@ async fn registered() -> BTreeMap<String, String> {
     found
 }
 
-/// The metric names in a PromQL expression: identifiers outside `{…}` label matchers and
-/// quotes, in our namespaces (`imgate_`, `push_`) or Prometheus' own.
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut depth = 0usize;
-    let mut quoted = false;
-    let mut word = String::new();
-    let flush = |word: &mut String, names: &mut Vec<String>| {
-        if word.starts_with("imgate_") || word.starts_with("push_") || BUILTIN.contains(&&**word) {
-            names.push(std::mem::take(word));
-        }
-        word.clear();
-    };
-    for c in expr.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            '{' if !quoted => depth += 1,
-            '}' if !quoted => depth = depth.saturating_sub(1),
-            c if !quoted && depth == 0 && (c.is_ascii_alphanumeric() || c == '_' || c == ':') => {
-                word.push(c);
-                continue;
-            }
-            _ => {}
-        }
-        flush(&mut word, &mut names);
-    }
-    flush(&mut word, &mut names);
-    names
-}
-
 /// The family a series name belongs to, checked against its type's suffixes.
 fn family_of<'a>(
     series: &str,
-    registered: &'a BTreeMap<String, String>,
-) -> Result<&'a str, String> {
+    registered: &'a Registered,
+) -> Result<(&'a str, &'a Family), String> {
     let candidates: [(&str, &[&str]); 4] = [
         ("_total", &["counter"]),
         ("_bucket", &["histogram"]),
@@ -141,41 +143,70 @@ fn family_of<'a>(
     ];
     for (suffix, kinds) in candidates {
         if let Some(base) = series.strip_suffix(suffix) {
-            if let Some((name, kind)) = registered.get_key_value(base) {
-                return if kinds.contains(&kind.as_str()) {
-                    Ok(name)
+            if let Some((name, family)) = registered.get_key_value(base) {
+                return if kinds.contains(&family.kind.as_str()) {
+                    Ok((name, family))
                 } else {
-                    Err(format!("{series}: {base} is a {kind}, not {kinds:?}"))
+                    Err(format!(
+                        "{series}: {base} is a {}, not {kinds:?}",
+                        family.kind
+                    ))
                 };
             }
         }
     }
     match registered.get_key_value(series) {
-        Some((name, kind)) if kind == "gauge" => Ok(name),
-        Some((_, kind)) => Err(format!("{series}: a {kind} needs its suffix")),
+        Some((name, family)) if family.kind == "gauge" => Ok((name, family)),
+        Some((_, family)) => Err(format!("{series}: a {} needs its suffix", family.kind)),
         None => Err(format!("{series}: no such metric")),
     }
 }
 
-fn dashboard_exprs() -> Vec<String> {
-    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, value) in map {
-                    match (key.as_str(), value) {
-                        ("expr", serde_json::Value::String(expr)) => out.push(expr.clone()),
-                        _ => walk(value, out),
-                    }
+fn dashboard() -> serde_json::Value {
+    serde_json::from_str(DASHBOARD).expect("dashboard JSON")
+}
+
+/// Every string under `key` anywhere in `value`.
+fn strings_under(value: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match v {
+                    serde_json::Value::String(text) if k == key => out.push(text.clone()),
+                    _ => strings_under(v, key, out),
                 }
             }
-            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
-            _ => {}
         }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| strings_under(v, key, out)),
+        _ => {}
     }
-    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("dashboard JSON");
+}
+
+fn dashboard_exprs() -> Vec<String> {
     let mut exprs = Vec::new();
-    walk(&dashboard, &mut exprs);
+    strings_under(&dashboard(), "expr", &mut exprs);
     exprs
+}
+
+/// The dashboard's variable queries, `label_values(selector, label)`.
+fn dashboard_label_values() -> Vec<(String, String)> {
+    let mut queries = Vec::new();
+    strings_under(&dashboard()["templating"], "query", &mut queries);
+    strings_under(&dashboard()["templating"], "definition", &mut queries);
+    queries
+        .iter()
+        .map(|q| {
+            let args = q
+                .trim()
+                .strip_prefix("label_values(")
+                .and_then(|rest| rest.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("unsupported variable query {q}"));
+            let (selector, label) = args
+                .rsplit_once(',')
+                .expect("label_values(selector, label)");
+            (selector.trim().to_owned(), label.trim().to_owned())
+        })
+        .collect()
 }
 
 fn alert_exprs() -> Vec<String> {
@@ -186,20 +217,60 @@ fn alert_exprs() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn promql_names_are_found_outside_matchers() {
-    assert_eq!(
-        metric_names(
-            r#"sum by (le) (rate(imgate_x_bucket{event="push_y", a=~"imgate_z"}[5m])) / up"#
-        ),
-        ["imgate_x_bucket", "up"]
-    );
+/// Labels every series has once Prometheus scrapes it.
+const TARGET_LABELS: &[&str] = &["instance", "job"];
+
+/// Labels whose values are a closed set the gateway exports in full: a value not among them
+/// is a typo.
+const CLOSED_LABELS: &[(&str, &str)] = &[("imgate_transport_events", "event")];
+
+/// Checks one selector; records its family as shown if `shown` is given.
+fn check_selector(
+    selector: &promql::Selector,
+    registered: &Registered,
+    shown: Option<&mut BTreeSet<String>>,
+) -> Result<(), String> {
+    if BUILTIN.contains(&selector.metric.as_str()) {
+        return Ok(());
+    }
+    let (name, family) = family_of(&selector.metric, registered)?;
+    for (label, op, value) in &selector.matchers {
+        let histogram_le = label == "le" && selector.metric.ends_with("_bucket");
+        if !family.labels.contains_key(label)
+            && !TARGET_LABELS.contains(&label.as_str())
+            && !histogram_le
+        {
+            return Err(format!(
+                "{}: no label {label:?} (has {:?})",
+                selector.metric,
+                family.labels.keys()
+            ));
+        }
+        if op == "="
+            && CLOSED_LABELS.contains(&(name, label.as_str()))
+            && !family.labels[label].contains(value)
+        {
+            return Err(format!(
+                "{}: {label}={value:?} never occurs",
+                selector.metric
+            ));
+        }
+    }
+    if let Some(shown) = shown {
+        shown.insert(name.to_owned());
+    }
+    Ok(())
 }
 
 #[tokio::test]
 async fn dashboard_and_alerts_name_only_registered_metrics() {
     let registered = registered().await;
     assert!(registered.len() >= 20, "{registered:?}");
+    let events = &registered["imgate_transport_events"].labels["event"];
+    assert!(
+        events.contains("handshake_resumed") && events.len() >= 15,
+        "{events:?}"
+    );
     let mut errors = Vec::new();
     let mut on_dashboard = BTreeSet::new();
     let dashboard = dashboard_exprs();
@@ -207,18 +278,27 @@ async fn dashboard_and_alerts_name_only_registered_metrics() {
     assert!(dashboard.len() >= 20 && alerts.len() >= 10);
     for (source, exprs) in [("dashboard", &dashboard), ("alerts.yml", &alerts)] {
         for expr in exprs {
-            let names = metric_names(expr);
-            if names.is_empty() {
+            let selectors = promql::selectors(expr);
+            if selectors.is_empty() {
                 errors.push(format!("{source}: no metric in {expr}"));
             }
-            for name in names.iter().filter(|n| !BUILTIN.contains(&n.as_str())) {
-                match family_of(name, &registered) {
-                    Ok(family) if source == "dashboard" => {
-                        on_dashboard.insert(family.to_owned());
-                    }
-                    Ok(_) => {}
-                    Err(e) => errors.push(format!("{source}: {e} in {expr}")),
+            for selector in &selectors {
+                let shown = (source == "dashboard").then_some(&mut on_dashboard);
+                if let Err(e) = check_selector(selector, &registered, shown) {
+                    errors.push(format!("{source}: {e} in {expr}"));
                 }
+            }
+        }
+    }
+    for (selector, label) in dashboard_label_values() {
+        for found in promql::selectors(&selector) {
+            match check_selector(&found, &registered, None) {
+                Ok(())
+                    if registered.get(&found.metric).is_some_and(|f| {
+                        f.labels.contains_key(&label) || TARGET_LABELS.contains(&label.as_str())
+                    }) => {}
+                Ok(()) => errors.push(format!("variable: {} has no label {label}", found.metric)),
+                Err(e) => errors.push(format!("variable: {e}")),
             }
         }
     }
@@ -245,7 +325,7 @@ fn promtool_check(path: &std::path::Path) -> Option<std::process::Output> {
 
 /// The PromQL itself parses: the rules as they are, the dashboard's queries as recording
 /// rules (Grafana's `$__rate_interval` and `$instance` replaced by what they expand to).
-/// `.ci/run` installs promtool and sets `IMGATE_REQUIRE_PROMTOOL`; elsewhere the check is
+/// `.ci/run` fetches promtool and sets `IMGATE_REQUIRE_PROMTOOL`; elsewhere the check is
 /// skipped when promtool is missing.
 #[test]
 fn promql_parses() {
@@ -254,7 +334,7 @@ fn promql_parses() {
     let Some(output) = promtool_check(&alerts) else {
         assert!(
             std::env::var_os("IMGATE_REQUIRE_PROMTOOL").is_none(),
-            "promtool is required (Debian package `prometheus`)"
+            "promtool is required: .ci/run takes it from Debian's `prometheus` package"
         );
         eprintln!("promtool not installed: PromQL syntax not checked");
         return;

@@ -89,6 +89,12 @@ async fn admin_delivers_lists_kicks_and_metrics_move() {
     let (status, _) = http_auth(addr, "POST", "/v1/deliver", "{not json", "s3cret").await;
     assert_eq!(status, 400);
     gw.shutdown().await;
+    // A stopped gateway's listeners leave the metrics with it.
+    let (_, metrics) = http_auth(addr, "GET", "/metrics", "", "s3cret").await;
+    assert!(
+        !metrics.contains("imgate_transport_events_total{"),
+        "stale listener series:\n{metrics}"
+    );
 }
 
 #[tokio::test]

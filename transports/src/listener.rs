@@ -270,13 +270,21 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
 /// TLS, WS and WSS handshakes, under the deadline.
 async fn handshake(stream: TcpStream, peer: SocketAddr, guard: ConnGuard, shared: Arc<Shared>) {
     let deadline = shared.config.handshake_timeout;
-    let result = match tokio::time::timeout(deadline, handshake_inner(stream, peer, &shared)).await
-    {
+    // Whether TLS resumed a session; counted only once the whole handshake (for WSS, the
+    // WebSocket upgrade too) has succeeded, like `established`.
+    let mut resumed = false;
+    let inner = handshake_inner(stream, peer, &shared, &mut resumed);
+    let result = match tokio::time::timeout(deadline, inner).await {
         Ok(result) => result,
         Err(_) => Err(HandshakeFailure::Timeout),
     };
     match result {
-        Ok((io, info)) => shared.deliver(io, info, guard).await,
+        Ok((io, info)) => {
+            if resumed {
+                TransportStats::incr(&shared.stats.handshake_resumed);
+            }
+            shared.deliver(io, info, guard).await;
+        }
         Err(reason) => shared.failed(peer, reason),
     }
 }
@@ -285,6 +293,7 @@ async fn handshake_inner(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))] resumed: &mut bool,
 ) -> Result<(Io, ConnInfo), HandshakeFailure> {
     // TLS records the negotiated ALPN and the SNI.
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
@@ -304,7 +313,7 @@ async fn handshake_inner(
                 crate::ALPN_IMGATE,
                 true,
                 &mut info,
-                &shared.stats,
+                resumed,
             )
             .await?;
             Ok((Io::Tls(Box::new(tls)), info))
@@ -328,7 +337,7 @@ async fn handshake_inner(
                 crate::ALPN_HTTP1,
                 false,
                 &mut info,
-                &shared.stats,
+                resumed,
             )
             .await?;
             let ws = crate::ws::accept(
@@ -350,14 +359,12 @@ async fn accept_tls(
     alpn: &'static str,
     require_alpn: bool,
     info: &mut ConnInfo,
-    stats: &TransportStats,
+    resumed_out: &mut bool,
 ) -> Result<tokio_rustls::TlsStream<TcpStream>, HandshakeFailure> {
     let (tls, negotiated, sni, resumed) =
         crate::tls::accept(acceptor, stream, alpn, require_alpn).await?;
-    if resumed {
-        TransportStats::incr(&stats.handshake_resumed);
-    }
     info.alpn = negotiated;
     info.sni = sni;
+    *resumed_out = resumed;
     Ok(tokio_rustls::TlsStream::Server(tls))
 }

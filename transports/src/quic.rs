@@ -53,7 +53,7 @@ pub(crate) fn bind(
         .as_ref()
         .ok_or_else(|| TransportError::Config("the quic listener needs a certificate".into()))?;
     let mut tls = identity.server_config(ALPN_IMGATE, true)?;
-    // One resumption ticket, not rustls' two: tickets are single-use and a phone that
+    // One resumption ticket, not rustls' two: clients use a ticket once and a phone that
     // reconnects gets a fresh one on its new connection; each ticket's CRYPTO data stays
     // with the connection until acknowledged.
     tls.send_tls13_tickets = 1;

@@ -7,9 +7,17 @@
 //! add a new key in front, keep the previous one behind it until the tickets it sealed have
 //! expired ([`TICKET_LIFETIME_SECS`]), then drop it.
 //!
-//! A ticket is `key id (16 bytes) ‖ nonce (12) ‖ ChaCha20-Poly1305(session state) ‖ tag (16)`,
-//! the key id as associated data. A key file is exactly 48 random bytes (the id, then the
+//! A ticket is `key id (16 bytes) ‖ issued at (8, Unix seconds) ‖ nonce (12) ‖
+//! ChaCha20-Poly1305(session state) ‖ tag (16)`, the key id and issue time as associated data.
+//! A ticket older than [`TICKET_LIFETIME_SECS`] is refused here: rustls itself does not check a
+//! ticket's age, and with keys that live as long as the operator keeps them, only this bounds
+//! how long a stolen ticket resumes. A key file is exactly 48 random bytes (the id, then the
 //! 256-bit key): `head -c 48 /dev/urandom > ticket.key`.
+//!
+//! Rotate keys regularly (daily is common): a TLS 1.2 ticket carries the session's master
+//! secret, so whoever obtains a key can decrypt recorded TLS 1.2 sessions whose tickets it
+//! sealed (TLS 1.3 resumption adds a fresh key exchange, so this does not extend to it). Nonces
+//! are random, which is sound for far more tickets than a key seals in a day.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,14 +29,19 @@ use rustls::server::ProducesTickets;
 
 use crate::TransportError;
 
-/// How long a client may use a ticket (the hint sent with it; rustls also refuses older
-/// ones). Keep a retired key at least this long.
+/// How long a ticket resumes: the hint sent with it, and the age past which it is refused.
+/// Keep a retired key at least this long.
 pub const TICKET_LIFETIME_SECS: u32 = 12 * 3600;
+
+/// Tolerated clock difference between the node that sealed a ticket and the one opening it.
+const MAX_CLOCK_SKEW_SECS: u64 = 300;
 
 /// Bytes in a key file: a 16-byte key id and a 32-byte ChaCha20-Poly1305 key.
 pub const TICKET_KEY_LEN: usize = KEY_ID_LEN + 32;
 
 const KEY_ID_LEN: usize = 16;
+const ISSUED_LEN: usize = 8;
+const HEADER_LEN: usize = KEY_ID_LEN + ISSUED_LEN + NONCE_LEN;
 const TAG_LEN: usize = 16;
 
 /// Session-ticket keys: the first seals new tickets, all of them open tickets (cheap to clone).
@@ -102,7 +115,15 @@ impl TicketKeys {
         Ok(Self(Arc::new(SharedTicketer {
             keys: built,
             random: SystemRandom::new(),
+            now: unix_now,
         })))
+    }
+
+    /// The same keys read against another clock (tests of ticket age).
+    #[cfg(test)]
+    fn with_clock(self, now: fn() -> u64) -> Self {
+        let ticketer = Arc::try_unwrap(self.0).unwrap_or_else(|_| unreachable!("fresh keys"));
+        Self(Arc::new(SharedTicketer { now, ..ticketer }))
     }
 
     /// The ticketer for a rustls server configuration.
@@ -119,6 +140,14 @@ struct TicketKey {
 struct SharedTicketer {
     keys: Vec<TicketKey>,
     random: SystemRandom,
+    /// Unix seconds (a wall clock: tickets travel between nodes).
+    now: fn() -> u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 impl fmt::Debug for SharedTicketer {
@@ -142,16 +171,17 @@ impl ProducesTickets for SharedTicketer {
         let key = self.keys.first()?;
         let mut nonce = [0; NONCE_LEN];
         self.random.fill(&mut nonce).ok()?;
-        let mut ticket = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + plain.len() + TAG_LEN);
+        let mut ticket = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
         ticket.extend_from_slice(&key.id);
+        ticket.extend_from_slice(&(self.now)().to_be_bytes());
         ticket.extend_from_slice(&nonce);
         ticket.extend_from_slice(plain);
-        let (header, body) = ticket.split_at_mut(KEY_ID_LEN + NONCE_LEN);
+        let (header, body) = ticket.split_at_mut(HEADER_LEN);
         let tag = key
             .aead
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(&header[..KEY_ID_LEN]),
+                Aad::from(&header[..KEY_ID_LEN + ISSUED_LEN]),
                 body,
             )
             .ok()?;
@@ -159,19 +189,29 @@ impl ProducesTickets for SharedTicketer {
         Some(ticket)
     }
 
-    /// `ticket` comes from the peer: anything short, unknown or forged is `None`.
+    /// `ticket` comes from the peer: anything short, unknown, forged or expired is `None`.
     fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
-        if ticket.len() < KEY_ID_LEN + NONCE_LEN + TAG_LEN {
+        if ticket.len() < HEADER_LEN + TAG_LEN {
             return None;
         }
-        let (id, rest) = ticket.split_at(KEY_ID_LEN);
-        let (nonce, sealed) = rest.split_at(NONCE_LEN);
+        let (header, sealed) = ticket.split_at(HEADER_LEN);
+        let (authenticated, nonce) = header.split_at(KEY_ID_LEN + ISSUED_LEN);
+        let (id, issued) = authenticated.split_at(KEY_ID_LEN);
         let key = self.keys.iter().find(|k| k.id == id)?;
+        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+        let now = (self.now)();
+        // Checked before opening, but the issue time is authenticated: a forged one fails
+        // the tag below.
+        if issued > now.saturating_add(MAX_CLOCK_SKEW_SECS)
+            || now.saturating_sub(issued) > u64::from(TICKET_LIFETIME_SECS)
+        {
+            return None;
+        }
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = sealed.to_vec();
         let plain_len = key
             .aead
-            .open_in_place(nonce, Aad::from(id), &mut body)
+            .open_in_place(nonce, Aad::from(authenticated), &mut body)
             .ok()?
             .len();
         body.truncate(plain_len);
@@ -201,7 +241,7 @@ mod tests {
         let ticket = node.encrypt(b"session state").unwrap();
         assert_eq!(node.decrypt(&ticket).unwrap(), b"session state");
         assert_ne!(
-            &ticket[KEY_ID_LEN + NONCE_LEN..][..13],
+            &ticket[HEADER_LEN..][..13],
             b"session state",
             "sealed, not copied"
         );
@@ -245,6 +285,46 @@ mod tests {
             random.fill(&mut junk).unwrap();
             assert!(node.decrypt(&junk).is_none());
         }
+    }
+
+    const ISSUED: u64 = 1_800_000_000;
+    const _: () = assert!(TICKET_LIFETIME_SECS == 12 * 3600);
+
+    fn keys_at(now: fn() -> u64) -> Arc<dyn ProducesTickets> {
+        TicketKeys::from_bytes(&[&key(1)])
+            .unwrap()
+            .with_clock(now)
+            .ticketer()
+    }
+
+    #[test]
+    fn tickets_expire_after_their_lifetime_and_tolerate_some_skew() {
+        let ticket = keys_at(|| ISSUED).encrypt(b"state").unwrap();
+        let lifetime = u64::from(TICKET_LIFETIME_SECS);
+        assert!(
+            keys_at(|| ISSUED + 12 * 3600).decrypt(&ticket).is_some(),
+            "at the limit"
+        );
+        assert!(
+            keys_at(|| ISSUED + 12 * 3600 + 1)
+                .decrypt(&ticket)
+                .is_none(),
+            "expired"
+        );
+        assert_eq!(lifetime, 12 * 3600);
+        assert!(
+            keys_at(|| ISSUED - 300).decrypt(&ticket).is_some(),
+            "opener's clock behind"
+        );
+        assert!(
+            keys_at(|| ISSUED - 301).decrypt(&ticket).is_none(),
+            "from the future"
+        );
+        // The issue time is authenticated: moving it forward breaks the tag.
+        let mut younger = ticket.clone();
+        younger[KEY_ID_LEN..KEY_ID_LEN + ISSUED_LEN]
+            .copy_from_slice(&(ISSUED + 3600).to_be_bytes());
+        assert!(keys_at(|| ISSUED + 3600).decrypt(&younger).is_none());
     }
 
     #[test]

@@ -138,11 +138,10 @@ impl GatewayBuilder {
                 .await
                 .map_err(|source| GatewayError::Listener { kind, bind, source })?;
             addrs.push((kind, listener.local_addr()));
-            handle.metrics().transports.watch(
-                kind,
-                listener.local_addr(),
-                Arc::clone(listener.stats()),
-            );
+            handle
+                .metrics()
+                .transports
+                .watch(kind, listener.local_addr(), listener.stats());
             tasks.spawn(accept_loop(listener, handle.clone(), stop_rx.clone()));
         }
         Ok(RunningGateway {

@@ -52,15 +52,22 @@ async fn quic_resumes() {
     reconnect_resumes(TransportKind::Quic, 3).await;
 }
 
+/// A TLS listener, sealing tickets with `keys` if given.
+fn node(keys: Option<&imgate_transports::TicketKeys>) -> imgate_transports::ListenerConfig {
+    let mut config = listener_config(TransportKind::Tls);
+    if let Some(keys) = keys {
+        config.identity = Some(identity().clone().with_ticket_keys(keys.clone()));
+    }
+    config
+}
+
+fn fleet_keys() -> imgate_transports::TicketKeys {
+    let key: Vec<u8> = (0..imgate_transports::TICKET_KEY_LEN as u8).collect();
+    imgate_transports::TicketKeys::from_bytes(&[&key]).expect("keys")
+}
+
 /// Two gateway nodes behind one name; the phone's second connection lands on the other node.
 async fn resumed_on_the_other_node(keys: Option<&imgate_transports::TicketKeys>) -> u64 {
-    let node = |keys: Option<&imgate_transports::TicketKeys>| {
-        let mut config = listener_config(TransportKind::Tls);
-        if let Some(keys) = keys {
-            config.identity = Some(identity().clone().with_ticket_keys(keys.clone()));
-        }
-        config
-    };
     let (a, b) = (server(node(keys)).await, server(node(keys)).await);
     let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
     let stats_b = b.stats().clone();
@@ -73,9 +80,56 @@ async fn resumed_on_the_other_node(keys: Option<&imgate_transports::TicketKeys>)
 
 #[tokio::test]
 async fn with_shared_ticket_keys_a_phone_resumes_on_another_node() {
-    let key: Vec<u8> = (0..imgate_transports::TICKET_KEY_LEN as u8).collect();
-    let keys = imgate_transports::TicketKeys::from_bytes(&[&key]).expect("keys");
+    let keys = fleet_keys();
     assert_eq!(resumed_on_the_other_node(Some(&keys)).await, 1);
     // Without them each node's tickets are its own.
     assert_eq!(resumed_on_the_other_node(None).await, 0);
+}
+
+/// TLS 1.2 clients resume too (RFC 5077 tickets sealed with the same keys).
+#[tokio::test]
+async fn a_tls12_client_resumes_on_another_node_with_shared_keys() {
+    let keys = fleet_keys();
+    let (a, b) = (
+        server(node(Some(&keys))).await,
+        server(node(Some(&keys))).await,
+    );
+    let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
+    let stats_b = b.stats().clone();
+    let (_echo_a, _echo_b) = (echo(a), echo(b));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(identity().root_store())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"imgate/1".to_vec()];
+    let client = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let mut kinds = Vec::new();
+    for addr in [addr_a, addr_b] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = client.connect(name, tcp).await.expect("TLS 1.2 handshake");
+        let (_, session) = tls.get_ref();
+        assert_eq!(
+            session.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2)
+        );
+        kinds.push(session.handshake_kind());
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+    // The server counts it once the connection is handed over.
+    tokio::time::timeout(WAIT, async {
+        while stats_b.snapshot().handshake_resumed == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("counted as resumed");
 }
