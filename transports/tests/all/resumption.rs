@@ -52,9 +52,12 @@ async fn quic_resumes() {
     reconnect_resumes(TransportKind::Quic, 3).await;
 }
 
-/// A TLS listener, sealing tickets with `keys` if given.
-fn node(keys: Option<&imgate_transports::TicketKeys>) -> imgate_transports::ListenerConfig {
-    let mut config = listener_config(TransportKind::Tls);
+/// A listener of `kind`, sealing tickets with `keys` if given.
+fn node(
+    kind: TransportKind,
+    keys: Option<&imgate_transports::TicketKeys>,
+) -> imgate_transports::ListenerConfig {
+    let mut config = listener_config(kind);
     if let Some(keys) = keys {
         config.identity = Some(identity().clone().with_ticket_keys(keys.clone()));
     }
@@ -67,12 +70,18 @@ fn fleet_keys() -> imgate_transports::TicketKeys {
 }
 
 /// Two gateway nodes behind one name; the phone's second connection lands on the other node.
-async fn resumed_on_the_other_node(keys: Option<&imgate_transports::TicketKeys>) -> u64 {
-    let (a, b) = (server(node(keys)).await, server(node(keys)).await);
+async fn resumed_on_the_other_node(
+    kind: TransportKind,
+    keys: Option<&imgate_transports::TicketKeys>,
+) -> u64 {
+    let (a, b) = (
+        server(node(kind, keys)).await,
+        server(node(kind, keys)).await,
+    );
     let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
     let stats_b = b.stats().clone();
     let (_echo_a, _echo_b) = (echo(a), echo(b));
-    let phone = connector(TransportKind::Tls);
+    let phone = connector(kind);
     round_trip(&phone, addr_a).await;
     round_trip(&phone, addr_b).await;
     stats_b.snapshot().handshake_resumed
@@ -81,9 +90,12 @@ async fn resumed_on_the_other_node(keys: Option<&imgate_transports::TicketKeys>)
 #[tokio::test]
 async fn with_shared_ticket_keys_a_phone_resumes_on_another_node() {
     let keys = fleet_keys();
-    assert_eq!(resumed_on_the_other_node(Some(&keys)).await, 1);
+    assert_eq!(
+        resumed_on_the_other_node(TransportKind::Tls, Some(&keys)).await,
+        1
+    );
     // Without them each node's tickets are its own.
-    assert_eq!(resumed_on_the_other_node(None).await, 0);
+    assert_eq!(resumed_on_the_other_node(TransportKind::Tls, None).await, 0);
 }
 
 /// TLS 1.2 clients resume too (RFC 5077 tickets sealed with the same keys).
@@ -91,8 +103,8 @@ async fn with_shared_ticket_keys_a_phone_resumes_on_another_node() {
 async fn a_tls12_client_resumes_on_another_node_with_shared_keys() {
     let keys = fleet_keys();
     let (a, b) = (
-        server(node(Some(&keys))).await,
-        server(node(Some(&keys))).await,
+        server(node(TransportKind::Tls, Some(&keys))).await,
+        server(node(TransportKind::Tls, Some(&keys))).await,
     );
     let (addr_a, addr_b) = (a.local_addr(), b.local_addr());
     let stats_b = b.stats().clone();
@@ -132,4 +144,19 @@ async fn a_tls12_client_resumes_on_another_node_with_shared_keys() {
     })
     .await
     .expect("counted as resumed");
+}
+
+/// A phone on QUIC that moves to another node resumes there too.
+#[cfg(feature = "quic")]
+#[tokio::test]
+async fn with_shared_ticket_keys_quic_resumes_on_another_node() {
+    let keys = fleet_keys();
+    assert_eq!(
+        resumed_on_the_other_node(TransportKind::Quic, Some(&keys)).await,
+        1
+    );
+    assert_eq!(
+        resumed_on_the_other_node(TransportKind::Quic, None).await,
+        0
+    );
 }
