@@ -217,3 +217,52 @@ async fn binary_relays_over_tcp_wss_and_quic_reports_metrics_and_drains_on_sigte
     assert!(exit.success(), "{exit:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two gateway processes configured with the same `[tls] ticket_keys`: a phone that reconnects
+/// to the other one (WSS and QUIC) resumes its TLS session there, and that node counts it.
+#[tokio::test]
+async fn nodes_sharing_ticket_keys_resume_each_others_sessions() {
+    let dir = std::env::temp_dir().join(format!("imgate-e2e-tickets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let roots = write_config(&dir);
+    let key_file = dir.join("ticket.key");
+    std::fs::write(&key_file, [7u8; imgate_transports::TICKET_KEY_LEN]).expect("write key");
+    let config_file = dir.join("imgate.toml");
+    let config = std::fs::read_to_string(&config_file)
+        .expect("config")
+        .replace(
+            "[tls]\n",
+            &format!(
+                "[tls]\nticket_keys = [{:?}]\n",
+                key_file.display().to_string()
+            ),
+        );
+    std::fs::write(&config_file, config).expect("write config");
+    let (_node_a, listeners_a, _) = spawn(&config_file);
+    let (_node_b, listeners_b, admin_b) = spawn(&config_file);
+
+    for kind in [TransportKind::Wss, TransportKind::Quic] {
+        // One phone: one connector, which keeps the tickets it receives.
+        let phone = Connector::new(ConnectorConfig::new(kind, roots.clone())).expect("connector");
+        for listeners in [&listeners_a, &listeners_b] {
+            let addr = listeners
+                .iter()
+                .find(|(k, _)| k == kind.as_str())
+                .map(|(_, a)| *a)
+                .expect("listener");
+            let mut conn = phone.connect(addr).await.expect("connect");
+            hello(&mut conn, "tok-alice", None).await; // the Welcome comes after the ticket
+        }
+        let (_, metrics) = http(admin_b, "GET", "/metrics", "").await;
+        let resumed = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("imgate_transport_events_total{")
+                    && l.contains(&format!("transport=\"{}\"", kind.as_str()))
+                    && l.contains("event=\"handshake_resumed\"")
+            })
+            .unwrap_or_else(|| panic!("no resumption series for {kind:?} in\n{metrics}"));
+        assert!(resumed.ends_with(" 1"), "{resumed}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
