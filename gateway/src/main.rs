@@ -140,6 +140,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     };
     let admin_config = config.admin.clone();
     let drain_grace = config.drain_grace;
+    let ticket_keys = config.ticket_keys.clone();
     runtime.block_on(async move {
         if path.is_none() {
             tracing::warn!("no --config given: running on embedded defaults (development only)");
@@ -167,6 +168,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Installed before the addresses are announced: from then on a SIGHUP reloads.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        tokio::spawn(reload_on_sighup(hangup, ticket_keys));
         for (kind, addr) in gateway.local_addrs() {
             println!("imgate listening: {kind} on {addr}");
         }
@@ -188,6 +192,45 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         drop(admin);
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP re-reads `[tls] ticket_keys` (key rotation without a restart); with none configured
+/// it is logged and ignored, never the default "terminate". The outcome goes to stdout too,
+/// where deploy scripts (and the e2e test) read the listening addresses.
+async fn reload_on_sighup(
+    hangup: std::io::Result<tokio::signal::unix::Signal>,
+    keys: Option<imgate_transports::TicketKeys>,
+) {
+    let mut hangup = match hangup {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP: ticket keys cannot be reloaded");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        let Some(keys) = &keys else {
+            tracing::info!("SIGHUP: nothing to reload (no [tls] ticket_keys)");
+            continue;
+        };
+        match keys.reload() {
+            Ok(count) => {
+                tracing::info!(count, "SIGHUP: ticket keys reloaded");
+                announce(format_args!("imgate ticket keys reloaded: {count}"));
+            }
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: ticket keys NOT reloaded, the previous ones stay");
+                announce(format_args!("imgate ticket keys not reloaded: {error}"));
+            }
+        }
+    }
+}
+
+/// A line on stdout for whoever started us; nobody reading is not an error.
+fn announce(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 enum Signal {

@@ -67,8 +67,19 @@ tokens = {{ "tok-alice" = "alice", "tok-bob" = "bob", "tok-carol" = "carol" }}
     roots
 }
 
+/// The rest of the binary's stdout, line by line.
+type Output = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
 /// Starts the binary and reads where it listens from its stdout.
 fn spawn(config: &std::path::Path) -> (Server, Vec<(String, SocketAddr)>, SocketAddr) {
+    let (server, listeners, admin, _) = spawn_with_output(config);
+    (server, listeners, admin)
+}
+
+/// [`spawn`], keeping the binary's stdout for what it prints later.
+fn spawn_with_output(
+    config: &std::path::Path,
+) -> (Server, Vec<(String, SocketAddr)>, SocketAddr, Output) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_imgate"))
         .args(["serve", "--config"])
         .arg(config)
@@ -80,14 +91,15 @@ fn spawn(config: &std::path::Path) -> (Server, Vec<(String, SocketAddr)>, Socket
     let stdout = child.stdout.take().expect("stdout");
     let server = Server(child);
     let mut listeners = Vec::new();
-    for line in BufReader::new(stdout).lines() {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next() {
         let line = line.expect("line");
         if let Some(rest) = line.strip_prefix("imgate listening: ") {
             let (kind, addr) = rest.split_once(" on ").expect("listener line");
             listeners.push((kind.to_owned(), addr.parse().expect("addr")));
         } else if let Some(rest) = line.strip_prefix("imgate admin: http://") {
             let addr = rest.split('/').next().expect("admin addr");
-            return (server, listeners, addr.parse().expect("admin addr"));
+            return (server, listeners, addr.parse().expect("admin addr"), lines);
         }
     }
     panic!("imgate exited before listening");
@@ -218,26 +230,34 @@ async fn binary_relays_over_tcp_wss_and_quic_reports_metrics_and_drains_on_sigte
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// [`write_config`] plus `[tls] ticket_keys` naming one key file of `key_byte`s; returns the
+/// roots, the key file and the config file.
+fn write_config_with_ticket_key(
+    dir: &std::path::Path,
+    key_byte: u8,
+) -> (RootCertStore, std::path::PathBuf, std::path::PathBuf) {
+    std::fs::create_dir_all(dir).expect("temp dir");
+    let roots = write_config(dir);
+    let key_file = dir.join("ticket.key");
+    std::fs::write(&key_file, [key_byte; imgate_transports::TICKET_KEY_LEN]).expect("write key");
+    let config_file = dir.join("imgate.toml");
+    let line = format!(
+        "[tls]\nticket_keys = [{:?}]\n",
+        key_file.display().to_string()
+    );
+    let config = std::fs::read_to_string(&config_file)
+        .expect("config")
+        .replace("[tls]\n", &line);
+    std::fs::write(&config_file, config).expect("write config");
+    (roots, key_file, config_file)
+}
+
 /// Two gateway processes configured with the same `[tls] ticket_keys`: a phone that reconnects
 /// to the other one (WSS and QUIC) resumes its TLS session there, and that node counts it.
 #[tokio::test]
 async fn nodes_sharing_ticket_keys_resume_each_others_sessions() {
     let dir = std::env::temp_dir().join(format!("imgate-e2e-tickets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let roots = write_config(&dir);
-    let key_file = dir.join("ticket.key");
-    std::fs::write(&key_file, [7u8; imgate_transports::TICKET_KEY_LEN]).expect("write key");
-    let config_file = dir.join("imgate.toml");
-    let config = std::fs::read_to_string(&config_file)
-        .expect("config")
-        .replace(
-            "[tls]\n",
-            &format!(
-                "[tls]\nticket_keys = [{:?}]\n",
-                key_file.display().to_string()
-            ),
-        );
-    std::fs::write(&config_file, config).expect("write config");
+    let (roots, _key_file, config_file) = write_config_with_ticket_key(&dir, 7);
     let (_node_a, listeners_a, _) = spawn(&config_file);
     let (_node_b, listeners_b, admin_b) = spawn(&config_file);
 
@@ -264,5 +284,49 @@ async fn nodes_sharing_ticket_keys_resume_each_others_sessions() {
             .unwrap_or_else(|| panic!("no resumption series for {kind:?} in\n{metrics}"));
         assert!(resumed.ends_with(" 1"), "{resumed}");
     }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `[tls] ticket_keys` rotate on SIGHUP: after the key file changes and the signal, a ticket
+/// sealed with the old key no longer resumes (it was the only key), the new one does.
+#[tokio::test]
+async fn sighup_reloads_ticket_keys() {
+    let dir = std::env::temp_dir().join(format!("imgate-e2e-sighup-{}", std::process::id()));
+    let (roots, key_file, config_file) = write_config_with_ticket_key(&dir, 1);
+    let (server, listeners, admin, mut output) = spawn_with_output(&config_file);
+    let phone =
+        Connector::new(ConnectorConfig::new(TransportKind::Wss, roots.clone())).expect("connector");
+    let resumed = || async {
+        let (_, metrics) = http(admin, "GET", "/metrics", "").await;
+        metrics
+            .lines()
+            .find(|l| l.contains("transport=\"wss\"") && l.contains("handshake_resumed"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .expect("resumed counter")
+    };
+    let visit = || async {
+        let mut conn = phone
+            .connect(listeners.iter().find(|(k, _)| k == "wss").expect("wss").1)
+            .await
+            .expect("connect");
+        hello(&mut conn, "tok-alice", None).await;
+    };
+    visit().await; // full handshake, a ticket sealed with key 1
+    visit().await; // resumes with it
+    assert_eq!(resumed().await, 1);
+
+    std::fs::write(&key_file, [2u8; imgate_transports::TICKET_KEY_LEN]).expect("new key");
+    let status = Command::new("kill")
+        .args(["-HUP", &server.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let line = output.next().expect("a line").expect("line");
+    assert_eq!(line, "imgate ticket keys reloaded: 1");
+    visit().await; // its ticket was sealed with key 1, now unknown: a full handshake
+    assert_eq!(resumed().await, 1);
+    visit().await; // the ticket from the last visit, sealed with key 2
+    assert_eq!(resumed().await, 2);
     std::fs::remove_dir_all(&dir).ok();
 }

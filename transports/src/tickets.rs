@@ -21,7 +21,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -44,79 +44,56 @@ const ISSUED_LEN: usize = 8;
 const HEADER_LEN: usize = KEY_ID_LEN + ISSUED_LEN + NONCE_LEN;
 const TAG_LEN: usize = 16;
 
-/// Session-ticket keys: the first seals new tickets, all of them open tickets (cheap to clone).
+/// Session-ticket keys: the first seals new tickets, all of them open tickets (cheap to
+/// clone; clones share the keys, so [`TicketKeys::reload`] changes them for every listener).
 #[derive(Clone)]
 pub struct TicketKeys(Arc<SharedTicketer>);
 
 impl fmt::Debug for TicketKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Key ids only, never key material.
+        // Key counts and file names only, never key material.
         f.debug_struct("TicketKeys")
-            .field("keys", &self.0.keys.len())
+            .field("keys", &self.0.current().len())
+            .field("files", &self.0.files)
             .finish_non_exhaustive()
     }
 }
 
 impl TicketKeys {
-    /// Keys from raw 48-byte key files, the sealing key first.
+    /// Keys from raw 48-byte key files, the sealing key first. [`TicketKeys::reload`] reads
+    /// the same files again.
     pub fn from_files(paths: &[PathBuf]) -> Result<Self, TransportError> {
-        let keys = paths
-            .iter()
-            .map(|path| {
-                std::fs::read(path).map_err(|e| {
-                    TransportError::Config(format!("ticket key file {}: {e}", path.display()))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let named: Vec<(&Path, &[u8])> = paths
-            .iter()
-            .map(PathBuf::as_path)
-            .zip(keys.iter().map(Vec::as_slice))
-            .collect();
-        Self::build(&named)
+        let keys = read_key_files(paths)?;
+        Ok(Self::with_keys(keys, paths.to_vec()))
     }
 
     /// Keys from raw 48-byte values, the sealing key first.
     pub fn from_bytes(keys: &[&[u8]]) -> Result<Self, TransportError> {
         let named: Vec<(&Path, &[u8])> = keys.iter().map(|k| (Path::new("<bytes>"), *k)).collect();
-        Self::build(&named)
+        Ok(Self::with_keys(build(&named)?, Vec::new()))
     }
 
-    fn build(keys: &[(&Path, &[u8])]) -> Result<Self, TransportError> {
-        if keys.is_empty() {
-            return Err(TransportError::Config("ticket keys: none given".into()));
+    /// Reads the key files again and uses them from now on (on SIGHUP, to rotate keys without
+    /// a restart). On an error the keys in use stay. Returns how many keys are loaded.
+    pub fn reload(&self) -> Result<usize, TransportError> {
+        if self.0.files.is_empty() {
+            return Err(TransportError::Config(
+                "ticket keys: not loaded from files, nothing to reload".into(),
+            ));
         }
-        let mut built = Vec::with_capacity(keys.len());
-        for (origin, bytes) in keys {
-            if bytes.len() != TICKET_KEY_LEN {
-                return Err(TransportError::Config(format!(
-                    "ticket key {}: {} bytes, expected exactly {TICKET_KEY_LEN} random bytes \
-                     (head -c {TICKET_KEY_LEN} /dev/urandom)",
-                    origin.display(),
-                    bytes.len()
-                )));
-            }
-            let (id, key) = bytes.split_at(KEY_ID_LEN);
-            let mut key_id = [0; KEY_ID_LEN];
-            key_id.copy_from_slice(id);
-            if built.iter().any(|k: &TicketKey| k.id == key_id) {
-                return Err(TransportError::Config(format!(
-                    "ticket key {}: the same key id appears twice",
-                    origin.display()
-                )));
-            }
-            let aead = UnboundKey::new(&CHACHA20_POLY1305, key)
-                .map_err(|_| TransportError::Config("ticket key: unusable key".into()))?;
-            built.push(TicketKey {
-                id: key_id,
-                aead: LessSafeKey::new(aead),
-            });
-        }
-        Ok(Self(Arc::new(SharedTicketer {
-            keys: built,
+        let keys = read_key_files(&self.0.files)?;
+        let count = keys.len();
+        *self.0.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        Ok(count)
+    }
+
+    fn with_keys(keys: Vec<TicketKey>, files: Vec<PathBuf>) -> Self {
+        Self(Arc::new(SharedTicketer {
+            keys: RwLock::new(Arc::new(keys)),
+            files,
             random: SystemRandom::new(),
             now: unix_now,
-        })))
+        }))
     }
 
     /// The same keys read against another clock (tests of ticket age).
@@ -132,13 +109,67 @@ impl TicketKeys {
     }
 }
 
+fn read_key_files(paths: &[PathBuf]) -> Result<Vec<TicketKey>, TransportError> {
+    let keys = paths
+        .iter()
+        .map(|path| {
+            std::fs::read(path).map_err(|e| {
+                TransportError::Config(format!("ticket key file {}: {e}", path.display()))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let named: Vec<(&Path, &[u8])> = paths
+        .iter()
+        .map(PathBuf::as_path)
+        .zip(keys.iter().map(Vec::as_slice))
+        .collect();
+    build(&named)
+}
+
+fn build(keys: &[(&Path, &[u8])]) -> Result<Vec<TicketKey>, TransportError> {
+    if keys.is_empty() {
+        return Err(TransportError::Config("ticket keys: none given".into()));
+    }
+    let mut built = Vec::with_capacity(keys.len());
+    for (origin, bytes) in keys {
+        if bytes.len() != TICKET_KEY_LEN {
+            return Err(TransportError::Config(format!(
+                "ticket key {}: {} bytes, expected exactly {TICKET_KEY_LEN} random bytes \
+                 (head -c {TICKET_KEY_LEN} /dev/urandom)",
+                origin.display(),
+                bytes.len()
+            )));
+        }
+        let (id, key) = bytes.split_at(KEY_ID_LEN);
+        let mut key_id = [0; KEY_ID_LEN];
+        key_id.copy_from_slice(id);
+        if built.iter().any(|k: &TicketKey| k.id == key_id) {
+            return Err(TransportError::Config(format!(
+                "ticket key {}: the same key id appears twice",
+                origin.display()
+            )));
+        }
+        let aead = UnboundKey::new(&CHACHA20_POLY1305, key)
+            .map_err(|_| TransportError::Config("ticket key: unusable key".into()))?;
+        built.push(TicketKey {
+            id: key_id,
+            aead: LessSafeKey::new(aead),
+        });
+    }
+    Ok(built)
+}
+
 struct TicketKey {
     id: [u8; KEY_ID_LEN],
     aead: LessSafeKey,
 }
 
 struct SharedTicketer {
-    keys: Vec<TicketKey>,
+    /// Swapped whole by a reload; handshakes take a reference for the one ticket they seal
+    /// or open.
+    keys: RwLock<Arc<Vec<TicketKey>>>,
+    /// Where the keys were read from (empty: given as bytes).
+    files: Vec<PathBuf>,
     random: SystemRandom,
     /// Unix seconds (a wall clock: tickets travel between nodes).
     now: fn() -> u64,
@@ -150,10 +181,16 @@ fn unix_now() -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
+impl SharedTicketer {
+    fn current(&self) -> Arc<Vec<TicketKey>> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 impl fmt::Debug for SharedTicketer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedTicketer")
-            .field("keys", &self.keys.len())
+            .field("keys", &self.current().len())
             .finish_non_exhaustive()
     }
 }
@@ -168,7 +205,8 @@ impl ProducesTickets for SharedTicketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let key = self.keys.first()?;
+        let keys = self.current();
+        let key = keys.first()?;
         let mut nonce = [0; NONCE_LEN];
         self.random.fill(&mut nonce).ok()?;
         let mut ticket = Vec::with_capacity(HEADER_LEN + plain.len() + TAG_LEN);
@@ -197,7 +235,8 @@ impl ProducesTickets for SharedTicketer {
         let (header, sealed) = ticket.split_at(HEADER_LEN);
         let (authenticated, nonce) = header.split_at(KEY_ID_LEN + ISSUED_LEN);
         let (id, issued) = authenticated.split_at(KEY_ID_LEN);
-        let key = self.keys.iter().find(|k| k.id == id)?;
+        let keys = self.current();
+        let key = keys.iter().find(|k| k.id == id)?;
         let issued = u64::from_be_bytes(issued.try_into().ok()?);
         let now = (self.now)();
         // Checked before opening, but the issue time is authenticated: a forged one fails
@@ -355,6 +394,45 @@ mod tests {
         let a = node.encrypt(b"state").unwrap();
         let b = node.encrypt(b"state").unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn reload_rotates_every_clone_and_keeps_the_keys_on_a_bad_file() {
+        let dir = std::env::temp_dir().join(format!("imgate-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (first, second) = (dir.join("first.key"), dir.join("second.key"));
+        std::fs::write(&first, key(1)).unwrap();
+        std::fs::write(&second, key(2)).unwrap();
+        let keys = TicketKeys::from_files(&[first.clone(), second.clone()]).unwrap();
+        let listener = keys.clone().ticketer(); // as a listener holds it
+        let old_ticket = listener.encrypt(b"state").unwrap();
+
+        // Rotate: a new key first, the old one second.
+        std::fs::write(&first, key(3)).unwrap();
+        std::fs::write(&second, key(1)).unwrap();
+        assert_eq!(keys.reload().unwrap(), 2);
+        let new_ticket = listener.encrypt(b"state").unwrap();
+        assert!(
+            ticketer(&[&key(1)]).decrypt(&new_ticket).is_none(),
+            "sealed with the new first key"
+        );
+        assert!(ticketer(&[&key(3)]).decrypt(&new_ticket).is_some());
+        assert!(
+            listener.decrypt(&old_ticket).is_some(),
+            "old key still opens"
+        );
+
+        // A broken file: the reload fails, the keys in use stay.
+        std::fs::write(&first, [0u8; 5]).unwrap();
+        assert!(keys.reload().unwrap_err().to_string().contains("first.key"));
+        assert!(listener.decrypt(&new_ticket).is_some());
+        assert!(
+            TicketKeys::from_bytes(&[&key(1)])
+                .unwrap()
+                .reload()
+                .is_err()
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     /// How long a SIGTERM drain waits for clients to leave.
     pub drain_grace: Duration,
+    /// `[tls] ticket_keys`, shared by every TLS listener; `reload` on SIGHUP rotates them.
+    pub ticket_keys: Option<TicketKeys>,
 }
 
 impl Config {
@@ -133,19 +135,21 @@ impl ConfigFile {
                 ));
             }
         };
-        let certificate = match (certificate, self.tls.ticket_keys.is_empty()) {
-            (certificate, true) => certificate,
-            (Some(certificate), false) => Some(
-                certificate.with_ticket_keys(
-                    TicketKeys::from_files(&self.tls.ticket_keys)
-                        .map_err(|e| ConfigError(format!("tls: {e}")))?,
-                ),
+        let ticket_keys = match (&certificate, self.tls.ticket_keys.is_empty()) {
+            (_, true) => None,
+            (Some(_), false) => Some(
+                TicketKeys::from_files(&self.tls.ticket_keys)
+                    .map_err(|e| ConfigError(format!("tls: {e}")))?,
             ),
             (None, false) => {
                 return Err(ConfigError(
                     "tls: ticket_keys given but no tls, wss or quic listener".into(),
                 ));
             }
+        };
+        let certificate = match (certificate, &ticket_keys) {
+            (Some(certificate), Some(keys)) => Some(certificate.with_ticket_keys(keys.clone())),
+            (certificate, _) => certificate,
         };
         let mut listeners = Vec::new();
         for (index, listener) in self.listener.into_iter().enumerate() {
@@ -222,6 +226,7 @@ impl ConfigFile {
             listeners,
             apps,
             dev_certificate,
+            ticket_keys,
             admin: crate::admin::AdminConfig {
                 bind: self.admin.bind,
                 token: self.admin.token,
