@@ -170,7 +170,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         };
         // Installed before the addresses are announced: from then on a SIGHUP reloads.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
-        tokio::spawn(reload_on_sighup(hangup, ticket_keys));
+        tokio::spawn(reload_on_sighup(hangup, ticket_keys, path.clone()));
         for (kind, addr) in gateway.local_addrs() {
             println!("imgate listening: {kind} on {addr}");
         }
@@ -194,12 +194,14 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-/// SIGHUP re-reads `[tls] ticket_keys` (key rotation without a restart); with none configured
-/// it is logged and ignored, never the default "terminate". The outcome goes to stdout too,
-/// where deploy scripts (and the e2e test) read the listening addresses.
+/// SIGHUP re-reads `[tls] ticket_keys` from the config file (the list and the files; key
+/// rotation without a restart); with none configured it is logged and ignored, never the
+/// default "terminate". The outcome goes to stdout too, where deploy scripts (and the e2e
+/// test) read the listening addresses.
 async fn reload_on_sighup(
     hangup: std::io::Result<tokio::signal::unix::Signal>,
     keys: Option<imgate_transports::TicketKeys>,
+    config: Option<PathBuf>,
 ) {
     let mut hangup = match hangup {
         Ok(signal) => signal,
@@ -209,11 +211,20 @@ async fn reload_on_sighup(
         }
     };
     while hangup.recv().await.is_some() {
-        let Some(keys) = &keys else {
+        let (Some(keys), Some(config)) = (&keys, &config) else {
             tracing::info!("SIGHUP: nothing to reload (no [tls] ticket_keys)");
             continue;
         };
-        match keys.reload() {
+        let reloaded = Config::ticket_key_files(config)
+            .map_err(|e| e.to_string())
+            .and_then(|files| {
+                if files.is_empty() {
+                    Err("[tls] ticket_keys was removed: that takes a restart".to_owned())
+                } else {
+                    keys.reload_from(&files).map_err(|e| e.to_string())
+                }
+            });
+        match reloaded {
             Ok(count) => {
                 tracing::info!(count, "SIGHUP: ticket keys reloaded");
                 announce(format_args!("imgate ticket keys reloaded: {count}"));

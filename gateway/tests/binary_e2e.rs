@@ -316,17 +316,53 @@ async fn sighup_reloads_ticket_keys() {
     visit().await; // resumes with it
     assert_eq!(resumed().await, 1);
 
+    let mut hangup = || {
+        let status = Command::new("kill")
+            .args(["-HUP", &server.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        // Logs share stdout (an error is logged too); the announcement is what counts.
+        output
+            .by_ref()
+            .map(|line| line.expect("line"))
+            .find(|line| line.starts_with("imgate ticket keys"))
+            .expect("a reload line")
+    };
+
+    // New contents in the same file.
     std::fs::write(&key_file, [2u8; imgate_transports::TICKET_KEY_LEN]).expect("new key");
-    let status = Command::new("kill")
-        .args(["-HUP", &server.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let line = output.next().expect("a line").expect("line");
-    assert_eq!(line, "imgate ticket keys reloaded: 1");
+    assert_eq!(hangup(), "imgate ticket keys reloaded: 1");
     visit().await; // its ticket was sealed with key 1, now unknown: a full handshake
     assert_eq!(resumed().await, 1);
     visit().await; // the ticket from the last visit, sealed with key 2
     assert_eq!(resumed().await, 2);
+
+    // A new list in the config: only another file, with key 3.
+    let other_key = dir.join("other.key");
+    std::fs::write(&other_key, [3u8; imgate_transports::TICKET_KEY_LEN]).expect("key 3");
+    let config = std::fs::read_to_string(&config_file).expect("config");
+    let with_list = |file: &std::path::Path| {
+        config.replace(
+            &format!("ticket_keys = [{:?}]", key_file.display().to_string()),
+            &format!("ticket_keys = [{:?}]", file.display().to_string()),
+        )
+    };
+    std::fs::write(&config_file, with_list(&other_key)).expect("config");
+    assert_eq!(hangup(), "imgate ticket keys reloaded: 1");
+    visit().await; // sealed with key 2, which the new list dropped: a full handshake
+    assert_eq!(resumed().await, 2);
+    visit().await; // key 3
+    assert_eq!(resumed().await, 3);
+
+    // A list naming a missing file: refused, the keys in use stay.
+    std::fs::write(&config_file, with_list(&dir.join("missing.key"))).expect("config");
+    let refused = hangup();
+    assert!(
+        refused.starts_with("imgate ticket keys not reloaded: "),
+        "{refused}"
+    );
+    visit().await;
+    assert_eq!(resumed().await, 4);
     std::fs::remove_dir_all(&dir).ok();
 }

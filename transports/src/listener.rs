@@ -144,7 +144,7 @@ impl Listener {
         });
         #[cfg(feature = "quic")]
         if kind == TransportKind::Quic {
-            let endpoint = crate::quic::bind(&shared.config, Arc::clone(&shared.stats))?;
+            let endpoint = crate::quic::bind(&shared.config)?;
             let local_addr = endpoint.local_addr()?;
             let accept_task = tokio::spawn(crate::quic::accept_loop(
                 endpoint.clone(),

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use imgate_codec::CloseCode;
-use quinn::crypto::rustls::{HandshakeData, QuicClientConfig};
+use quinn::crypto::rustls::QuicClientConfig;
 use quinn::{IdleTimeout, TransportConfig, VarInt};
 
 use crate::config::QuicConfig;
 use crate::framed::Io;
 use crate::limits::ConnLimits;
 use crate::listener::Shared;
+use crate::quic_tls::ServerHandshakeData;
 use crate::stats::{HandshakeFailure, TransportStats};
 use crate::{ALPN_IMGATE, ConnInfo, ListenerConfig, TransportError, TransportKind};
 
@@ -44,10 +45,7 @@ pub(crate) fn transport_config(
 }
 
 /// The server endpoint: TLS 1.3 with ALPN `imgate/1`, migration on.
-pub(crate) fn bind(
-    config: &ListenerConfig,
-    stats: Arc<TransportStats>,
-) -> Result<quinn::Endpoint, TransportError> {
+pub(crate) fn bind(config: &ListenerConfig) -> Result<quinn::Endpoint, TransportError> {
     let identity = config
         .identity
         .as_ref()
@@ -57,7 +55,7 @@ pub(crate) fn bind(
     // reconnects gets a fresh one on its new connection; each ticket's CRYPTO data stays
     // with the connection until acknowledged.
     tls.send_tls13_tickets = 1;
-    let crypto = crate::quic_tls::ServerCrypto::new(Arc::new(tls), stats)?;
+    let crypto = crate::quic_tls::ServerCrypto::new(Arc::new(tls))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport_config(&config.quic, true)?));
     // Phones switch networks: let a connection follow its client to a new address.
@@ -129,7 +127,7 @@ async fn handshake(
     };
     let data = conn
         .handshake_data()
-        .and_then(|data| data.downcast::<HandshakeData>().ok());
+        .and_then(|data| data.downcast::<ServerHandshakeData>().ok());
     let alpn_ok = data
         .as_ref()
         .and_then(|d| d.protocol.as_deref())
@@ -156,6 +154,9 @@ async fn handshake(
             return shared.failed(peer, HandshakeFailure::Timeout);
         }
     };
+    if data.as_ref().is_some_and(|d| d.resumed) {
+        TransportStats::incr(&shared.stats.handshake_resumed);
+    }
     let info = ConnInfo {
         kind: TransportKind::Quic,
         peer,

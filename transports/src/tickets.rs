@@ -3,9 +3,9 @@
 //!
 //! Without them each process encrypts its tickets with keys of its own (rustls' rotating
 //! `Ticketer`): resumption works only against the node that issued the ticket. With them, the
-//! first key encrypts new tickets and every key decrypts, so keys rotate without a flag day:
-//! add a new key in front, keep the previous one behind it until the tickets it sealed have
-//! expired ([`TICKET_LIFETIME_SECS`]), then drop it.
+//! first key encrypts new tickets and every key decrypts, so keys rotate without a flag day,
+//! in two phases: add the new key behind the current one on every node, then move it in front;
+//! drop the old one [`TICKET_LIFETIME_SECS`] after it stopped sealing.
 //!
 //! A ticket is `key id (16 bytes) ‖ issued at (8, Unix seconds) ‖ nonce (12) ‖
 //! ChaCha20-Poly1305(session state) ‖ tag (16)`, the key id and issue time as associated data.
@@ -54,7 +54,10 @@ impl fmt::Debug for TicketKeys {
         // Key counts and file names only, never key material.
         f.debug_struct("TicketKeys")
             .field("keys", &self.0.current().len())
-            .field("files", &self.0.files)
+            .field(
+                "files",
+                &*self.0.files.read().unwrap_or_else(PoisonError::into_inner),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -76,21 +79,34 @@ impl TicketKeys {
     /// Reads the key files again and uses them from now on (on SIGHUP, to rotate keys without
     /// a restart). On an error the keys in use stay. Returns how many keys are loaded.
     pub fn reload(&self) -> Result<usize, TransportError> {
-        if self.0.files.is_empty() {
+        let files = self
+            .0
+            .files
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if files.is_empty() {
             return Err(TransportError::Config(
                 "ticket keys: not loaded from files, nothing to reload".into(),
             ));
         }
-        let keys = read_key_files(&self.0.files)?;
+        self.reload_from(&files)
+    }
+
+    /// Reads `paths` (the sealing key first) and uses them, and those files, from now on: a
+    /// changed list in the config takes effect. On an error the keys and files in use stay.
+    pub fn reload_from(&self, paths: &[PathBuf]) -> Result<usize, TransportError> {
+        let keys = read_key_files(paths)?;
         let count = keys.len();
         *self.0.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+        *self.0.files.write().unwrap_or_else(PoisonError::into_inner) = paths.to_vec();
         Ok(count)
     }
 
     fn with_keys(keys: Vec<TicketKey>, files: Vec<PathBuf>) -> Self {
         Self(Arc::new(SharedTicketer {
             keys: RwLock::new(Arc::new(keys)),
-            files,
+            files: RwLock::new(files),
             random: SystemRandom::new(),
             now: unix_now,
         }))
@@ -169,7 +185,7 @@ struct SharedTicketer {
     /// or open.
     keys: RwLock<Arc<Vec<TicketKey>>>,
     /// Where the keys were read from (empty: given as bytes).
-    files: Vec<PathBuf>,
+    files: RwLock<Vec<PathBuf>>,
     random: SystemRandom,
     /// Unix seconds (a wall clock: tickets travel between nodes).
     now: fn() -> u64,
@@ -431,6 +447,19 @@ mod tests {
                 .unwrap()
                 .reload()
                 .is_err()
+        );
+
+        // Another list: its files from now on, for later reloads too.
+        let third = dir.join("third.key");
+        std::fs::write(&third, key(4)).unwrap();
+        assert_eq!(keys.reload_from(std::slice::from_ref(&third)).unwrap(), 1);
+        assert!(listener.decrypt(&new_ticket).is_none(), "key 3 is gone");
+        std::fs::write(&third, key(5)).unwrap();
+        assert_eq!(keys.reload().unwrap(), 1);
+        let ticket = listener.encrypt(b"state").unwrap();
+        assert!(
+            ticketer(&[&key(5)]).decrypt(&ticket).is_some(),
+            "re-read from third.key"
         );
         std::fs::remove_dir_all(&dir).ok();
     }

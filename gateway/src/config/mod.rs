@@ -4,7 +4,7 @@
 mod file;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +46,8 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     /// How long a SIGTERM drain waits for clients to leave.
     pub drain_grace: Duration,
-    /// `[tls] ticket_keys`, shared by every TLS listener; `reload` on SIGHUP rotates them.
+    /// `[tls] ticket_keys`, shared by every TLS listener; on SIGHUP the binary re-reads the
+    /// list ([`Config::ticket_key_files`]) and the files (`TicketKeys::reload_from`).
     pub ticket_keys: Option<TicketKeys>,
 }
 
@@ -69,6 +70,16 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         Self::parse_with_registry(&text, registry)
+    }
+
+    /// The `[tls] ticket_keys` files a config file names now (for SIGHUP: the rest of the file
+    /// is not applied, so nothing else is validated or started).
+    pub fn ticket_key_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let file: ConfigFile =
+            toml::from_str(&text).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
+        Ok(file.tls.ticket_keys)
     }
 
     /// Parses and validates TOML text, registering push metrics into `registry`. Apps with

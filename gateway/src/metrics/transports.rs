@@ -1,5 +1,6 @@
-//! The listeners' transport counters (`imgate_transports::TransportStats`: accepts, handshake
-//! failures by reason, limit refusals, bad frames), read at scrape time.
+//! The listeners' transport counters (`imgate_transports::TransportStats`: accepts, established
+//! and resumed handshakes, handshake failures by reason, limit refusals, bad frames), read at
+//! scrape time.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -52,7 +53,7 @@ impl Collector for TransportCollector {
         listeners.retain(|watched| watched.stats.strong_count() > 0);
         let mut family = encoder.encode_descriptor(
             "transport_events",
-            "Transport events by listener: accepts, handshake failures by reason, limit refusals, bad frames",
+            "Transport events by listener: accepts, established and resumed handshakes, handshake failures by reason, limit refusals, bad frames",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;

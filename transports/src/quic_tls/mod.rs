@@ -20,7 +20,7 @@ use std::any::Any;
 use std::io;
 use std::sync::Arc;
 
-use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
+use quinn::crypto::rustls::QuicServerConfig;
 use quinn::crypto::{
     self, ExportKeyingMaterialError, HeaderKey, KeyPair, Keys, PacketKey, UnsupportedVersion,
 };
@@ -31,7 +31,6 @@ use rustls::pki_types::CertificateDer;
 use rustls::quic::{KeyChange, ServerConnection, Suite, Version};
 
 use crate::TransportError as Error;
-use crate::stats::TransportStats;
 
 mod lazy_keys;
 
@@ -46,16 +45,11 @@ pub(crate) struct ServerCrypto {
     tls: Arc<rustls::ServerConfig>,
     initial: Suite,
     quinn: QuicServerConfig,
-    /// The listener's counters: sessions count resumed handshakes.
-    stats: Arc<TransportStats>,
 }
 
 impl ServerCrypto {
     /// Wraps a TLS 1.3 server configuration (see [`QuicServerConfig`] for its requirements).
-    pub(crate) fn new(
-        tls: Arc<rustls::ServerConfig>,
-        stats: Arc<TransportStats>,
-    ) -> Result<Self, Error> {
+    pub(crate) fn new(tls: Arc<rustls::ServerConfig>) -> Result<Self, Error> {
         let quinn = QuicServerConfig::try_from(Arc::clone(&tls))
             .map_err(|e| Error::Config(format!("QUIC TLS: {e}")))?;
         // QUIC's Initial packets are always protected with TLS_AES_128_GCM_SHA256; quinn has
@@ -73,7 +67,6 @@ impl ServerCrypto {
             tls,
             initial,
             quinn,
-            stats,
         })
     }
 
@@ -103,7 +96,6 @@ impl ServerCrypto {
             got_handshake_data: false,
             next_phase: None,
             stage,
-            stats: Arc::clone(&self.stats),
         }
     }
 }
@@ -144,8 +136,6 @@ struct ServerSession {
     version: Version,
     initial: Suite,
     got_handshake_data: bool,
-    /// The listener's counters (for resumed handshakes).
-    stats: Arc<TransportStats>,
     /// Secrets for the key phase after the one most recently handed to quinn.
     next_phase: Option<NextPhase>,
     stage: Stage,
@@ -165,6 +155,19 @@ struct Established {
     alpn: Option<Vec<u8>>,
     server_name: Option<String>,
     peer_certificates: Option<Vec<CertificateDer<'static>>>,
+    resumed: bool,
+}
+
+/// What [`quinn::Connection::handshake_data`] returns for our server sessions: quinn's fields
+/// plus whether the handshake resumed an earlier session (counted once the connection is
+/// established, like TLS over TCP).
+pub(crate) struct ServerHandshakeData {
+    /// The negotiated ALPN protocol.
+    pub(crate) protocol: Option<Vec<u8>>,
+    /// The SNI the client sent.
+    pub(crate) server_name: Option<String>,
+    /// Whether a session ticket resumed an earlier session.
+    pub(crate) resumed: bool,
 }
 
 /// Key-update state: the key phase after the one quinn uses, and whether quinn already holds
@@ -193,15 +196,13 @@ impl ServerSession {
         if tls.is_handshaking() || !wrote_nothing {
             return;
         }
-        if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-            TransportStats::incr(&self.stats.handshake_resumed);
-        }
         let established = Established {
             alpn: tls.alpn_protocol().map(<[u8]>::to_vec),
             server_name: tls.server_name().map(str::to_owned),
             peer_certificates: tls
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()),
+            resumed: is_resumed(tls),
         };
         self.stage = Stage::Established(Box::new(established));
     }
@@ -216,22 +217,25 @@ impl crypto::Session for ServerSession {
         quinn_keys(self.initial.keys(dst_cid, side, self.version))
     }
 
+    /// A [`ServerHandshakeData`].
     fn handshake_data(&self) -> Option<Box<dyn Any>> {
         if !self.got_handshake_data {
             return None;
         }
-        let (protocol, server_name) = match &self.stage {
-            Stage::Handshaking(tls) => (
-                tls.alpn_protocol().map(<[u8]>::to_vec),
-                tls.server_name().map(str::to_owned),
-            ),
-            Stage::Established(done) => (done.alpn.clone(), done.server_name.clone()),
+        let data = match &self.stage {
+            Stage::Handshaking(tls) => ServerHandshakeData {
+                protocol: tls.alpn_protocol().map(<[u8]>::to_vec),
+                server_name: tls.server_name().map(str::to_owned),
+                resumed: is_resumed(tls),
+            },
+            Stage::Established(done) => ServerHandshakeData {
+                protocol: done.alpn.clone(),
+                server_name: done.server_name.clone(),
+                resumed: done.resumed,
+            },
             Stage::Failed(_) => return None,
         };
-        Some(Box::new(HandshakeData {
-            protocol,
-            server_name,
-        }))
+        Some(Box::new(data))
     }
 
     /// As quinn's: the `Any` is a `Vec<CertificateDer<'static>>`.
@@ -383,6 +387,10 @@ impl crypto::Session for ServerSession {
     ) -> Result<(), ExportKeyingMaterialError> {
         Err(ExportKeyingMaterialError)
     }
+}
+
+fn is_resumed(tls: &ServerConnection) -> bool {
+    tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }
 
 /// rustls keys as quinn's trait objects (quinn implements its key traits for rustls' boxes).
