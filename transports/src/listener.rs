@@ -270,16 +270,15 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
 /// TLS, WS and WSS handshakes, under the deadline.
 async fn handshake(stream: TcpStream, peer: SocketAddr, guard: ConnGuard, shared: Arc<Shared>) {
     let deadline = shared.config.handshake_timeout;
-    // Whether TLS resumed a session; counted only once the whole handshake (for WSS, the
-    // WebSocket upgrade too) has succeeded, like `established`.
-    let mut resumed = false;
-    let inner = handshake_inner(stream, peer, &shared, &mut resumed);
+    let inner = handshake_inner(stream, peer, &shared);
     let result = match tokio::time::timeout(deadline, inner).await {
         Ok(result) => result,
         Err(_) => Err(HandshakeFailure::Timeout),
     };
     match result {
-        Ok((io, info)) => {
+        Ok((io, info, resumed)) => {
+            // Counted once the whole handshake (for WSS, the upgrade too) has succeeded, like
+            // `established`.
             if resumed {
                 TransportStats::incr(&shared.stats.handshake_resumed);
             }
@@ -293,8 +292,7 @@ async fn handshake_inner(
     stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
-    #[cfg_attr(not(feature = "tls"), allow(unused_variables))] resumed: &mut bool,
-) -> Result<(Io, ConnInfo), HandshakeFailure> {
+) -> Result<(Io, ConnInfo, bool), HandshakeFailure> {
     // TLS records the negotiated ALPN and the SNI.
     #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut info = ConnInfo {
@@ -304,19 +302,12 @@ async fn handshake_inner(
         sni: None,
     };
     match &shared.mode {
-        TcpMode::Plain => Ok((Io::Tcp(stream), info)),
+        TcpMode::Plain => Ok((Io::Tcp(stream), info, false)),
         #[cfg(feature = "tls")]
         TcpMode::Tls(acceptor) => {
-            let tls = accept_tls(
-                acceptor,
-                stream,
-                crate::ALPN_IMGATE,
-                true,
-                &mut info,
-                resumed,
-            )
-            .await?;
-            Ok((Io::Tls(Box::new(tls)), info))
+            let (tls, resumed) =
+                accept_tls(acceptor, stream, crate::ALPN_IMGATE, true, &mut info).await?;
+            Ok((Io::Tls(Box::new(tls)), info, resumed))
         }
         #[cfg(feature = "ws")]
         TcpMode::Ws => {
@@ -326,32 +317,25 @@ async fn handshake_inner(
                 shared.config.max_frame,
             )
             .await?;
-            Ok((Io::Ws(Box::new(ws)), info))
+            Ok((Io::Ws(Box::new(ws)), info, false))
         }
         #[cfg(all(feature = "ws", feature = "tls"))]
         TcpMode::Wss(acceptor) => {
             // HTTP clients may not send ALPN, so it is optional here.
-            let tls = accept_tls(
-                acceptor,
-                stream,
-                crate::ALPN_HTTP1,
-                false,
-                &mut info,
-                resumed,
-            )
-            .await?;
+            let (tls, resumed) =
+                accept_tls(acceptor, stream, crate::ALPN_HTTP1, false, &mut info).await?;
             let ws = crate::ws::accept(
                 crate::ws::WsIo::Tls(Box::new(tls)),
                 &shared.config.ws,
                 shared.config.max_frame,
             )
             .await?;
-            Ok((Io::Ws(Box::new(ws)), info))
+            Ok((Io::Ws(Box::new(ws)), info, resumed))
         }
     }
 }
 
-/// The TLS handshake, recording the negotiated ALPN and the SNI in `info`.
+/// The TLS handshake, recording the negotiated ALPN and the SNI in `info`; whether it resumed.
 #[cfg(feature = "tls")]
 async fn accept_tls(
     acceptor: &tokio_rustls::TlsAcceptor,
@@ -359,12 +343,10 @@ async fn accept_tls(
     alpn: &'static str,
     require_alpn: bool,
     info: &mut ConnInfo,
-    resumed_out: &mut bool,
-) -> Result<tokio_rustls::TlsStream<TcpStream>, HandshakeFailure> {
+) -> Result<(tokio_rustls::TlsStream<TcpStream>, bool), HandshakeFailure> {
     let (tls, negotiated, sni, resumed) =
         crate::tls::accept(acceptor, stream, alpn, require_alpn).await?;
     info.alpn = negotiated;
     info.sni = sni;
-    *resumed_out = resumed;
-    Ok(tokio_rustls::TlsStream::Server(tls))
+    Ok((tokio_rustls::TlsStream::Server(tls), resumed))
 }
