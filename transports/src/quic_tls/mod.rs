@@ -152,15 +152,14 @@ enum Stage {
 /// What outlives the rustls connection. Not the peer's transport parameters: quinn reads
 /// them once, when the client's first flight moves the server out of the Initial space.
 struct Established {
-    alpn: Option<Vec<u8>>,
-    server_name: Option<String>,
+    handshake: ServerHandshakeData,
     peer_certificates: Option<Vec<CertificateDer<'static>>>,
-    resumed: bool,
 }
 
 /// What [`quinn::Connection::handshake_data`] returns for our server sessions: quinn's fields
 /// plus whether the handshake resumed an earlier session (counted once the connection is
 /// established, like TLS over TCP).
+#[derive(Clone)]
 pub(crate) struct ServerHandshakeData {
     /// The negotiated ALPN protocol.
     pub(crate) protocol: Option<Vec<u8>>,
@@ -197,12 +196,10 @@ impl ServerSession {
             return;
         }
         let established = Established {
-            alpn: tls.alpn_protocol().map(<[u8]>::to_vec),
-            server_name: tls.server_name().map(str::to_owned),
+            handshake: ServerHandshakeData::of(tls),
             peer_certificates: tls
                 .peer_certificates()
                 .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect()),
-            resumed: is_resumed(tls),
         };
         self.stage = Stage::Established(Box::new(established));
     }
@@ -223,16 +220,8 @@ impl crypto::Session for ServerSession {
             return None;
         }
         let data = match &self.stage {
-            Stage::Handshaking(tls) => ServerHandshakeData {
-                protocol: tls.alpn_protocol().map(<[u8]>::to_vec),
-                server_name: tls.server_name().map(str::to_owned),
-                resumed: is_resumed(tls),
-            },
-            Stage::Established(done) => ServerHandshakeData {
-                protocol: done.alpn.clone(),
-                server_name: done.server_name.clone(),
-                resumed: done.resumed,
-            },
+            Stage::Handshaking(tls) => ServerHandshakeData::of(tls),
+            Stage::Established(done) => done.handshake.clone(),
             Stage::Failed(_) => return None,
         };
         Some(Box::new(data))
@@ -389,8 +378,14 @@ impl crypto::Session for ServerSession {
     }
 }
 
-fn is_resumed(tls: &ServerConnection) -> bool {
-    tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+impl ServerHandshakeData {
+    fn of(tls: &ServerConnection) -> Self {
+        Self {
+            protocol: tls.alpn_protocol().map(<[u8]>::to_vec),
+            server_name: tls.server_name().map(str::to_owned),
+            resumed: tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        }
+    }
 }
 
 /// rustls keys as quinn's trait objects (quinn implements its key traits for rustls' boxes).
