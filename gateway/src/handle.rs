@@ -20,6 +20,7 @@ use crate::rate_limit::SharedBucket;
 use crate::registry::Registry;
 use crate::server::ServerConfig;
 use crate::session::{DeliverOutcome, Outgoing, Undelivered, UndeliveredReason};
+use crate::store::{Change, Durability, SessionStore};
 
 /// Errors of the delivery API.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -28,6 +29,11 @@ pub enum DeliverError {
     /// The app is not configured.
     #[error("unknown app {0}")]
     UnknownApp(AppId),
+    /// The session store could not make the message durable. It is still delivered from
+    /// memory, but a restart before the device acknowledges it would lose it: a backend
+    /// that needs the guarantee retries (the device may then see it twice).
+    #[error("message {0:?} is not durable: {1}")]
+    NotDurable(MessageId, crate::store::StoreError),
 }
 
 /// Shared state of a running gateway.
@@ -48,6 +54,18 @@ pub(crate) struct Shared {
     /// Notified whenever a connection detaches from its session.
     pub(crate) detached: Notify,
     pub(crate) handshake_limit: SharedBucket,
+    /// Where the sessions of apps with `Durability::Disk` live.
+    pub(crate) store: Option<Arc<dyn SessionStore>>,
+}
+
+impl Shared {
+    /// The store `app`'s sessions live in, if they are durable.
+    pub(crate) fn store_for(&self, app: &App) -> Option<&Arc<dyn SessionStore>> {
+        match app.session.durability {
+            Durability::Disk => self.store.as_ref(),
+            Durability::Memory => None,
+        }
+    }
 }
 
 /// A cheap, cloneable handle to a running gateway.
@@ -69,6 +87,7 @@ impl GatewayHandle {
         apps: HashMap<AppId, Arc<App>>,
         config: ServerConfig,
         metrics: Metrics,
+        store: Option<Arc<dyn SessionStore>>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -83,6 +102,7 @@ impl GatewayHandle {
                 cancel: CancellationToken::new(),
                 draining: AtomicBool::new(false),
                 detached: Notify::new(),
+                store,
             }),
         }
     }
@@ -114,10 +134,17 @@ impl GatewayHandle {
 
     /// Delivers a message to `delivery.target` within `app`; returns one report per device.
     ///
-    /// Never waits: connected devices get the message queued on their connection (their
-    /// driver writes it), detached ones buffer it for resume, and everything else is handed
-    /// to the offline path before this returns.
-    pub fn deliver(&self, app: &AppId, delivery: Delivery) -> Result<DeliveryReport, DeliverError> {
+    /// Connected devices get the message queued on their connection (their driver writes
+    /// it), detached ones buffer it for resume, and everything else is handed to the offline
+    /// path before this returns. For an app with `Durability::Disk` it returns once the
+    /// message is durable in every session it joined (one group commit of the session
+    /// store, shared with every delivery made meanwhile), and no device receives it before
+    /// that; with `Durability::Memory` it never waits.
+    pub async fn deliver(
+        &self,
+        app: &AppId,
+        delivery: Delivery,
+    ) -> Result<DeliveryReport, DeliverError> {
         let app_state = self
             .app(app)
             .ok_or_else(|| DeliverError::UnknownApp(app.clone()))?;
@@ -153,6 +180,9 @@ impl GatewayHandle {
             cells.retain(|c| c.id() != excluded);
         }
         let metrics = &self.shared.metrics;
+        let store = self.shared.store_for(app_state);
+        let push_options = store.and(delivery.options.push.clone().map(Arc::new));
+        let mut awaiting_store = Vec::new();
         let mut devices = Vec::with_capacity(cells.len().max(1));
         // A user or device target with no session left is reported (and handed offline)
         // as the user.
@@ -168,8 +198,24 @@ impl GatewayHandle {
             });
         }
         for cell in cells {
-            let outcome = cell.lock().handle_deliver(now, outgoing.clone());
-            cell.wake();
+            let outcome = {
+                let mut session = cell.lock();
+                let outcome = session.handle_deliver(now, outgoing.clone());
+                if let Some(store) = store {
+                    // Appended under the session's lock: one session's changes reach the
+                    // store in sequence order.
+                    record_delivery(&**store, &session, outcome, push_options.as_ref());
+                }
+                outcome
+            };
+            match outcome {
+                DeliverOutcome::Sent { seq } | DeliverOutcome::Buffered { seq, .. }
+                    if store.is_some() =>
+                {
+                    awaiting_store.push((Arc::clone(&cell), seq));
+                }
+                _ => cell.wake(),
+            }
             let identity = cell.identity();
             let outcome = match outcome {
                 DeliverOutcome::Sent { seq } => {
@@ -222,6 +268,21 @@ impl GatewayHandle {
                 messages,
                 UndeliveredReason::NoSession,
             );
+        }
+        if let Some(store) = store
+            && !awaiting_store.is_empty()
+        {
+            let synced = store.sync().await;
+            // Transmitted from memory even if the store failed: the message is not lost
+            // while the process lives, and the caller hears that it is not durable.
+            for (cell, seq) in awaiting_store {
+                cell.lock().mark_durable(seq);
+                cell.wake();
+            }
+            if let Err(error) = synced {
+                Metrics::count(&metrics.deliveries, "not_durable");
+                return Err(DeliverError::NotDurable(message_id, error));
+            }
         }
         self.shared
             .metrics
@@ -296,6 +357,30 @@ impl GatewayHandle {
                 .on_undelivered(&handle, &app_id, &user, &messages, reason)
                 .await;
         });
+    }
+}
+
+/// Appends what a delivery changed in `session` to its store.
+fn record_delivery(
+    store: &dyn SessionStore,
+    session: &crate::session::Session,
+    outcome: DeliverOutcome,
+    push: Option<&Arc<crate::deliver::PushOptions>>,
+) {
+    match outcome {
+        DeliverOutcome::Sent { seq } | DeliverOutcome::Buffered { seq, .. } => {
+            if let Some(deliver) = session.unacked(seq) {
+                store.append(Change::Delivered {
+                    session: session.id(),
+                    deliver: deliver.clone(),
+                    push: push.cloned(),
+                });
+            }
+        }
+        DeliverOutcome::Overflow => store.append(Change::Overflowed {
+            session: session.id(),
+        }),
+        DeliverOutcome::Ended => {}
     }
 }
 

@@ -28,6 +28,7 @@ mod registry;
 pub mod server;
 pub mod session;
 mod sharded;
+pub mod store;
 mod until_cancelled;
 
 pub use app::App;

@@ -152,7 +152,18 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             );
         }
         let metrics = imgate::metrics::Metrics::new(&mut registry);
-        let gateway = match config.into_builder().metrics(metrics).start().await {
+        let store = match config.open_session_store(&metrics) {
+            Ok(store) => store,
+            Err(error) => {
+                eprintln!("cannot open the session store: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut builder = config.into_builder().metrics(metrics);
+        if let Some(store) = store {
+            builder = builder.store(store);
+        }
+        let gateway = match builder.start().await {
             Ok(gateway) => gateway,
             Err(error) => {
                 eprintln!("cannot start: {error}");

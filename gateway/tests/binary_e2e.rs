@@ -33,6 +33,7 @@ fn write_config(dir: &std::path::Path) -> RootCertStore {
         r#"
 [server]
 drain_grace_secs = 5
+data_dir = "{dir}/data"
 
 [admin]
 bind = "127.0.0.1:0"
@@ -258,8 +259,12 @@ fn write_config_with_ticket_key(
 async fn nodes_sharing_ticket_keys_resume_each_others_sessions() {
     let dir = std::env::temp_dir().join(format!("imgate-e2e-tickets-{}", std::process::id()));
     let (roots, _key_file, config_file) = write_config_with_ticket_key(&dir, 7);
+    // Each node has its own session store (a redb file has one writer).
+    let config_b = dir.join("imgate-b.toml");
+    let text = std::fs::read_to_string(&config_file).expect("config");
+    std::fs::write(&config_b, text.replace("/data\"", "/data-b\"")).expect("config b");
     let (_node_a, listeners_a, _) = spawn(&config_file);
-    let (_node_b, listeners_b, admin_b) = spawn(&config_file);
+    let (_node_b, listeners_b, admin_b) = spawn(&config_b);
 
     for kind in [TransportKind::Wss, TransportKind::Quic] {
         // One phone: one connector, which keeps the tickets it receives.

@@ -206,6 +206,7 @@ async fn slow_consumer_is_disconnected_and_loses_nothing_after_resume() {
         };
         gw.handle()
             .deliver(&"chat".into(), delivery)
+            .await
             .expect("deliver");
         if i % 100 == 0 {
             tokio::task::yield_now().await;

@@ -172,7 +172,7 @@ async fn register(conn: &mut FramedConn, provider: PushProvider, token: &str) {
     }
 }
 
-fn deliver(gw: &RunningGateway, to: &str, body: &str, collapse: Option<&str>) -> u64 {
+async fn deliver(gw: &RunningGateway, to: &str, body: &str, collapse: Option<&str>) -> u64 {
     let report = gw
         .handle()
         .deliver(
@@ -194,6 +194,7 @@ fn deliver(gw: &RunningGateway, to: &str, body: &str, collapse: Option<&str>) ->
                 },
             },
         )
+        .await
         .expect("deliver");
     report.message_id.0
 }
@@ -272,10 +273,10 @@ async fn offline_user_gets_one_push_per_message_with_rising_badges() {
     drop(phone);
     until_ended(&f.gw).await;
 
-    let ids: Vec<u64> = ["one", "two", "three"]
-        .iter()
-        .map(|b| deliver(&f.gw, "ann", b, None))
-        .collect();
+    let mut ids = Vec::new();
+    for b in ["one", "two", "three"] {
+        ids.push(deliver(&f.gw, "ann", b, None).await);
+    }
     until("pushes", 3, || f.apns.requests().len()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let requests = f.apns.requests();
@@ -373,8 +374,8 @@ async fn a_user_who_never_connected_gets_fcm_and_apns_pushes() {
         .await;
     assert!(refused.is_err(), "malformed APNs token refused");
 
-    deliver(&gw, "ann", "hello", Some("conv-1"));
-    deliver(&gw, "ann", "again", Some("conv-1"));
+    deliver(&gw, "ann", "hello", Some("conv-1")).await;
+    deliver(&gw, "ann", "again", Some("conv-1")).await;
     until("apns", 2, || apns.requests().len()).await;
     until("fcm", 2, || fcm.requests().len()).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -409,7 +410,7 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
     // The socket stays open but the client neither reads nor acks: three messages of one
     // conversation make one collapsed push after the ack time-out.
     for b in ["a", "b", "c"] {
-        deliver(&f.gw, "ann", b, Some("conv-9"));
+        deliver(&f.gw, "ann", b, Some("conv-9")).await;
     }
     until("ack-timeout push", 1, || f.apns.requests().len()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -438,7 +439,7 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
     assert!(reset.is_ok(), "acks reset the badge");
 
     // Silent again: the next push carries badge 1.
-    deliver(&f.gw, "ann", "d", None);
+    deliver(&f.gw, "ann", "d", None).await;
     until("second push", 2, || f.apns.requests().len()).await;
     assert_eq!(body(&f.apns.requests()[1])["aps"]["badge"], 1);
     drop(phone);
@@ -464,7 +465,7 @@ async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
             timestamp_ms: later,
         }],
     );
-    deliver(&f.gw, "ann", "anyone?", None);
+    deliver(&f.gw, "ann", "anyone?", None).await;
     until("backend told", 1, || {
         f.backend.invalid.lock().expect("lock").len()
     })
@@ -484,7 +485,7 @@ async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
         "pruned"
     );
     // Nothing more goes to the dead token.
-    deliver(&f.gw, "ann", "still?", None);
+    deliver(&f.gw, "ann", "still?", None).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(f.apns.requests().len(), 1);
     f.stop().await;
@@ -524,7 +525,7 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
         drop(phone);
         until_ended(&gw).await;
         for b in ["1", "2", "3"] {
-            deliver(&gw, "ann", b, None);
+            deliver(&gw, "ann", b, None).await;
         }
         until("queued", 3, || {
             metrics.event_count(&app, "submitted") as usize

@@ -138,6 +138,7 @@ async fn a_room_delivery_skips_the_excluded_sender_instead_of_reporting_it_offli
                 },
             },
         )
+        .await
         .expect("deliver");
     // Bob is reached; alice sent it (her only session is excluded), carol has no session:
     // neither is reported, so neither is pushed or handed to the backend as undelivered.

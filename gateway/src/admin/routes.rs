@@ -205,7 +205,11 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
             push,
         },
     };
-    match state.gateway.deliver(&AppId::new(parsed.app), delivery) {
+    match state
+        .gateway
+        .deliver(&AppId::new(parsed.app), delivery)
+        .await
+    {
         Ok(report) => {
             let devices: Vec<DeviceJson> = report
                 .devices

@@ -288,7 +288,7 @@ impl Inner {
     }
 
     /// Executes one command; the result to send back, if the command asked for one.
-    fn execute(&self, command: proto::BackendCommand) -> Option<proto::CommandResult> {
+    async fn execute(&self, command: proto::BackendCommand) -> Option<proto::CommandResult> {
         use proto::backend_command::Command;
         let command_id = command.command_id;
         let result = match command.command? {
@@ -300,7 +300,7 @@ impl Inner {
             }
             command => match self.gateway() {
                 None => Err("gateway not attached yet".to_owned()),
-                Some(gateway) => apply(&gateway, command),
+                Some(gateway) => apply(&gateway, command).await,
             },
         };
         if command_id == 0 {
@@ -326,7 +326,7 @@ impl Inner {
 }
 
 /// Carries out a delivery, room change or kick.
-fn apply(
+async fn apply(
     gateway: &GatewayHandle,
     command: proto::backend_command::Command,
 ) -> Result<proto::CommandResult, String> {
@@ -340,7 +340,10 @@ fn apply(
         Command::Deliver(deliver) => {
             let app = AppId::new(deliver.app.as_str());
             let delivery = delivery(deliver)?;
-            let report = gateway.deliver(&app, delivery).map_err(|e| e.to_string())?;
+            let report = gateway
+                .deliver(&app, delivery)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(proto::CommandResult {
                 delivery: Some(proto::DeliveryReport {
                     message_id: report.message_id.0,
@@ -528,7 +531,7 @@ async fn stream_once(
             match commands.message().await? {
                 None => return Ok(()),
                 Some(command) => {
-                    if let Some(result) = inner.execute(command) {
+                    if let Some(result) = inner.execute(command).await {
                         let event = proto::GatewayEvent {
                             event: Some(EventKind::CommandResult(result)),
                         };

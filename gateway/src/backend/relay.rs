@@ -21,7 +21,7 @@ impl Backend for RelayBackend {
         origin: &'a Origin,
         request: Upstream,
     ) -> BoxFuture<'a, UpstreamOutcome> {
-        Box::pin(async move { relay(gateway, origin, request) })
+        Box::pin(relay(gateway, origin, request))
     }
 }
 
@@ -29,7 +29,7 @@ impl Backend for RelayBackend {
 /// but only used when a recipient is offline.
 static NEW_MESSAGE: OnceLock<Arc<str>> = OnceLock::new();
 
-fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> UpstreamOutcome {
+async fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> UpstreamOutcome {
     let app = &origin.identity.app;
     let user = &origin.identity.user;
     let (target, payload) = match request {
@@ -82,7 +82,7 @@ fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> Upstrea
             }),
         },
     };
-    match gateway.deliver(app, delivery) {
+    match gateway.deliver(app, delivery).await {
         Ok(report) => {
             let reached = report
                 .devices

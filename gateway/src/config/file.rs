@@ -30,6 +30,10 @@ pub(super) struct Server {
     pub(super) drain_grace_secs: u64,
     pub(super) handshakes_per_sec: f64,
     pub(super) frames_per_sec_per_connection: f64,
+    /// Where durable state lives (the session store: `sessions.redb`).
+    pub(super) data_dir: PathBuf,
+    /// Seconds a connection whose socket accepts nothing may live (slow consumer).
+    pub(super) write_stall_timeout_secs: u64,
 }
 
 impl Default for Server {
@@ -40,6 +44,8 @@ impl Default for Server {
             drain_grace_secs: 30,
             handshakes_per_sec: 2000.0,
             frames_per_sec_per_connection: 200.0,
+            data_dir: PathBuf::from("imgate-data"),
+            write_stall_timeout_secs: 30,
         }
     }
 }
@@ -171,6 +177,17 @@ pub(super) struct Session {
     pub(super) max_frame: u32,
     /// Per-platform heartbeat intervals (`ios`, `android`, `web`, `desktop`), seconds.
     pub(super) platform_heartbeat_secs: BTreeMap<String, u64>,
+    /// `disk` (the session store) or `memory`.
+    pub(super) durability: Durability,
+}
+
+/// `[app.session] durability`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Durability {
+    #[default]
+    Disk,
+    Memory,
 }
 
 impl Default for Session {
@@ -184,6 +201,7 @@ impl Default for Session {
             ack_timeout_secs: 20,
             max_frame: 1024 * 1024,
             platform_heartbeat_secs: BTreeMap::new(),
+            durability: Durability::Disk,
         }
     }
 }

@@ -49,6 +49,8 @@ pub struct Config {
     /// `[tls] ticket_keys`, shared by every TLS listener; on SIGHUP the binary re-reads the
     /// list ([`Config::ticket_key_files`]) and the files (`TicketKeys::reload_from`).
     pub ticket_keys: Option<TicketKeys>,
+    /// The session store's file (`<data_dir>/sessions.redb`), if an app has durable sessions.
+    pub session_store: Option<PathBuf>,
 }
 
 impl Config {
@@ -91,6 +93,22 @@ impl Config {
     }
 
     /// A builder with every app and listener of this configuration.
+    /// Opens the session store (creating its directory and file), if an app needs one; its
+    /// commits are observed in `metrics`. Give it to the builder with
+    /// [`GatewayBuilder::store`](crate::GatewayBuilder::store).
+    pub fn open_session_store(
+        &self,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Option<Arc<dyn crate::store::SessionStore>>, crate::store::StoreError> {
+        let Some(path) = &self.session_store else {
+            return Ok(None);
+        };
+        let store = crate::store::RedbStore::open(path, Some(metrics.store_observer()))?;
+        Ok(Some(Arc::new(store)))
+    }
+
+    /// A builder for this configuration (without the session store: see
+    /// [`Config::open_session_store`]).
     pub fn into_builder(self) -> GatewayBuilder {
         let mut builder = crate::Gateway::builder().config(self.server);
         for app in self.apps {
@@ -116,6 +134,7 @@ impl ConfigFile {
                 self.server.frames_per_sec_per_connection,
                 self.server.frames_per_sec_per_connection * 2.0,
             ),
+            write_stall_timeout: Duration::from_secs(self.server.write_stall_timeout_secs.max(1)),
             ..ServerConfig::default()
         };
         let needs_cert = self.listener.iter().any(|l| {
@@ -202,6 +221,10 @@ impl ConfigFile {
                 ack_timeout: Duration::from_secs(app.session.ack_timeout_secs.max(1)),
                 max_frame: app.session.max_frame,
                 platform_heartbeats: platform_heartbeats(&app.id, &app.session)?,
+                durability: match app.session.durability {
+                    file::Durability::Disk => crate::store::Durability::Disk,
+                    file::Durability::Memory => crate::store::Durability::Memory,
+                },
                 ..SessionConfig::default()
             };
             let backend = build_backend(&app.id, &app.backend)?;
@@ -232,6 +255,9 @@ impl ConfigFile {
         if apps.is_empty() {
             return Err(ConfigError("at least one [[app]] is required".into()));
         }
+        let durable = apps
+            .iter()
+            .any(|app| app.session.durability == crate::store::Durability::Disk);
         Ok(Config {
             server,
             listeners,
@@ -243,6 +269,7 @@ impl ConfigFile {
                 token: self.admin.token,
             },
             drain_grace: Duration::from_secs(self.server.drain_grace_secs),
+            session_store: durable.then(|| self.server.data_dir.join("sessions.redb")),
         })
     }
 }

@@ -56,6 +56,12 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     /// Time from a delivery call to its message being queued on the connection.
     pub deliver_latency: Histogram,
+    /// Session-store commits: time to write and fsync one group commit.
+    pub store_commit_latency: Histogram,
+    /// Session-store commits: changes per group commit.
+    pub store_commit_changes: Histogram,
+    /// Sessions restored from the session store at start.
+    pub sessions_restored: Counter,
     /// The listeners' transport counters, exported at scrape time.
     pub(crate) transports: TransportCollector,
     /// Series touched by every message, resolved once: a `Family` lookup takes its lock and
@@ -110,6 +116,9 @@ impl Metrics {
             sessions: Gauge::default(),
             upstream_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             deliver_latency: Histogram::new(exponential_buckets(0.000_001, 2.0, 20)),
+            store_commit_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            store_commit_changes: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            sessions_restored: Counter::default(),
             transports: TransportCollector::default(),
             hot,
         };
@@ -156,8 +165,33 @@ impl Metrics {
             "Time for a deliver call to queue a message on every recipient",
             metrics.deliver_latency.clone(),
         );
+        r.register(
+            "store_commit_seconds",
+            "Session-store group commits: write and fsync time",
+            metrics.store_commit_latency.clone(),
+        );
+        r.register(
+            "store_commit_changes",
+            "Session-store group commits: changes per commit",
+            metrics.store_commit_changes.clone(),
+        );
+        r.register(
+            "sessions_restored",
+            "Sessions restored from the session store at start",
+            metrics.sessions_restored.clone(),
+        );
         r.register_collector(Box::new(metrics.transports.clone()));
         metrics
+    }
+
+    /// A commit observer for [`crate::store::RedbStore::open`] feeding the store metrics.
+    pub fn store_observer(&self) -> crate::store::CommitObserver {
+        let latency = self.store_commit_latency.clone();
+        let changes = self.store_commit_changes.clone();
+        std::sync::Arc::new(move |stats: crate::store::CommitStats| {
+            latency.observe(stats.duration.as_secs_f64());
+            changes.observe(stats.changes as f64);
+        })
     }
 
     /// Counts one outcome in `family`.

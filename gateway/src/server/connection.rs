@@ -17,6 +17,7 @@ use crate::ids::{AppId, DeviceId, SessionId};
 use crate::metrics::{Metrics, TransportLabel};
 use crate::registry::SessionCell;
 use crate::session::{Handshake, HandshakeRefused, Identity, Negotiated, ResumeSecret, Session};
+use crate::store::Change;
 
 /// Serves one connection's protocol handshake, then hands it to a session driver task.
 ///
@@ -103,6 +104,12 @@ pub(super) fn driver_task(
     let mut connection = Some(connection);
     let mut compression = compression;
     async move { driver.run(&mut connection, &mut compression).await }
+}
+
+/// The future of a restored session's driver: no connection until the client resumes (the
+/// resume hands the session to the new connection's driver, and this one lets go).
+pub(super) fn detached_driver_task(mut driver: Driver) -> impl Future<Output = ()> + Send {
+    async move { driver.run(&mut None, &mut None).await }
 }
 
 /// Counts a connection in the `connections` gauge from accept until dropped.
@@ -272,6 +279,16 @@ fn attach(
     );
     if refused != ResumeRefused::Unspecified {
         session.set_resume_refused(refused);
+    }
+    if let Some(store) = handle.shared.store_for(app) {
+        // Before any delivery can reach the session (it is not yet in the registry), so the
+        // store sees it open before its first message.
+        store.append(Change::Opened {
+            session: session.id(),
+            secret: session.secret().clone(),
+            identity: session.identity().clone(),
+            opened_at_ms: wall_ms(),
+        });
     }
     let cell = SessionCell::new(session);
     registry.insert(cell.clone());

@@ -21,6 +21,7 @@ use crate::offline::{PushRegistration, PushTrigger};
 use crate::rate_limit::TokenBucket;
 use crate::registry::SessionCell;
 use crate::session::{Event, Upstream};
+use crate::store::Change;
 
 /// The connection's halves, and its place in the `connections` gauge until it is dropped.
 pub(super) type Connection = (FrameReader, FrameWriter, OpenConnection);
@@ -163,7 +164,22 @@ impl Driver {
                                 outcome
                             }
                         };
-                        self.cell.lock().handle_receipt(receipt(msg_id, outcome));
+                        let receipt = receipt(msg_id, outcome);
+                        match self.handle.shared.store_for(&self.app) {
+                            None => {
+                                self.cell.lock().handle_receipt(receipt);
+                            }
+                            Some(store) => {
+                                let mut session = self.cell.lock();
+                                if let Some(mark) = session.handle_receipt(receipt.clone()) {
+                                    store.append(Change::Answered {
+                                        session: session.id(),
+                                        mark,
+                                        receipt,
+                                    });
+                                }
+                            }
+                        }
                         // If a resume moved the session to a newer connection meanwhile, its
                         // driver is asleep: wake it to transmit the receipt.
                         self.cell.wake();
@@ -178,7 +194,13 @@ impl Driver {
                     ),
                     Event::CloseConnection { code, .. } => close = Some(code),
                     Event::Ended => ended = true,
-                    Event::Acked { message_ids, .. } => {
+                    Event::Acked { seq, message_ids } => {
+                        if let Some(store) = self.handle.shared.store_for(&self.app) {
+                            store.append(Change::Acked {
+                                session: self.cell.id(),
+                                seq,
+                            });
+                        }
                         self.app.push.acked(&self.origin.identity, &message_ids);
                     }
                     Event::AckOverdue { message_ids } => {
@@ -190,6 +212,11 @@ impl Driver {
                 }
             }
             if ended {
+                if let Some(store) = self.handle.shared.store_for(&self.app) {
+                    store.append(Change::Ended {
+                        session: self.cell.id(),
+                    });
+                }
                 self.handle.shared.registry.remove(&self.cell);
                 self.app
                     .backend

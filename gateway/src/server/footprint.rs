@@ -36,7 +36,7 @@ fn handle() -> (GatewayHandle, Arc<App>) {
     let app = Arc::new(app);
     let apps = HashMap::from([(app.id.clone(), app.clone())]);
     (
-        GatewayHandle::new(apps, ServerConfig::default(), Metrics::default()),
+        GatewayHandle::new(apps, ServerConfig::default(), Metrics::default(), None),
         app,
     )
 }
@@ -105,10 +105,11 @@ async fn a_driver_task_stays_within_its_budget() {
     );
 }
 
-/// The session a connection keeps in the registry, while idle (576 B when last measured:
+/// The session a connection keeps in the registry, while idle (592 B when last measured:
 /// the app's `SessionConfig` is shared instead of copied into every session, and the dedup
-/// tables use hashbrown's 8-B-smaller map).
-const SESSION_CELL_BUDGET: usize = 584;
+/// tables use hashbrown's 8-B-smaller map; the durable store added 16 B: the outbox's
+/// durable point and the dedup's answer ordinal, which names the receipt's storage slot).
+const SESSION_CELL_BUDGET: usize = 592;
 
 #[test]
 fn a_session_stays_within_its_budget() {

@@ -2,6 +2,7 @@
 
 mod connection;
 mod driver;
+mod restore;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use crate::app::App;
 use crate::handle::GatewayHandle;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimit;
+use crate::store::{Durability, SessionStore};
 
 /// Errors starting a gateway.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +80,7 @@ pub struct GatewayBuilder {
     listeners: Vec<ListenerConfig>,
     config: ServerConfig,
     metrics: Option<Metrics>,
+    store: Option<Arc<dyn SessionStore>>,
 }
 
 /// Entry point: `Gateway::builder().app(…).listener(…).start().await`.
@@ -116,7 +119,16 @@ impl GatewayBuilder {
         self
     }
 
+    /// Where the sessions of apps with `Durability::Disk` live. At start every stored
+    /// session is restored (detached, resumable).
+    pub fn store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
+    ///
+    /// Sessions in the store are restored before the first connection is accepted.
     pub async fn start(self) -> Result<RunningGateway, GatewayError> {
         let mut apps = HashMap::new();
         for app in self.apps {
@@ -127,8 +139,36 @@ impl GatewayBuilder {
         if apps.is_empty() {
             return Err(GatewayError::Config("no app configured".into()));
         }
-        let handle =
-            GatewayHandle::new(apps, self.config.clone(), self.metrics.unwrap_or_default());
+        if self.store.is_none()
+            && let Some(app) = apps
+                .values()
+                .find(|app| app.session.durability == Durability::Disk)
+        {
+            return Err(GatewayError::Config(format!(
+                "app {} has durability disk but the gateway has no session store",
+                app.id
+            )));
+        }
+        let handle = GatewayHandle::new(
+            apps,
+            self.config.clone(),
+            self.metrics.unwrap_or_default(),
+            self.store,
+        );
+        if let Some(store) = handle.shared.store.clone() {
+            let stored = store
+                .load()
+                .map_err(|e| GatewayError::Config(e.to_string()))?;
+            let report = restore::restore_sessions(&handle, &*store, stored);
+            if report.sessions > 0 || report.ended > 0 {
+                tracing::info!(
+                    restored = report.sessions,
+                    messages = report.messages,
+                    ended = report.ended,
+                    "sessions restored from the session store"
+                );
+            }
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use imgate_codec::Platform;
 
+use crate::store::Durability;
+
 /// Limits and timers of one session. Every buffer a session holds is bounded by these.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -35,6 +37,9 @@ pub struct SessionConfig {
     pub receipt_memory: usize,
     /// Largest frame accepted from the client.
     pub max_frame: u32,
+    /// Where the app's sessions live: [`Durability::Disk`] needs the gateway to have a
+    /// session store (`GatewayBuilder::store`).
+    pub durability: Durability,
 }
 
 impl Default for SessionConfig {
@@ -50,6 +55,7 @@ impl Default for SessionConfig {
             ack_timeout: Duration::from_secs(20),
             receipt_memory: 256,
             max_frame: imgate_codec::DEFAULT_MAX_FRAME as u32,
+            durability: Durability::Memory,
         }
     }
 }

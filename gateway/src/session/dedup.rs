@@ -6,6 +6,20 @@ use hashbrown::{HashMap, HashSet};
 
 use imgate_codec::Receipt;
 
+use crate::store::StoredReceipt;
+
+/// Where an answered receipt sits in a session's bounded memory, so a store can keep the
+/// same bounded set: `slot` cycles through `0..receipt_memory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerMark {
+    /// The storage slot (the ordinal modulo the memory's capacity).
+    pub slot: u64,
+    /// The answer's place in the order the session answered requests.
+    pub ordinal: u64,
+    /// Highest `msg_id` forgotten so far (re-sends at or below it are answered generically).
+    pub forgotten_up_to: u64,
+}
+
 /// What to do with an upstream request.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Seen {
@@ -36,6 +50,8 @@ pub(crate) struct Dedup {
     forgotten_up_to: u64,
     /// Highest `msg_id` answered so far.
     highest_answered: u64,
+    /// Answers given so far (the next answer's ordinal).
+    answers: u64,
 }
 
 impl Dedup {
@@ -47,7 +63,29 @@ impl Dedup {
             capacity: capacity.max(1),
             forgotten_up_to: 0,
             highest_answered: 0,
+            answers: 0,
         }
+    }
+
+    /// The memory a stored session left, oldest first; keeps the newest `capacity`.
+    pub(crate) fn restore(capacity: usize, mut stored: Vec<StoredReceipt>) -> Self {
+        let mut dedup = Self::new(capacity);
+        stored.sort_by_key(|r| r.ordinal);
+        let keep_from = stored.len().saturating_sub(dedup.capacity);
+        for (index, record) in stored.into_iter().enumerate() {
+            let msg_id = record.receipt.msg_id;
+            dedup.forgotten_up_to = dedup.forgotten_up_to.max(record.forgotten_up_to);
+            dedup.highest_answered = dedup.highest_answered.max(msg_id);
+            dedup.answers = dedup.answers.max(record.ordinal + 1);
+            if index < keep_from {
+                dedup.forgotten_up_to = dedup.forgotten_up_to.max(msg_id);
+            } else {
+                dedup.order.push_back(msg_id);
+                dedup.answered.insert(msg_id, record.receipt);
+            }
+        }
+        dedup.highest_answered = dedup.highest_answered.max(dedup.forgotten_up_to);
+        dedup
     }
 
     pub(crate) fn check(&mut self, msg_id: u64) -> Seen {
@@ -69,10 +107,11 @@ impl Dedup {
         Seen::New
     }
 
-    /// Records the backend's answer; returns false if `msg_id` was not in flight.
-    pub(crate) fn answer(&mut self, receipt: &Receipt) -> bool {
+    /// Records the backend's answer; returns where it is remembered, or None if `msg_id`
+    /// was not in flight.
+    pub(crate) fn answer(&mut self, receipt: &Receipt) -> Option<AnswerMark> {
         if !self.in_flight.remove(&receipt.msg_id) {
-            return false;
+            return None;
         }
         if self.order.len() == self.capacity
             && let Some(old) = self.order.pop_front()
@@ -83,7 +122,13 @@ impl Dedup {
         self.highest_answered = self.highest_answered.max(receipt.msg_id);
         self.order.push_back(receipt.msg_id);
         self.answered.insert(receipt.msg_id, receipt.clone());
-        true
+        let ordinal = self.answers;
+        self.answers += 1;
+        Some(AnswerMark {
+            slot: ordinal % self.capacity as u64,
+            ordinal,
+            forgotten_up_to: self.forgotten_up_to,
+        })
     }
 
     pub(crate) fn in_flight(&self) -> usize {

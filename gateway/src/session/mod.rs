@@ -27,7 +27,9 @@ use imgate_codec::{
 use tokio::time::Instant;
 
 use crate::ids::{AppId, DeviceId, MessageId, RoomId, SessionId, UserId};
+use crate::store::{Durability, StoredSession};
 pub use config::SessionConfig;
+pub use dedup::AnswerMark;
 use dedup::{Dedup, Seen};
 pub use event::{Event, Undelivered, UndeliveredReason, Upstream, UpstreamTarget};
 pub use handshake::{Handshake, HandshakeRefused, MAX_ID_LEN, MAX_TOKEN_LEN};
@@ -152,7 +154,11 @@ impl Session {
         let mut session = Self {
             id,
             secret,
-            outbox: Outbox::new(config.max_unacked, config.max_unacked_bytes),
+            outbox: Outbox::new(
+                config.max_unacked,
+                config.max_unacked_bytes,
+                config.durability == Durability::Disk,
+            ),
             dedup: Dedup::new(config.receipt_memory),
             identity,
             config,
@@ -170,6 +176,80 @@ impl Session {
         };
         session.queue_welcome(now, negotiated, false, ResumeRefused::Unspecified);
         session
+    }
+
+    /// A session a store kept across a restart, detached since `now`: its client may resume
+    /// within the resume window, push covers it after the push grace. Messages beyond the
+    /// session's limits (lowered since they were stored) go to the offline path at once and
+    /// make the session unresumable, as an overflow would.
+    pub fn restore(
+        now: Instant,
+        wall_ms: u64,
+        stored: StoredSession,
+        config: impl Into<Arc<SessionConfig>>,
+    ) -> Self {
+        let config = config.into();
+        let heartbeat = config.heartbeat_for(stored.identity.platform);
+        let (outbox, rest) = Outbox::restore(
+            config.max_unacked,
+            config.max_unacked_bytes,
+            config.durability == Durability::Disk,
+            stored.acked,
+            stored.outbox.into_iter().map(|m| m.deliver),
+        );
+        let mut events = VecDeque::new();
+        if !rest.is_empty() {
+            events.push_back(Event::Undelivered {
+                reason: UndeliveredReason::BufferOverflow,
+                messages: rest
+                    .iter()
+                    .map(|d| Undelivered {
+                        message_id: MessageId(d.message_id),
+                        seq: d.seq,
+                    })
+                    .collect(),
+            });
+        }
+        Self {
+            id: stored.id,
+            secret: stored.secret,
+            outbox,
+            dedup: Dedup::restore(config.receipt_memory, stored.receipts),
+            identity: stored.identity,
+            config,
+            heartbeat,
+            state: State::Detached { since: now },
+            transmit: VecDeque::new(),
+            events,
+            last_rx: now,
+            generation: 1,
+            overflowed: stored.overflowed || !rest.is_empty(),
+            push_grace_reported: false,
+            forwarding: None,
+            mono_base: now,
+            wall_base_ms: wall_ms,
+        }
+    }
+
+    /// The resume secret (for the session store).
+    pub fn secret(&self) -> &ResumeSecret {
+        &self.secret
+    }
+
+    /// Messages up to `seq` are durable: they may now be transmitted (a session of an app
+    /// with [`Durability::Disk`] transmits nothing its store has not confirmed).
+    pub fn mark_durable(&mut self, seq: u64) {
+        self.outbox.mark_durable(seq);
+    }
+
+    /// The unacknowledged message with sequence number `seq`, as the client will get it.
+    pub fn unacked(&self, seq: u64) -> Option<&Deliver> {
+        self.outbox.get(seq)
+    }
+
+    /// Whether the outbox overflowed (the session can no longer be resumed).
+    pub fn has_overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// The session id.
@@ -325,14 +405,17 @@ impl Session {
     }
 
     /// The backend's answer to an [`Event::Upstream`]; sent to the client if attached, and
-    /// remembered for re-sends.
-    pub fn handle_receipt(&mut self, receipt: Receipt) {
+    /// remembered for re-sends. Returns where it is remembered (for the session store), or
+    /// None if the request was not in flight.
+    pub fn handle_receipt(&mut self, receipt: Receipt) -> Option<AnswerMark> {
         if self.forwarding == Some(receipt.msg_id) {
             self.forwarding = None;
         }
-        if self.dedup.answer(&receipt) && self.state == State::Attached {
+        let mark = self.dedup.answer(&receipt)?;
+        if self.state == State::Attached {
             self.transmit.push_back(receipt.into());
         }
+        Some(mark)
     }
 
     /// Timers: heartbeat liveness, ack time-outs, push grace and the resume window.

@@ -40,10 +40,14 @@ pub(crate) struct Outbox {
     cursor: u64,
     /// Messages with `seq < overdue_cursor` have had their ack time-out reported (or were acked).
     overdue_cursor: u64,
+    /// Highest sequence number known to be durable: nothing above it is transmitted, so a
+    /// client never holds a message a restart could forget. `u64::MAX` without a store
+    /// (every message is durable as it is pushed).
+    durable: u64,
 }
 
 impl Outbox {
-    pub(crate) fn new(max_count: usize, max_bytes: usize) -> Self {
+    pub(crate) fn new(max_count: usize, max_bytes: usize, wait_for_store: bool) -> Self {
         Self {
             entries: VecDeque::new(),
             bytes: 0,
@@ -52,7 +56,52 @@ impl Outbox {
             acked: 0,
             cursor: 1,
             overdue_cursor: 1,
+            durable: if wait_for_store { 0 } else { u64::MAX },
         }
+    }
+
+    /// An outbox as a store kept it: acknowledged up to `acked`, then `messages` (each with
+    /// its `seq`, gap-free), all durable. Messages beyond the bounds are left out and
+    /// returned (a restart must not make a session hold more than its limits allow).
+    pub(crate) fn restore(
+        max_count: usize,
+        max_bytes: usize,
+        wait_for_store: bool,
+        acked: u64,
+        messages: impl IntoIterator<Item = Deliver>,
+    ) -> (Self, Vec<Deliver>) {
+        let mut outbox = Self::new(max_count, max_bytes, wait_for_store);
+        outbox.acked = acked;
+        outbox.cursor = acked + 1;
+        outbox.overdue_cursor = acked + 1;
+        let mut rest = Vec::new();
+        for deliver in messages {
+            let fits = rest.is_empty()
+                && deliver.seq == outbox.last_seq() + 1
+                && outbox.entries.len() < outbox.max_count
+                && outbox.bytes + deliver.payload.len() <= outbox.max_bytes;
+            if fits {
+                outbox.bytes += deliver.payload.len();
+                outbox.entries.push_back(Entry {
+                    deliver,
+                    sent_at: None,
+                });
+            } else {
+                rest.push(deliver);
+            }
+        }
+        outbox.mark_durable(outbox.last_seq());
+        (outbox, rest)
+    }
+
+    /// Messages up to `seq` are durable and may be transmitted.
+    pub(crate) fn mark_durable(&mut self, seq: u64) {
+        self.durable = self.durable.max(seq);
+    }
+
+    /// The buffered message with sequence number `seq`.
+    pub(crate) fn get(&self, seq: u64) -> Option<&Deliver> {
+        self.entry(seq).map(|e| &e.deliver)
     }
 
     pub(crate) fn acked(&self) -> u64 {
@@ -112,6 +161,9 @@ impl Outbox {
 
     /// The next message to transmit, marked as sent at `now`.
     pub(crate) fn next_transmit(&mut self, now: Instant) -> Option<Deliver> {
+        if self.cursor > self.durable {
+            return None;
+        }
         let index = usize::try_from(self.cursor.checked_sub(self.acked + 1)?).ok()?;
         let entry = self.entries.get_mut(index)?;
         entry.sent_at = Some(now);
@@ -121,7 +173,7 @@ impl Outbox {
 
     /// Whether messages are waiting to be transmitted.
     pub(crate) fn has_untransmitted(&self) -> bool {
-        self.cursor <= self.last_seq()
+        self.cursor <= self.last_seq().min(self.durable)
     }
 
     /// Transmission restarts after `last_seq` (the client's resume point, already acked).

@@ -12,6 +12,11 @@ impl ResumeSecret {
         Self(bytes)
     }
 
+    /// The raw bytes (for the session store).
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
     /// The bytes, for `Welcome.resume_secret`.
     pub fn to_bytes(&self) -> bytes::Bytes {
         bytes::Bytes::copy_from_slice(&self.0)

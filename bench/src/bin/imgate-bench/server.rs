@@ -27,6 +27,8 @@ pub(crate) struct ImgateSettings {
     pub resume_window_secs: u64,
     /// A listener for this transport besides the TCP one (which readiness checks use).
     pub transport: TransportKind,
+    /// Sessions in the session store (`durability = "disk"`) rather than in memory.
+    pub durable: bool,
 }
 
 impl Default for ImgateSettings {
@@ -36,6 +38,7 @@ impl Default for ImgateSettings {
             max_unacked: 1024,
             resume_window_secs: 120,
             transport: TransportKind::Tcp,
+            durable: false,
         }
     }
 }
@@ -146,7 +149,11 @@ fn listener_section(transport: TransportKind) -> String {
 /// and per-connection frame rate limits are lifted (a load generator is not an abusive
 /// client; the defaults, 2,000 handshakes/s and 200 frames/s per connection, would measure
 /// the limiter).
-pub(crate) fn imgate_config(settings: &ImgateSettings, tls: Option<(&Path, &Path)>) -> String {
+pub(crate) fn imgate_config(
+    settings: &ImgateSettings,
+    tls: Option<(&Path, &Path)>,
+    data_dir: &Path,
+) -> String {
     let mut listeners = listener_section(TransportKind::Tcp);
     if settings.transport != TransportKind::Tcp {
         listeners.push_str(&listener_section(settings.transport));
@@ -165,6 +172,7 @@ pub(crate) fn imgate_config(settings: &ImgateSettings, tls: Option<(&Path, &Path
 handshakes_per_sec = 1000000.0
 frames_per_sec_per_connection = 1000000000.0
 drain_grace_secs = 1
+data_dir = {data_dir}
 
 [admin]
 bind = "127.0.0.1:0"
@@ -186,12 +194,15 @@ max_unacked_bytes = {bytes}
 resume_window_secs = {resume}
 push_grace_secs = {resume}
 ack_timeout_secs = {resume}
+durability = "{durability}"
 "#,
         secret = crate::client::JWT_SECRET,
         hb = settings.heartbeat_secs,
         unacked = settings.max_unacked,
         bytes = settings.max_unacked * 1024,
         resume = settings.resume_window_secs,
+        data_dir = toml_str(data_dir),
+        durability = if settings.durable { "disk" } else { "memory" },
     )
 }
 
@@ -224,6 +235,7 @@ impl Server {
                     settings,
                     tls.as_ref()
                         .map(|(cert, key)| (cert.as_path(), key.as_path())),
+                    &dir.join("data"),
                 );
                 std::fs::write(&config, text).map_err(|e| e.to_string())?;
                 ca = tls.map(|(cert, _)| cert);
@@ -446,12 +458,14 @@ pub(crate) fn serve_embedded(config: &Path) -> Result<(), String> {
     runtime.block_on(async move {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = imgate::metrics::Metrics::new(&mut registry);
-        let gateway = config
-            .into_builder()
-            .metrics(metrics)
-            .start()
-            .await
+        let store = config
+            .open_session_store(&metrics)
             .map_err(|e| e.to_string())?;
+        let mut builder = config.into_builder().metrics(metrics);
+        if let Some(store) = store {
+            builder = builder.store(store);
+        }
+        let gateway = builder.start().await.map_err(|e| e.to_string())?;
         for (kind, addr) in gateway.local_addrs() {
             println!("imgate listening: {kind} on {addr}");
         }
