@@ -51,6 +51,9 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
     /// Set when a drain starts: `/readyz` fails and new handshakes are refused.
     pub(crate) draining: AtomicBool,
+    /// Set when a drain has disconnected every client: the drivers of durable sessions let
+    /// go (their sessions stay in the store for the next start).
+    pub(crate) releasing: AtomicBool,
     /// Notified whenever a connection detaches from its session.
     pub(crate) detached: Notify,
     pub(crate) handshake_limit: SharedBucket,
@@ -101,6 +104,7 @@ impl GatewayHandle {
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 draining: AtomicBool::new(false),
+                releasing: AtomicBool::new(false),
                 detached: Notify::new(),
                 store,
             }),

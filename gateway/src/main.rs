@@ -193,7 +193,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             Signal::Terminate => {
                 tracing::info!(grace = ?drain_grace, "SIGTERM: draining");
                 let report = gateway.drain(drain_grace, Duration::from_secs(1)).await;
-                tracing::info!(?report, "drained");
+                tracing::info!(%report, "drained");
+                println!("imgate drained: {report}");
             }
             Signal::Interrupt => {
                 tracing::info!("SIGINT: shutting down now");

@@ -96,6 +96,16 @@ impl Driver {
         }
     }
 
+    /// The gateway is going away after a drain and this session is durable: stop driving
+    /// it without ending it (the next start restores it from the store).
+    fn released(&self) -> bool {
+        self.handle
+            .shared
+            .releasing
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self.handle.shared.store_for(&self.app).is_some()
+    }
+
     fn config(&self) -> &ServerConfig {
         &self.handle.shared.config
     }
@@ -255,7 +265,12 @@ impl Driver {
                         self.handle.shared.detached.notify_waiters();
                     }
                 }
-                None => self.wait_detached(timer.as_mut(), deadline).await,
+                None => {
+                    if self.released() {
+                        return;
+                    }
+                    self.wait_detached(timer.as_mut(), deadline).await;
+                }
             }
         }
     }

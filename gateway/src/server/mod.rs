@@ -228,18 +228,22 @@ impl RunningGateway {
     }
 
     /// Graceful drain: `/readyz` fails, listeners stop, every attached client gets
-    /// `GoAway{Drain, reconnect_after}`; once every client has gone (or `grace` has passed)
-    /// every remaining session ends and its unacknowledged messages go to the offline path.
-    /// Returns when all of that is done or, at the latest, shortly after `grace`.
+    /// `GoAway{Drain, reconnect_after}` and may still acknowledge what it holds; once every
+    /// client has gone (or `grace` has passed) the rest are disconnected. Then sessions of
+    /// apps with `Durability::Memory` end and their unacknowledged messages go to the
+    /// offline path (pushed, reported to the backend), while durable sessions stay in the
+    /// store, to be restored by the next start (pushed after the push grace, reported when
+    /// the resume window ends, as if the process had never stopped). Returns once the
+    /// hand-offs are done and the store has every change, or shortly after `grace` at the
+    /// latest.
     pub async fn drain(mut self, grace: Duration, reconnect_after: Duration) -> DrainReport {
         let deadline = tokio::time::Instant::now() + grace;
         let shared = std::sync::Arc::clone(&self.handle.shared);
         shared.draining.store(true, Ordering::Relaxed);
         self.stop_accepting().await;
         let sessions = shared.registry.all_sessions();
-        let now = tokio::time::Instant::now();
         for cell in &sessions {
-            cell.lock().drain(now, reconnect_after);
+            cell.lock().drain(reconnect_after);
             cell.wake();
         }
         // Event-driven: each detaching connection notifies; the deadline bounds the wait.
@@ -258,14 +262,36 @@ impl RunningGateway {
                 break;
             }
         }
-        let remaining = shared.registry.all_sessions();
-        for cell in &remaining {
-            cell.lock().end_now();
+        let mut report = DrainReport {
+            sessions: sessions.len(),
+            ..DrainReport::default()
+        };
+        // Durable sessions' drivers let go once they see this (their sessions stay stored).
+        shared.releasing.store(true, Ordering::Relaxed);
+        let now = tokio::time::Instant::now();
+        for cell in shared.registry.all_sessions() {
+            let durable = self
+                .handle
+                .app(&cell.identity().app)
+                .is_some_and(|app| shared.store_for(app).is_some());
+            {
+                let mut session = cell.lock();
+                session.end_drain(now);
+                let unacked = session.last_seq() - session.acked_seq();
+                if durable {
+                    report.kept += 1;
+                    report.messages_kept += unacked;
+                } else {
+                    report.ended += 1;
+                    report.messages_handed_offline += unacked;
+                    session.end_now();
+                }
+            }
             cell.wake();
         }
         shared.tasks.close();
         let finished = tokio::time::timeout_at(
-            deadline.max(tokio::time::Instant::now()) + self.handle.shared.config.close_timeout,
+            deadline.max(tokio::time::Instant::now()) + shared.config.close_timeout,
             shared.tasks.wait(),
         )
         .await
@@ -274,11 +300,12 @@ impl RunningGateway {
             shared.cancel.cancel();
             shared.tasks.wait().await;
         }
-        DrainReport {
-            sessions: sessions.len(),
-            ended: remaining.len(),
-            clean: finished,
+        report.clean = finished;
+        if let Some(store) = &shared.store {
+            // The acknowledgements and ends of the last moments are durable before exit.
+            report.clean &= store.sync().await.is_ok();
         }
+        report
     }
 
     async fn stop_accepting(&mut self) {
@@ -288,14 +315,38 @@ impl RunningGateway {
 }
 
 /// What a drain did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DrainReport {
     /// Sessions alive when the drain started.
     pub sessions: usize,
-    /// Sessions still alive after the clients left (ended, their messages to the offline path).
+    /// In-memory sessions still alive after the clients left: ended, their messages handed
+    /// to the offline path.
     pub ended: usize,
-    /// Whether every task finished before the deadline (false: the rest were cancelled).
+    /// Unacknowledged messages of the ended sessions (pushed and reported).
+    pub messages_handed_offline: u64,
+    /// Durable sessions kept in the store for the next start.
+    pub kept: usize,
+    /// Unacknowledged messages of the kept sessions.
+    pub messages_kept: u64,
+    /// Whether every task finished before the deadline (false: the rest were cancelled)
+    /// and the store confirmed every change.
     pub clean: bool,
+}
+
+impl std::fmt::Display for DrainReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sessions={} ended={} messages_handed_offline={} kept={} messages_kept={} clean={}",
+            self.sessions,
+            self.ended,
+            self.messages_handed_offline,
+            self.kept,
+            self.messages_kept,
+            self.clean
+        )
+    }
 }
 
 async fn accept_loop(

@@ -533,11 +533,28 @@ impl Session {
     }
 
     /// The server is draining: the client gets `GoAway{Drain}` and should resume elsewhere
-    /// after `reconnect_after`; the session detaches and stays resumable until it expires.
-    pub fn drain(&mut self, now: Instant, reconnect_after: Duration) {
+    /// after `reconnect_after`. The connection stays open (the client may still acknowledge
+    /// what it holds, and messages still flow) until the client closes it or the drain ends
+    /// it with [`Session::end_drain`]; the session stays resumable until it expires.
+    pub fn drain(&mut self, reconnect_after: Duration) {
         if self.state == State::Attached {
             let ms = u32::try_from(reconnect_after.as_millis()).unwrap_or(u32::MAX);
-            self.go_away(GoAwayReason::Drain, CloseCode::GOING_AWAY, ms);
+            self.transmit.push_back(go_away_frame(
+                GoAwayReason::Drain,
+                CloseCode::GOING_AWAY,
+                ms,
+            ));
+        }
+    }
+
+    /// The drain's grace is over: a client still connected after its `GoAway{Drain}` is
+    /// disconnected; the session detaches and stays resumable.
+    pub fn end_drain(&mut self, now: Instant) {
+        if self.state == State::Attached {
+            self.events.push_back(Event::CloseConnection {
+                code: CloseCode::GOING_AWAY,
+                go_away: Some(GoAwayReason::Drain),
+            });
             self.detach_keeping_transmit(now);
         }
     }
@@ -698,14 +715,8 @@ impl Session {
     }
 
     fn go_away(&mut self, reason: GoAwayReason, code: CloseCode, reconnect_after_ms: u32) {
-        self.transmit.push_back(
-            GoAway {
-                reason: reason.into(),
-                reconnect_after_ms,
-                message: code.name().to_owned(),
-            }
-            .into(),
-        );
+        self.transmit
+            .push_back(go_away_frame(reason, code, reconnect_after_ms));
         self.events.push_back(Event::CloseConnection {
             code,
             go_away: Some(reason),
@@ -740,8 +751,20 @@ impl Session {
     }
 }
 
+fn go_away_frame(reason: GoAwayReason, code: CloseCode, reconnect_after_ms: u32) -> Frame {
+    GoAway {
+        reason: reason.into(),
+        reconnect_after_ms,
+        message: code.name().to_owned(),
+    }
+    .into()
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod restore_tests;
 
 /// Whether `frame` is what a connection usually sends last before it goes quiet: its
 /// `Welcome`, or the `Pong` answering a heartbeat. The session frees its queue buffers after

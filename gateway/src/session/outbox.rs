@@ -91,6 +91,9 @@ impl Outbox {
             }
         }
         outbox.mark_durable(outbox.last_seq());
+        // Any of them may have reached the client before the restart: its resume may ack
+        // up to the last (the resume rewinds the cursor to what it acknowledges).
+        outbox.cursor = outbox.last_seq() + 1;
         (outbox, rest)
     }
 

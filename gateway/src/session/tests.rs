@@ -688,10 +688,21 @@ fn takeover_sends_go_away_and_hands_pending_messages_to_offline() {
 fn drain_sends_go_away_and_keeps_the_session_resumable() {
     let t0 = Instant::now();
     let mut s = session(t0);
-    s.drain(t0, Duration::from_millis(1500));
+    s.drain(Duration::from_millis(1500));
     let frames = drain_frames(&mut s, t0);
     assert!(matches!(&frames[..], [f] if matches!(&f.kind,
         Some(Kind::GoAway(g)) if g.reconnect_after_ms == 1500)));
+    // Still attached: the client may acknowledge what it holds before it leaves.
+    assert!(s.is_attached());
+    assert!(drain_events(&mut s).is_empty());
+    s.end_drain(t0 + Duration::from_secs(5));
+    assert!(matches!(
+        &drain_events(&mut s)[..],
+        [Event::CloseConnection {
+            code: CloseCode::GOING_AWAY,
+            go_away: Some(GoAwayReason::Drain)
+        }]
+    ));
     assert!(!s.is_attached() && !s.is_ended());
 }
 

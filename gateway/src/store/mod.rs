@@ -170,3 +170,6 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
     /// Every stored session, for restoring after a restart.
     fn load(&self) -> Result<Vec<StoredSession>, StoreError>;
 }
+
+#[cfg(test)]
+mod tests;

@@ -25,7 +25,7 @@ const RECEIPTS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("r
 /// Most changes in one commit: bounds a commit's time and memory under a flood.
 const MAX_BATCH: usize = 8192;
 
-enum Op {
+pub(super) enum Op {
     Change(Change),
     Sync(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -52,7 +52,8 @@ pub type CommitObserver = Arc<dyn Fn(CommitStats) + Send + Sync>;
 pub struct RedbStore {
     path: PathBuf,
     db: Arc<Database>,
-    ops: mpsc::UnboundedSender<Op>,
+    pub(super) ops: Option<mpsc::UnboundedSender<Op>>,
+    writer: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RedbStore {
@@ -83,14 +84,15 @@ impl RedbStore {
             path: path.display().to_string(),
             observer,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("imgate-store".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| io(&e))?;
         Ok(Self {
             path: path.to_owned(),
             db,
-            ops,
+            ops: Some(ops),
+            writer: Some(writer),
         })
     }
 
@@ -107,15 +109,31 @@ impl RedbStore {
     }
 }
 
+impl Drop for RedbStore {
+    /// Commits what is queued and closes the file, so the store can be opened again at once
+    /// (redb allows one open database per file).
+    fn drop(&mut self) {
+        self.ops = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
 impl SessionStore for RedbStore {
     fn append(&self, change: Change) {
         // A stopped writer fails the next sync, which is where durability is promised.
-        let _ = self.ops.send(Op::Change(change));
+        if let Some(ops) = &self.ops {
+            let _ = ops.send(Op::Change(change));
+        }
     }
 
     fn sync(&self) -> Synced {
         let (tx, rx) = oneshot::channel();
-        let sent = self.ops.send(Op::Sync(tx)).is_ok();
+        let sent = self
+            .ops
+            .as_ref()
+            .is_some_and(|ops| ops.send(Op::Sync(tx)).is_ok());
         Box::pin(async move {
             if !sent {
                 return Err(StoreError::Stopped);
