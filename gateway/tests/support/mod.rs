@@ -1,6 +1,8 @@
 //! Shared test support: start a gateway, a scripted raw-frame client, a tiny HTTP client.
 #![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset
 
+pub mod binary;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
