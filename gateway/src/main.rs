@@ -1,6 +1,7 @@
 //! The `imgate` binary: thin on purpose; everything lives in the library.
 #![forbid(unsafe_code)]
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -194,7 +195,9 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                 tracing::info!(grace = ?drain_grace, "SIGTERM: draining");
                 let report = gateway.drain(drain_grace, Duration::from_secs(1)).await;
                 tracing::info!(%report, "drained");
-                println!("imgate drained: {report}");
+                // Not println!: stdout may be gone by now (a closed pipe must not turn a
+                // clean drain into a panic).
+                let _ = writeln!(std::io::stdout(), "imgate drained: {report}");
             }
             Signal::Interrupt => {
                 tracing::info!("SIGINT: shutting down now");

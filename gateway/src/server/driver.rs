@@ -175,20 +175,11 @@ impl Driver {
                             }
                         };
                         let receipt = receipt(msg_id, outcome);
-                        match self.handle.shared.store_for(&self.app) {
-                            None => {
-                                self.cell.lock().handle_receipt(receipt);
-                            }
-                            Some(store) => {
-                                let mut session = self.cell.lock();
-                                if let Some(mark) = session.handle_receipt(receipt.clone()) {
-                                    store.append(Change::Answered {
-                                        session: session.id(),
-                                        mark,
-                                        receipt,
-                                    });
-                                }
-                            }
+                        if self.handle.shared.store_for(&self.app).is_some() {
+                            // Boxed: a rarely-live await must not grow every driver's task.
+                            self.answer_durably(receipt);
+                        } else {
+                            self.cell.lock().handle_receipt(receipt);
                         }
                         // If a resume moved the session to a newer connection meanwhile, its
                         // driver is asleep: wake it to transmit the receipt.
@@ -273,6 +264,43 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Hands the backend's answer to the session and its mark to the store; the receipt goes
+    /// out once the mark is durable: a client that
+    /// holds a receipt never re-sends, and one that does not finds the mark after a restart
+    /// (unless the process died between the backend's answer and this commit: then the
+    /// re-send is forwarded again).
+    fn answer_durably(&self, receipt: Receipt) {
+        let Some(store) = self.handle.shared.store_for(&self.app) else {
+            return;
+        };
+        let mark = {
+            let mut session = self.cell.lock();
+            let mark = session.answer(&receipt);
+            if let Some(mark) = mark {
+                store.append(Change::Answered {
+                    session: session.id(),
+                    mark,
+                    receipt: receipt.clone(),
+                });
+            }
+            mark
+        };
+        if mark.is_none() {
+            return;
+        }
+        // A task of its own rather than an await here: the driver's future stays small, and
+        // the next request may go to the backend meanwhile.
+        let synced = store.sync();
+        let cell = Arc::clone(&self.cell);
+        self.handle.spawn(async move {
+            if let Err(error) = synced.await {
+                tracing::error!(session.id = %cell.id(), %error, "receipt mark not durable");
+            }
+            cell.lock().send_receipt(receipt);
+            cell.wake();
+        });
     }
 
     fn push(&self, messages: &[crate::ids::MessageId], trigger: PushTrigger) {

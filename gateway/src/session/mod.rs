@@ -408,14 +408,27 @@ impl Session {
     /// remembered for re-sends. Returns where it is remembered (for the session store), or
     /// None if the request was not in flight.
     pub fn handle_receipt(&mut self, receipt: Receipt) -> Option<AnswerMark> {
+        let mark = self.answer(&receipt)?;
+        self.send_receipt(receipt);
+        Some(mark)
+    }
+
+    /// The first half of [`Session::handle_receipt`]: remembers the backend's answer (the
+    /// next upstream request may go out) without sending it yet, so that a runtime can
+    /// make the mark durable before the client sees the receipt. Send it with
+    /// [`Session::send_receipt`].
+    pub fn answer(&mut self, receipt: &Receipt) -> Option<AnswerMark> {
         if self.forwarding == Some(receipt.msg_id) {
             self.forwarding = None;
         }
-        let mark = self.dedup.answer(&receipt)?;
+        self.dedup.answer(receipt)
+    }
+
+    /// Sends a receipt [`Session::answer`] remembered, if a client is attached.
+    pub fn send_receipt(&mut self, receipt: Receipt) {
         if self.state == State::Attached {
             self.transmit.push_back(receipt.into());
         }
-        Some(mark)
     }
 
     /// Timers: heartbeat liveness, ack time-outs, push grace and the resume window.
