@@ -108,6 +108,8 @@ pub(super) fn driver_task(
 
 /// The future of a restored session's driver: no connection until the client resumes (the
 /// resume hands the session to the new connection's driver, and this one lets go).
+// Not an `async fn`: one taking the driver by value would hold it twice (argument and local).
+#[allow(clippy::manual_async_fn)]
 pub(super) fn detached_driver_task(mut driver: Driver) -> impl Future<Output = ()> + Send {
     async move { driver.run(&mut None, &mut None).await }
 }

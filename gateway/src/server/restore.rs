@@ -38,7 +38,7 @@ pub(super) fn restore_sessions(
     let now = Instant::now();
     let wall = wall_ms();
     // Newest first: of two sessions of one device only the newest is the device's.
-    stored.sort_by(|a, b| b.opened_at_ms.cmp(&a.opened_at_ms));
+    stored.sort_by_key(|s| std::cmp::Reverse(s.opened_at_ms));
     let mut devices = HashSet::new();
     for session in stored {
         let identity = session.identity.clone();

@@ -250,7 +250,7 @@ impl Writer {
                 Some(error) => Err(error.clone()),
                 None if changes.is_empty() => Ok(()),
                 None => {
-                    let started = std::time::Instant::now();
+                    let started = tokio::time::Instant::now();
                     let count = changes.len();
                     let result = self.commit(&mut changes);
                     if let Some(observer) = &self.observer {
@@ -284,6 +284,8 @@ impl Writer {
     }
 }
 
+// redb's error is large, but it is built only when a commit fails and becomes text at once.
+#[allow(clippy::result_large_err)]
 fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> {
     let mut sessions = txn.open_table(SESSIONS)?;
     let mut acked = txn.open_table(ACKED)?;
