@@ -98,6 +98,9 @@ pub(crate) struct RoutedArgs {
     /// Un-receipted sends per sender (imgate Receipts, MQTT QoS 1 in-flight).
     #[arg(long, default_value_t = 256)]
     window: usize,
+    /// imgate session durability, comma-separated (memory, disk): one imgate row each.
+    #[arg(long, default_value = "memory,disk")]
+    durability: String,
 }
 
 #[derive(Debug, Args)]
@@ -113,6 +116,9 @@ pub(crate) struct LatencyArgs {
     secs: u64,
     #[arg(long, default_value_t = 100)]
     size: usize,
+    /// imgate session durability, comma-separated (memory, disk): one imgate row each.
+    #[arg(long, default_value = "memory,disk")]
+    durability: String,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +198,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &Cmd) -> Result<bool, String> {
                 messages: 1_000_000,
                 size: 100,
                 window: 256,
+                durability: "memory,disk".into(),
             };
             ok &= routed(&ctx, &routed_args).await?;
             let latency_args = LatencyArgs {
@@ -200,6 +207,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &Cmd) -> Result<bool, String> {
                 rate: 20_000,
                 secs: 10,
                 size: 100,
+                durability: "memory,disk".into(),
             };
             ok &= latency(&ctx, &latency_args).await?;
             let fanout_args = FanoutArgs {
@@ -221,6 +229,34 @@ pub(crate) async fn run(cli: &Cli, cmd: &Cmd) -> Result<bool, String> {
         }
         Cmd::ServeImgate { .. } | Cmd::Summary(_) => Err("handled in main".into()),
     }
+}
+
+/// The runs of a scenario: every target once, imgate once per durability (`memory` keeps the
+/// row name `imgate`, so earlier results stay comparable; `disk` is `imgate-disk`).
+fn variants(
+    targets: &[Target],
+    durability: &str,
+) -> Result<Vec<(Target, &'static str, ImgateSettings)>, String> {
+    let mut runs = Vec::new();
+    for &target in targets {
+        if target != Target::Imgate {
+            runs.push((target, target.name(), ImgateSettings::default()));
+            continue;
+        }
+        for mode in durability.split(',').map(str::trim) {
+            let (name, durable) = match mode {
+                "memory" => ("imgate", false),
+                "disk" => ("imgate-disk", true),
+                other => return Err(format!("unknown durability {other:?} (memory, disk)")),
+            };
+            let settings = ImgateSettings {
+                durable,
+                ..ImgateSettings::default()
+            };
+            runs.push((target, name, settings));
+        }
+    }
+    Ok(runs)
 }
 
 fn start_server(
@@ -653,11 +689,11 @@ async fn routed(ctx: &Ctx, args: &RoutedArgs) -> Result<bool, String> {
     };
     let mut rows = Vec::new();
     let mut ok = true;
-    for &target in &ctx.targets {
-        eprintln!("routed: {}", target.name());
+    for (target, name, settings) in variants(&ctx.targets, &args.durability)? {
+        eprintln!("routed: {name}");
         let row = routed_one(
             ctx,
-            target,
+            (target, name, &settings),
             users,
             args.senders,
             messages,
@@ -666,7 +702,7 @@ async fn routed(ctx: &Ctx, args: &RoutedArgs) -> Result<bool, String> {
         )
         .await;
         let row = row.unwrap_or_else(|e| {
-            let mut row = Row::new(target.name());
+            let mut row = Row::new(name);
             row.note("error", e);
             row
         });
@@ -696,14 +732,14 @@ fn user_names(n: usize, prefix: &str) -> Vec<String> {
 
 async fn routed_one(
     ctx: &Ctx,
-    target: Target,
+    (target, name, settings): (Target, &'static str, &ImgateSettings),
     users: usize,
     senders: usize,
     messages: u64,
     size: usize,
     window: usize,
 ) -> Result<Row, String> {
-    let server = start_server(ctx, target, &ImgateSettings::default(), 900)?;
+    let server = start_server(ctx, target, settings, 900)?;
     let config = client_config(target, &server, window, Duration::from_secs(30));
     let ledger = Ledger::new(messages, false);
     let names = Arc::new(user_names(users, "user"));
@@ -755,7 +791,7 @@ async fn routed_one(
     let last = ledger.last_ns.load(Ordering::Relaxed);
     let start_ns = now_ns().saturating_sub(u64::try_from(start.elapsed().as_nanos()).unwrap_or(0));
     let secs = (last.saturating_sub(start_ns)) as f64 / 1e9;
-    let mut row = Row::new(target.name());
+    let mut row = Row::new(name);
     row.fig("delivered_msgs_per_s", delivered as f64 / secs.max(1e-9))
         .cpu_per_million(server_cpu, client_cpu, delivered)
         .fig("seconds", secs)
@@ -779,11 +815,20 @@ async fn latency(ctx: &Ctx, args: &LatencyArgs) -> Result<bool, String> {
     };
     let mut rows = Vec::new();
     let mut ok = true;
-    for &target in &ctx.targets {
-        eprintln!("latency: {}", target.name());
-        let row = latency_one(ctx, target, users, args.senders, rate, secs, args.size).await;
+    for (target, name, settings) in variants(&ctx.targets, &args.durability)? {
+        eprintln!("latency: {name}");
+        let row = latency_one(
+            ctx,
+            (target, name, &settings),
+            users,
+            args.senders,
+            rate,
+            secs,
+            args.size,
+        )
+        .await;
         let row = row.unwrap_or_else(|e| {
-            let mut row = Row::new(target.name());
+            let mut row = Row::new(name);
             row.note("error", e);
             row
         });
@@ -804,14 +849,14 @@ async fn latency(ctx: &Ctx, args: &LatencyArgs) -> Result<bool, String> {
 
 async fn latency_one(
     ctx: &Ctx,
-    target: Target,
+    (target, name, settings): (Target, &'static str, &ImgateSettings),
     users: usize,
     senders: usize,
     rate: u64,
     secs: u64,
     size: usize,
 ) -> Result<Row, String> {
-    let server = start_server(ctx, target, &ImgateSettings::default(), 300)?;
+    let server = start_server(ctx, target, settings, 300)?;
     let config = client_config(target, &server, 1024, Duration::from_secs(30));
     let total = rate * secs;
     let ledger = Ledger::new(total, true);
@@ -876,7 +921,7 @@ async fn latency_one(
         .as_ref()
         .and_then(|h| h.lock().ok().map(|h| h.clone()))
         .ok_or("histogram")?;
-    let mut row = Row::new(target.name());
+    let mut row = Row::new(name);
     row.fig("p50_us", hist.value_at_quantile(0.5) as f64)
         .fig("p90_us", hist.value_at_quantile(0.9) as f64)
         .fig("p99_us", hist.value_at_quantile(0.99) as f64)
