@@ -135,7 +135,8 @@ impl Listener {
         let (tx, incoming) = mpsc::channel(config.accept_queue.max(1));
         let mode = TcpMode::new(&config)?;
         let shared = Arc::new(Shared {
-            decoder: Arc::new(FrameDecoder::new(config.max_frame)),
+            // No compression before `Welcome` (protocol §3.3); the server enables it then.
+            decoder: Arc::new(FrameDecoder::new(config.max_frame).with_compression(false)),
             encoder: Arc::new(FrameEncoder::new(config.peer_max_frame)),
             config,
             stats: Arc::clone(&stats),

@@ -2,6 +2,7 @@
 
 mod connection;
 mod driver;
+mod limits;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

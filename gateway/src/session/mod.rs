@@ -272,7 +272,12 @@ impl Session {
                 },
             ),
             Kind::Error(_) => {
-                // The client is closing; keep the session for a resume.
+                // The client is closing: nothing after it is read (§13), the session is kept
+                // for a resume.
+                self.events.push_back(Event::CloseConnection {
+                    code: CloseCode::NORMAL,
+                    go_away: None,
+                });
                 self.detach(now);
             }
             Kind::Hello(_)
