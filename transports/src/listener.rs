@@ -91,9 +91,11 @@ fn acceptor(
     let identity = config.identity.as_ref().ok_or_else(|| {
         TransportError::Config(format!("the {} listener needs a certificate", config.kind))
     })?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(
-        identity.server_config(alpn, false)?,
-    )))
+    let mut server = identity.server_config(alpn, false)?;
+    if config.kind == TransportKind::Tls {
+        server.cert_resolver = Arc::new(crate::tls::RequireAlpn(server.cert_resolver));
+    }
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 impl Shared {
