@@ -251,6 +251,9 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
             Err(e) => {
                 TransportStats::incr(&stats.rejected_per_ip);
                 tracing::debug!(client.addr = %peer, error = %e, "connection refused");
+                if matches!(shared.mode, TcpMode::Plain) {
+                    refuse_tcp(&stream, &shared.encoder, &e);
+                }
                 continue;
             }
         };
@@ -268,6 +271,18 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
             tokio::spawn(handshake(stream, peer, guard, Arc::clone(&shared)));
         }
     }
+}
+
+/// Tells a plain TCP client over the per-IP limit why, so that it backs off (protocol
+/// §13: `3002`): one small write into the fresh socket's empty buffer, which cannot block.
+/// The other transports cannot say anything before the handshake the limit exists to spare.
+fn refuse_tcp(stream: &TcpStream, encoder: &FrameEncoder, error: &crate::LimitError) {
+    let error =
+        imgate_codec::Error::new(imgate_codec::CloseCode::CONNECTION_LIMIT, error.to_string());
+    if let Ok(frame) = crate::EncodedFrame::encode(encoder, &error.into()) {
+        let _ = stream.try_write(frame.as_bytes());
+    }
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }
 
 /// TLS, WS and WSS handshakes, under the deadline.
