@@ -95,9 +95,8 @@ pub(crate) struct RequireAlpn(pub(crate) Arc<dyn ResolvesServerCert>);
 
 impl ResolvesServerCert for RequireAlpn {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if client_hello.alpn().is_none() {
-            return None;
-        }
+        // Only whether the list is there matters; rustls picks the protocol itself.
+        let _offered = client_hello.alpn()?;
         self.0.resolve(client_hello)
     }
 }

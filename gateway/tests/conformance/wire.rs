@@ -252,25 +252,21 @@ impl Wire {
 
     async fn next_inner(&mut self) -> Got {
         match &mut self.io {
-            Io::Ws(ws) => loop {
-                match ws.next().await {
-                    None => return Got::End(End::Eof),
-                    Some(Err(e)) => return Got::End(End::Broken(e.to_string())),
-                    Some(Ok(Message::Binary(bytes))) => return Got::Frame(decode(&bytes)),
-                    Some(Ok(Message::Close(close))) => {
-                        return Got::End(match close {
-                            Some(close) => End::Ws {
-                                status: u16::from(close.code),
-                                reason: close.reason.to_string(),
-                            },
-                            None => End::Ws {
-                                status: 1005,
-                                reason: String::new(),
-                            },
-                        });
-                    }
-                    Some(Ok(other)) => panic!("unexpected WebSocket message {other:?}"),
-                }
+            Io::Ws(ws) => match ws.next().await {
+                None => Got::End(End::Eof),
+                Some(Err(e)) => Got::End(End::Broken(e.to_string())),
+                Some(Ok(Message::Binary(bytes))) => Got::Frame(decode(&bytes)),
+                Some(Ok(Message::Close(close))) => Got::End(match close {
+                    Some(close) => End::Ws {
+                        status: u16::from(close.code),
+                        reason: close.reason.to_string(),
+                    },
+                    None => End::Ws {
+                        status: 1005,
+                        reason: String::new(),
+                    },
+                }),
+                Some(Ok(other)) => panic!("unexpected WebSocket message {other:?}"),
             },
             _ => loop {
                 if self.buf.len() >= 4 {
