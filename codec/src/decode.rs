@@ -27,6 +27,8 @@ const GROW_STEP: usize = 64 * 1024;
 pub struct FrameDecoder {
     max_frame: usize,
     dictionary: Option<Dictionary>,
+    /// Whether LZ4 frames are taken (§3.3: only once compression was negotiated).
+    compressed: bool,
 }
 
 impl Default for FrameDecoder {
@@ -41,6 +43,7 @@ impl FrameDecoder {
         Self {
             max_frame: max_frame.clamp(1, u32::MAX as usize),
             dictionary: None,
+            compressed: true,
         }
     }
 
@@ -48,6 +51,20 @@ impl FrameDecoder {
     /// naming any other dictionary id are rejected.
     pub fn with_dictionary(mut self, dictionary: Option<Dictionary>) -> Self {
         self.dictionary = dictionary;
+        self
+    }
+
+    /// Whether compressed frames are accepted (the default); without, an LZ4 frame is
+    /// [`CodecError::CompressionNotNegotiated`]. A server refuses them until its `Welcome`
+    /// enabled compression (protocol §3.3).
+    pub fn with_compression(mut self, accept: bool) -> Self {
+        self.compressed = accept;
+        self
+    }
+
+    /// Sets the frame limit (e.g. to the one announced in `Welcome`).
+    pub fn with_max_frame(mut self, max_frame: usize) -> Self {
+        self.max_frame = max_frame.clamp(1, u32::MAX as usize);
         self
     }
 
@@ -138,6 +155,9 @@ impl FrameDecoder {
             || (flag_bits & flags::DICTIONARY != 0 && flag_bits & flags::LZ4 == 0)
         {
             return Err(CodecError::UnknownFlags(flag_bits));
+        }
+        if flag_bits & flags::LZ4 != 0 && !self.compressed {
+            return Err(CodecError::CompressionNotNegotiated);
         }
         let body = if flag_bits & flags::LZ4 != 0 {
             let max_body = self.max_frame - 1;

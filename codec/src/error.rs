@@ -40,6 +40,9 @@ pub enum CodecError {
     /// The frame ends before a header it announces.
     #[error("truncated frame: {0} missing")]
     Truncated(&'static str),
+    /// A compressed frame where compression was not negotiated (or not yet: before `Welcome`).
+    #[error("compressed frame, but compression is not enabled on this connection")]
+    CompressionNotNegotiated,
     /// The LZ4 block is corrupt.
     #[error("LZ4 decompression failed: {0}")]
     Decompress(#[from] lz4_flex::block::DecompressError),
@@ -72,6 +75,7 @@ impl CodecError {
             Self::FrameTooLarge { .. } => CloseCode::FRAME_TOO_LARGE,
             Self::DecompressedTooLarge { .. }
             | Self::UnknownDictionary(_)
+            | Self::CompressionNotNegotiated
             | Self::Decompress(_)
             | Self::DecompressedSizeMismatch { .. } => CloseCode::COMPRESSION_ERROR,
             Self::EmptyFrame

@@ -107,6 +107,25 @@ impl TransportError {
         }
     }
 
+    /// The text for the peer's `Error.message`: ours, never a library's (whose wording is not
+    /// stable and can name internals). Pair it with [`TransportError::close_code`].
+    pub fn peer_message(&self) -> String {
+        match self {
+            Self::Codec(CodecError::Protobuf(_)) => "invalid protobuf frame".to_owned(),
+            Self::Codec(CodecError::Decompress(_)) => "corrupt LZ4 block".to_owned(),
+            // The codec's other texts are its own, and say what was wrong with the frame.
+            Self::Codec(e) => e.to_string(),
+            Self::UnsupportedData | Self::MessageTooLarge { .. } | Self::Limit(_) => {
+                self.to_string()
+            }
+            #[cfg(feature = "ws")]
+            Self::WebSocket(_) => "WebSocket protocol violation".to_owned(),
+            Self::HandshakeTimeout(_) => "transport handshake did not finish in time".to_owned(),
+            Self::SlowConsumer { .. } => "outbound queue overflowed".to_owned(),
+            _ => "connection failed".to_owned(),
+        }
+    }
+
     /// Unwraps errors that I/O adapters (tokio-rustls, quinn streams) wrap in `io::Error`.
     pub(crate) fn from_io(e: io::Error) -> Self {
         #[cfg(feature = "tls")]

@@ -91,9 +91,11 @@ fn acceptor(
     let identity = config.identity.as_ref().ok_or_else(|| {
         TransportError::Config(format!("the {} listener needs a certificate", config.kind))
     })?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(
-        identity.server_config(alpn, false)?,
-    )))
+    let mut server = identity.server_config(alpn, false)?;
+    if config.kind == TransportKind::Tls {
+        server.cert_resolver = Arc::new(crate::tls::RequireAlpn(server.cert_resolver));
+    }
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
 }
 
 impl Shared {
@@ -135,7 +137,8 @@ impl Listener {
         let (tx, incoming) = mpsc::channel(config.accept_queue.max(1));
         let mode = TcpMode::new(&config)?;
         let shared = Arc::new(Shared {
-            decoder: Arc::new(FrameDecoder::new(config.max_frame)),
+            // No compression before `Welcome` (protocol §3.3); the server enables it then.
+            decoder: Arc::new(FrameDecoder::new(config.max_frame).with_compression(false)),
             encoder: Arc::new(FrameEncoder::new(config.peer_max_frame)),
             config,
             stats: Arc::clone(&stats),
@@ -248,6 +251,9 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
             Err(e) => {
                 TransportStats::incr(&stats.rejected_per_ip);
                 tracing::debug!(client.addr = %peer, error = %e, "connection refused");
+                if matches!(shared.mode, TcpMode::Plain) {
+                    refuse_tcp(&stream, &shared.encoder, &e);
+                }
                 continue;
             }
         };
@@ -265,6 +271,18 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
             tokio::spawn(handshake(stream, peer, guard, Arc::clone(&shared)));
         }
     }
+}
+
+/// Tells a plain TCP client over the per-IP limit why, so that it backs off (protocol
+/// §13: `3002`): one small write into the fresh socket's empty buffer, which cannot block.
+/// The other transports cannot say anything before the handshake the limit exists to spare.
+fn refuse_tcp(stream: &TcpStream, encoder: &FrameEncoder, error: &crate::LimitError) {
+    let error =
+        imgate_codec::Error::new(imgate_codec::CloseCode::CONNECTION_LIMIT, error.to_string());
+    if let Ok(frame) = crate::EncodedFrame::encode(encoder, &error.into()) {
+        let _ = stream.try_write(frame.as_bytes());
+    }
+    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }
 
 /// TLS, WS and WSS handshakes, under the deadline.

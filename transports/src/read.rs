@@ -108,6 +108,11 @@ impl FrameReader {
         &self.core.info
     }
 
+    /// The decoder (frame limit, dictionary, whether compressed frames are taken).
+    pub fn decoder(&self) -> &FrameDecoder {
+        &self.decoder
+    }
+
     /// The decoder (frame limit, dictionary). Replace it after the protocol handshake to
     /// accept frames compressed with the dictionary this side issued.
     pub fn decoder_mut(&mut self) -> &mut FrameDecoder {

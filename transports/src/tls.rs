@@ -1,6 +1,10 @@
 //! TLS over TCP (tokio-rustls): the server handshake with ALPN checks, and the client one.
 
+use std::sync::Arc;
+
 use rustls::pki_types::ServerName;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -21,7 +25,12 @@ pub(crate) async fn accept(
         let no_alpn = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            .is_some_and(|inner| *inner == rustls::Error::NoApplicationProtocol);
+            .is_some_and(|inner| {
+                // With `require_alpn`, a `General` error is `RequireAlpn` having found no
+                // ALPN offered (the certificate is always there otherwise).
+                *inner == rustls::Error::NoApplicationProtocol
+                    || (require_alpn && matches!(inner, rustls::Error::General(_)))
+            });
         tracing::debug!(error = %e, "TLS handshake failed");
         if no_alpn {
             HandshakeFailure::Alpn
@@ -75,4 +84,19 @@ pub(crate) async fn connect(
     }
     debug_assert!(alpn == ALPN_IMGATE || alpn == ALPN_HTTP1);
     Ok(tls)
+}
+
+/// Refuses, inside the TLS handshake, a client that offers no ALPN at all (protocol §1):
+/// rustls only refuses one that offers others, and carries on without ALPN otherwise, so
+/// such a client would see a finished handshake and then a silent close. Without a
+/// certificate rustls fails the handshake with the alert `access_denied`.
+#[derive(Debug)]
+pub(crate) struct RequireAlpn(pub(crate) Arc<dyn ResolvesServerCert>);
+
+impl ResolvesServerCert for RequireAlpn {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // Only whether the list is there matters; rustls picks the protocol itself.
+        let _offered = client_hello.alpn()?;
+        self.0.resolve(client_hello)
+    }
 }

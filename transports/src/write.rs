@@ -315,14 +315,21 @@ impl FrameWriter {
     /// code; QUIC closes the connection with the code as application error. Waits at most
     /// about a second for the peer to receive it.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError> {
+        if !self.closed && code != CloseCode::NORMAL {
+            // A full queue means the peer is not reading anyway; close without the frame.
+            let _ = self.queue(&imgate_codec::Error::new(code, reason).into());
+        }
+        self.finish(code, reason).await
+    }
+
+    /// Closes after the caller queued its own last frame (an `Error` or a `GoAway`): flushes
+    /// what is queued, then ends the transport with `code` as [`FrameWriter::close`] does
+    /// (QUIC application close code, WebSocket close status mapped from it), adding no frame.
+    pub async fn finish(&mut self, code: CloseCode, reason: &str) -> Result<(), TransportError> {
         if self.closed {
             return Ok(());
         }
         self.closed = true;
-        if code != CloseCode::NORMAL {
-            // A full queue means the peer is not reading anyway; close without the frame.
-            let _ = self.queue(&imgate_codec::Error::new(code, reason).into());
-        }
         let flushed = tokio::time::timeout(CLOSE_LINGER, self.flush()).await;
         match &mut self.io {
             WriteIo::Tcp => self.shutdown_tcp(),

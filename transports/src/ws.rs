@@ -190,22 +190,34 @@ pub(crate) async fn connect(
     Ok(stream)
 }
 
-/// WebSocket close codes are not ours (RFC 6455 gives 1001–1011 other meanings), so the
-/// close frame carries the nearest RFC code and names our code in its reason:
-/// `"FRAME_TOO_LARGE(1002): …"`.
-pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    let ws_code = match code {
+/// The WebSocket close status for an imgate code (docs/protocol.md §13 lists the mapping).
+///
+/// RFC 6455 gives 1001–1011 other meanings than ours, so the status is the nearest RFC code
+/// and the close frame's reason names our code: `"FRAME_TOO_LARGE(1002): …"`. Only an
+/// orderly close is 1000: a client must be able to tell an error from the status alone.
+fn ws_code(code: CloseCode) -> WsCode {
+    match code {
         CloseCode::NORMAL => WsCode::Normal,
-        CloseCode::FRAME_TOO_LARGE => WsCode::Size,
-        CloseCode::UNSUPPORTED_DATA => WsCode::Unsupported,
-        CloseCode::GOING_AWAY => WsCode::Away,
-        CloseCode::INTERNAL => WsCode::Error,
         CloseCode::PROTOCOL_ERROR
         | CloseCode::UNEXPECTED_FRAME
         | CloseCode::COMPRESSION_ERROR
         | CloseCode::UNSUPPORTED_VERSION => WsCode::Protocol,
+        CloseCode::FRAME_TOO_LARGE => WsCode::Size,
+        CloseCode::UNSUPPORTED_DATA => WsCode::Unsupported,
+        CloseCode::RATE_LIMITED
+        | CloseCode::CONNECTION_LIMIT
+        | CloseCode::SLOW_CONSUMER
+        | CloseCode::OVERLOADED => WsCode::Again,
+        CloseCode::GOING_AWAY => WsCode::Away,
+        CloseCode::INTERNAL => WsCode::Error,
+        // Time-outs, authentication, take-over, kick, and codes of later versions.
         _ => WsCode::Policy,
-    };
+    }
+}
+
+/// A close frame for `code`: its status ([`ws_code`]) and `"NAME(code): reason"`.
+pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
+    let ws_code = ws_code(code);
     let mut text = format!("{code}: {reason}");
     // A close frame's reason is at most 123 bytes.
     if text.len() > 123 {
@@ -238,6 +250,7 @@ pub(crate) fn close_from_frame(
         WsCode::Unsupported => CloseCode::UNSUPPORTED_DATA,
         WsCode::Away => CloseCode::GOING_AWAY,
         WsCode::Error => CloseCode::INTERNAL,
+        WsCode::Again => CloseCode::OVERLOADED,
         _ => CloseCode::PROTOCOL_ERROR,
     });
     Err(TransportError::ClosedByPeer {
@@ -275,5 +288,13 @@ mod tests {
             close_from_frame(Some(&close_frame(CloseCode::NORMAL, ""))),
             Ok(None)
         ));
+        for &code in CloseCode::ALL {
+            let status = close_frame(code, "").code;
+            assert_eq!(
+                status == WsCode::Normal,
+                code == CloseCode::NORMAL,
+                "{code}"
+            );
+        }
     }
 }

@@ -84,10 +84,12 @@ async fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> U
     };
     match gateway.deliver(app, delivery).await {
         Ok(report) => {
+            // Delivered only when a connected device got it: one buffered for a detached
+            // session's resume is stored, as for push (§4 `Receipt`).
             let reached = report
                 .devices
                 .iter()
-                .any(|d| d.outcome != DeviceOutcome::Offline);
+                .any(|d| matches!(d.outcome, DeviceOutcome::Sent { .. }));
             let status = if reached {
                 ReceiptStatus::Delivered
             } else {

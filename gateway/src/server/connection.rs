@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use imgate_codec::{CloseCode, Compression, Dictionary, FEATURE_LZ4, Hello, ResumeRefused};
+
+use super::limits;
 use imgate_transports::{FrameReader, FrameWriter, TransportKind};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
@@ -54,11 +56,7 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
         platform: hello.platform(),
     };
     let (negotiated, compression) = negotiate(&hello);
-    if compression.as_ref().is_some_and(|c| c.dictionary.is_some()) {
-        // Only the dictionary this server issued is ever accepted from the client.
-        let decoder = reader.decoder_mut();
-        *decoder = decoder.clone().with_dictionary(Some(Dictionary::builtin()));
-    }
+    limits::apply(&mut reader, &app, compression.as_ref());
     let now = Instant::now();
     let (cell, fresh) = match attach(&handle, &app, &hello, identity, &negotiated, now) {
         Ok(attached) => attached,
@@ -175,7 +173,7 @@ async fn handshake(
         Ok(Ok(None)) => None,
         Ok(Err(error)) => error
             .close_code()
-            .map(|code| crate::session::HandshakeRefused::new(code, error.to_string())),
+            .map(|code| crate::session::HandshakeRefused::new(code, error.peer_message())),
     };
     if let Some(refused) = refusal {
         Metrics::count(&handle.metrics().handshakes, refused.code.name());

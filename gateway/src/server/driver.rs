@@ -135,6 +135,8 @@ impl Driver {
                 // the wake-up on: `wake` wakes one waiter, and it may have been this one.
                 self.cell.wake();
                 if let Some((_, mut writer, _open)) = connection.take() {
+                    // As a fresh login's take-over tells the old connection (§10).
+                    let _ = writer.queue(&takeover_go_away());
                     Box::pin(self.close(&mut writer, CloseCode::SESSION_TAKEN_OVER)).await;
                 }
                 return;
@@ -428,7 +430,13 @@ impl Driver {
                 Ok(None) => Woke::Gone,
                 Err(error) => {
                     tracing::debug!(session.id = %self.cell.id(), %error, "connection failed");
-                    error.close_code().map_or(Woke::Gone, Woke::Close)
+                    let code = error.close_code();
+                    if let Some(code) = code {
+                        // The peer learns why before the close (§13), in our words.
+                        let message = error.peer_message();
+                        let _ = writer.queue(&imgate_codec::Error::new(code, message).into());
+                    }
+                    code.map_or(Woke::Gone, Woke::Close)
                 }
             },
             () = self.cell.woken() => Woke::Again,
@@ -459,8 +467,9 @@ impl Driver {
     async fn close(&self, writer: &mut FrameWriter, code: CloseCode) {
         let close = async {
             let _ = writer.flush().await;
-            // The session already queued its Error or GoAway frame.
-            let _ = writer.close(CloseCode::NORMAL, code.name()).await;
+            // The last frame (Error or GoAway) is already queued; the transport's own close
+            // carries the code too (QUIC application code, WebSocket status).
+            let _ = writer.finish(code, code.name()).await;
         };
         let _ = tokio::time::timeout(self.config().close_timeout, close).await;
     }
@@ -482,6 +491,15 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+fn takeover_go_away() -> imgate_codec::Frame {
+    imgate_codec::GoAway {
+        reason: imgate_codec::GoAwayReason::Takeover.into(),
+        reconnect_after_ms: 0,
+        message: CloseCode::SESSION_TAKEN_OVER.name().to_owned(),
+    }
+    .into()
 }
 
 fn receipt(msg_id: u64, outcome: UpstreamOutcome) -> Receipt {

@@ -2,6 +2,7 @@
 
 mod connection;
 mod driver;
+mod limits;
 mod restore;
 
 use std::collections::HashMap;

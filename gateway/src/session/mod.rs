@@ -352,7 +352,12 @@ impl Session {
                 },
             ),
             Kind::Error(_) => {
-                // The client is closing; keep the session for a resume.
+                // The client is closing: nothing after it is read (§13), the session is kept
+                // for a resume.
+                self.events.push_back(Event::CloseConnection {
+                    code: CloseCode::NORMAL,
+                    go_away: None,
+                });
                 self.detach(now);
             }
             Kind::Hello(_)
@@ -512,9 +517,11 @@ impl Session {
             self.end(UndeliveredReason::BufferOverflow);
             return Err(ResumeRefused::BufferOverflow);
         }
+        // A `last_seq` below what the client already acknowledged is a lower ack, ignored
+        // as any other (§8): the replay starts after the acknowledged point.
         let released = match self.outbox.ack(last_seq) {
-            Ok(released) if last_seq >= self.outbox.acked() => released,
-            _ => {
+            Ok(released) => released,
+            Err(outbox::AckBeyondSent) => {
                 self.end(UndeliveredReason::SessionEnded);
                 return Err(ResumeRefused::BadSeq);
             }
@@ -677,6 +684,18 @@ impl Session {
     }
 
     fn handle_upstream(&mut self, msg_id: u64, request: Upstream) {
+        if msg_id == 0 {
+            // 0 is "unset" in proto3: a client that forgot the id gets told, not a receipt
+            // for some other request (§9).
+            let rejected = Receipt {
+                msg_id,
+                status: imgate_codec::ReceiptStatus::Rejected.into(),
+                reason_code: CloseCode::PROTOCOL_ERROR.into(),
+                reason: "msg_id 0 is reserved: requests need a non-zero, increasing id".into(),
+                message_id: 0,
+            };
+            return self.transmit.push_back(rejected.into());
+        }
         match self.dedup.check(msg_id) {
             Seen::New => self.events.push_back(Event::Upstream { msg_id, request }),
             Seen::InFlight => {}

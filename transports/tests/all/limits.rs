@@ -53,7 +53,16 @@ async fn per_ip_limit_refuses_and_counts() {
             Err(_) => {}
             Ok(mut second) => {
                 let _ = second.send(&deliver(2, 1)).await;
-                let end = recv(&mut second).await;
+                let mut end = recv(&mut second).await;
+                if let Ok(Some(frame)) = &end {
+                    // TCP says why first (protocol §12): Error{3002}.
+                    assert!(
+                        matches!(&frame.kind, Some(imgate_codec::Kind::Error(e))
+                            if e.close_code() == imgate_codec::CloseCode::CONNECTION_LIMIT),
+                        "{kind}: second served: {frame:?}"
+                    );
+                    end = recv(&mut second).await;
+                }
                 assert!(
                     matches!(end, Ok(None) | Err(_)),
                     "{kind}: second served: {end:?}"
