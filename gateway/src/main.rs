@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+
+#[path = "cli/chat.rs"]
+mod chat;
 use imgate::admin::AdminServer;
 use imgate::config::{Config, DEFAULT_CONFIG};
 use imgate::ids::{AppId, UserId};
@@ -36,7 +39,8 @@ enum Command {
     },
     /// Print the default configuration (every key, commented).
     PrintDefaultConfig,
-    /// Mint a development token (HS256 JWT) for the default configuration's secret.
+    /// Print a development token for a user: an HS256 JWT minted with the app's secret (or
+    /// the user's static token) from the configuration.
     Token {
         /// User id (`sub`).
         #[arg(long)]
@@ -44,13 +48,18 @@ enum Command {
         /// App id (`app_id` claim).
         #[arg(long, default_value = "default")]
         app: String,
-        /// HS256 secret.
-        #[arg(long, default_value = "imgate-development-secret-change-me")]
-        secret: String,
+        /// TOML configuration file (default: the embedded one `imgate serve` uses).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// HS256 secret (default: the app's, from the configuration).
+        #[arg(long)]
+        secret: Option<String>,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
     },
+    /// Chat from the terminal: log in as a user, join rooms, send and receive, see receipts.
+    Chat(chat::ChatArgs),
 }
 
 /// Exit code for a bad configuration (sysexits EX_USAGE).
@@ -78,21 +87,60 @@ fn main() -> ExitCode {
         Command::Token {
             user,
             app,
+            config,
             secret,
             ttl,
         } => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let token = imgate::auth::mint_dev_token(
-                secret.as_bytes(),
-                &AppId::new(app),
-                &UserId::new(user),
-                Duration::from_secs(ttl),
-                now,
-            );
-            println!("{token}");
-            ExitCode::SUCCESS
+            let ttl = Duration::from_secs(ttl);
+            let token = match secret {
+                Some(secret) => {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    Ok(imgate::auth::mint_dev_token(
+                        secret.as_bytes(),
+                        &AppId::new(app),
+                        &UserId::new(user),
+                        ttl,
+                        now,
+                    ))
+                }
+                None => with_runtime(|| match &config {
+                    Some(path) => Config::load(path),
+                    None => Config::parse(DEFAULT_CONFIG),
+                })
+                .and_then(|config| config.dev_token(&app, &user, ttl)),
+            };
+            match token {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Chat(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(chat::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("imgate chat: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

@@ -3,26 +3,16 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
 use imgate_codec::{Frame, GoAwayReason, JoinRoom, Kind, Send};
 use imgate_transports::{Connector, ConnectorConfig, FramedConn, TransportKind};
 use rustls::RootCertStore;
+use support::process::{Server, spawn_with_output};
 use support::{hello, http, recv, text};
-
-/// Kills the server if the test fails half-way (CI kills nothing for us).
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn write_config(dir: &std::path::Path) -> RootCertStore {
     let certified =
@@ -67,42 +57,10 @@ tokens = {{ "tok-alice" = "alice", "tok-bob" = "bob", "tok-carol" = "carol" }}
     roots
 }
 
-/// The rest of the binary's stdout, line by line.
-type Output = std::io::Lines<BufReader<std::process::ChildStdout>>;
-
 /// Starts the binary and reads where it listens from its stdout.
 fn spawn(config: &std::path::Path) -> (Server, Vec<(String, SocketAddr)>, SocketAddr) {
     let (server, listeners, admin, _) = spawn_with_output(config);
     (server, listeners, admin)
-}
-
-/// [`spawn`], keeping the binary's stdout for what it prints later.
-fn spawn_with_output(
-    config: &std::path::Path,
-) -> (Server, Vec<(String, SocketAddr)>, SocketAddr, Output) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn imgate");
-    let stdout = child.stdout.take().expect("stdout");
-    let server = Server(child);
-    let mut listeners = Vec::new();
-    let mut lines = BufReader::new(stdout).lines();
-    while let Some(line) = lines.next() {
-        let line = line.expect("line");
-        if let Some(rest) = line.strip_prefix("imgate listening: ") {
-            let (kind, addr) = rest.split_once(" on ").expect("listener line");
-            listeners.push((kind.to_owned(), addr.parse().expect("addr")));
-        } else if let Some(rest) = line.strip_prefix("imgate admin: http://") {
-            let addr = rest.split('/').next().expect("admin addr");
-            return (server, listeners, addr.parse().expect("admin addr"), lines);
-        }
-    }
-    panic!("imgate exited before listening");
 }
 
 async fn connect(

@@ -1,6 +1,7 @@
 //! The binary's TOML configuration: parsed strictly (`deny_unknown_fields`), then validated
 //! into the library's typed settings.
 
+mod dev_token;
 mod file;
 
 use std::collections::HashMap;
@@ -49,6 +50,8 @@ pub struct Config {
     /// `[tls] ticket_keys`, shared by every TLS listener; on SIGHUP the binary re-reads the
     /// list ([`Config::ticket_key_files`]) and the files (`TicketKeys::reload_from`).
     pub ticket_keys: Option<TicketKeys>,
+    /// Per app id: how development tools get a token ([`Config::dev_token`]).
+    dev_tokens: HashMap<String, dev_token::DevToken>,
 }
 
 impl Config {
@@ -88,6 +91,15 @@ impl Config {
         let file: ConfigFile =
             toml::from_str(text).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
         file.validate(registry)
+    }
+
+    /// A token `user` can log in to `app` with (valid for `ttl`), for development tools:
+    /// minted with the app's HS256 secret, or the user's static token.
+    pub fn dev_token(&self, app: &str, user: &str, ttl: Duration) -> Result<String, ConfigError> {
+        self.dev_tokens
+            .get(app)
+            .ok_or_else(|| ConfigError(format!("no [[app]] with id {app:?}")))?
+            .token(app, user, ttl)
     }
 
     /// A builder with every app and listener of this configuration.
@@ -187,12 +199,14 @@ impl ConfigFile {
         let mut seen = HashMap::new();
         let mut data_dirs = HashMap::new();
         let mut push_metrics = None;
+        let mut dev_tokens = HashMap::new();
         for app in self.app {
             if seen.insert(app.id.clone(), ()).is_some() {
                 return Err(ConfigError(format!("app {:?} is defined twice", app.id)));
             }
             let id = AppId::new(app.id.as_str());
             let authenticator = app.auth.build(&app.id)?;
+            dev_tokens.insert(app.id.clone(), app.auth.dev_token());
             let session = SessionConfig {
                 heartbeat: Duration::from_secs(app.session.heartbeat_secs.max(1)),
                 max_unacked: app.session.max_unacked.max(1),
@@ -238,6 +252,7 @@ impl ConfigFile {
             apps,
             dev_certificate,
             ticket_keys,
+            dev_tokens,
             admin: crate::admin::AdminConfig {
                 bind: self.admin.bind,
                 token: self.admin.token,
@@ -355,6 +370,16 @@ impl file::Push {
 }
 
 impl file::Auth {
+    fn dev_token(&self) -> dev_token::DevToken {
+        match (self.kind.as_str(), &self.secret) {
+            ("static", _) => dev_token::DevToken::Static(self.tokens.clone()),
+            (_, Some(secret)) if self.algorithm == "HS256" => {
+                dev_token::DevToken::Hs256(secret.clone().into_bytes())
+            }
+            _ => dev_token::DevToken::PublicKey,
+        }
+    }
+
     fn build(&self, app: &str) -> Result<Arc<dyn Authenticator>, ConfigError> {
         match self.kind.as_str() {
             "static" => {

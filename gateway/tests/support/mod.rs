@@ -16,6 +16,8 @@ use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, 
 use rustls::RootCertStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod process;
+
 /// Users `alice`, `bob`, `carol` with tokens `tok-<user>`.
 pub fn tokens() -> StaticTokens {
     let mut tokens = StaticTokens::new();

@@ -1,0 +1,48 @@
+//! The `imgate` binary as a child process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// Kills the server if the test fails half-way (CI kills nothing for us).
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The rest of the binary's stdout, line by line.
+pub type Output = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Starts `imgate serve --config config` and reads where it listens from its stdout (the
+/// listeners, then the admin address); the rest of stdout is returned for later lines.
+pub fn spawn_with_output(
+    config: &std::path::Path,
+) -> (Server, Vec<(String, SocketAddr)>, SocketAddr, Output) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn imgate");
+    let stdout = child.stdout.take().expect("stdout");
+    let server = Server(child);
+    let mut listeners = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next() {
+        let line = line.expect("line");
+        if let Some(rest) = line.strip_prefix("imgate listening: ") {
+            let (kind, addr) = rest.split_once(" on ").expect("listener line");
+            listeners.push((kind.to_owned(), addr.parse().expect("addr")));
+        } else if let Some(rest) = line.strip_prefix("imgate admin: http://") {
+            let addr = rest.split('/').next().expect("admin addr");
+            return (server, listeners, addr.parse().expect("admin addr"), lines);
+        }
+    }
+    panic!("imgate exited before listening");
+}
