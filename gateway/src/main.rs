@@ -71,7 +71,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => match with_runtime(|| Config::load(&file)) {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in &config.warnings {
+                    eprintln!("{}: warning: {warning}", file.display());
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -172,12 +175,11 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     };
     // One registry for every metric: the gateway's, the push dispatchers', the admin's.
     let mut registry = prometheus_client::registry::Registry::default();
-    let config = {
-        let _entered = runtime.enter();
-        match &path {
-            Some(path) => Config::load_with_registry(path, &mut registry),
-            None => Config::parse_with_registry(DEFAULT_CONFIG, &mut registry),
-        }
+    // Building some backends starts tasks.
+    let entered = runtime.enter();
+    let config = match &path {
+        Some(path) => Config::load(path),
+        None => Config::parse(DEFAULT_CONFIG),
     };
     let config = match config {
         Ok(config) => config,
@@ -186,21 +188,33 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    for warning in &config.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
     let admin_config = config.admin.clone();
     let drain_grace = config.drain_grace;
     let ticket_keys = config.ticket_keys.clone();
+    let dev_certificate = config.dev_certificate;
+    let builder = match config.into_builder_with_registry(&mut registry) {
+        Ok(builder) => builder,
+        Err(error) => {
+            eprintln!("configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    drop(entered);
     runtime.block_on(async move {
         if path.is_none() {
             tracing::warn!("no --config given: running on embedded defaults (development only)");
         }
-        if config.dev_certificate {
+        if dev_certificate {
             tracing::warn!(
                 "USING A SELF-SIGNED DEVELOPMENT CERTIFICATE for TLS, WSS and QUIC: \
-                 clients will not trust it; set [tls] cert and key for production"
+                 clients trust it only if told to; set [tls] cert and key for production"
             );
         }
         let metrics = imgate::metrics::Metrics::new(&mut registry);
-        let gateway = match config.into_builder().metrics(metrics).start().await {
+        let gateway = match builder.metrics(metrics).start().await {
             Ok(gateway) => gateway,
             Err(error) => {
                 eprintln!("cannot start: {error}");
@@ -221,6 +235,13 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         tokio::spawn(reload_on_sighup(hangup, ticket_keys, path.clone()));
         for (kind, addr) in gateway.local_addrs() {
             println!("imgate listening: {kind} on {addr}");
+        }
+        if dev_certificate {
+            let cert = imgate_transports::dev_certificate_dir().join("cert.pem");
+            println!(
+                "imgate development certificate: {} (trust it in clients)",
+                cert.display()
+            );
         }
         println!(
             "imgate admin: http://{}/metrics /healthz /readyz /v1/deliver",

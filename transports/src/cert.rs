@@ -103,6 +103,12 @@ impl Identity {
         Ok((Self::from_pem_files(&cert, &key)?, true))
     }
 
+    /// Checks that the certificate and key work together (the key is the certificate's, of a
+    /// supported kind), as a server built on them would at start.
+    pub fn check(&self) -> Result<(), TransportError> {
+        self.server_config(crate::ALPN_IMGATE, false).map(drop)
+    }
+
     /// Seals session tickets with `keys` (shared by every node) instead of keys of this
     /// process alone, so clients resume on any node (see [`TicketKeys`]).
     pub fn with_ticket_keys(mut self, keys: TicketKeys) -> Self {

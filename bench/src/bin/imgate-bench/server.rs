@@ -448,6 +448,7 @@ pub(crate) fn serve_embedded(config: &Path) -> Result<(), String> {
         let metrics = imgate::metrics::Metrics::new(&mut registry);
         let gateway = config
             .into_builder()
+            .map_err(|e| e.to_string())?
             .metrics(metrics)
             .start()
             .await
