@@ -19,10 +19,19 @@ use imgate::ids::{AppId, UserId};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    /// Log format: text (colours only on a terminal) or json (every line on stdout is JSON).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Set once at start: announcements (listening addresses, …) are JSON log lines too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -67,7 +76,7 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    init_logging(cli.log_format);
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => match with_runtime(|| Config::load(&file)) {
@@ -234,24 +243,29 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tokio::spawn(reload_on_sighup(hangup, ticket_keys, path.clone()));
         for (kind, addr) in gateway.local_addrs() {
-            println!("imgate listening: {kind} on {addr}");
+            announce(format_args!("imgate listening: {kind} on {addr}"));
         }
         if dev_certificate {
             let cert = imgate_transports::dev_certificate_dir().join("cert.pem");
-            println!(
+            announce(format_args!(
                 "imgate development certificate: {} (trust it in clients)",
                 cert.display()
-            );
+            ));
         }
-        println!(
+        announce(format_args!(
             "imgate admin: http://{}/metrics /healthz /readyz /v1/deliver",
             admin.local_addr()
-        );
+        ));
         match wait_for_signal().await {
             Signal::Terminate => {
                 tracing::info!(grace = ?drain_grace, "SIGTERM: draining");
                 let report = gateway.drain(drain_grace, Duration::from_secs(1)).await;
-                tracing::info!(?report, "drained");
+                tracing::info!(
+                    sessions = report.sessions,
+                    ended = report.ended,
+                    clean = report.clean,
+                    "drained"
+                );
             }
             Signal::Interrupt => {
                 tracing::info!("SIGINT: shutting down now");
@@ -306,9 +320,14 @@ async fn reload_on_sighup(
     }
 }
 
-/// A line on stdout for whoever started us; nobody reading is not an error.
+/// A line on stdout for whoever started us (in JSON mode a JSON log line, like every other
+/// line there); nobody reading is not an error.
 fn announce(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("{line}");
+        return;
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
@@ -335,13 +354,17 @@ async fn wait_for_signal() -> Signal {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().init();
+        }
+        // Escape codes only where a terminal renders them, not in files, pipes or journald.
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 }
