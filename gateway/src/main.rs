@@ -13,9 +13,17 @@ use imgate::admin::AdminServer;
 use imgate::config::{Config, DEFAULT_CONFIG};
 use imgate::ids::{AppId, UserId};
 
+/// `--version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("IMGATE_GIT_COMMIT"),
+    ")"
+);
+
 /// imgate: an IM connection gateway.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
