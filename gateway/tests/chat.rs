@@ -115,7 +115,7 @@ secret = "a-test-secret-for-the-chat-test-of-imgate"
     bob.expect("connected to ws://");
 
     alice.type_line("@bob hello bob");
-    assert!(alice.expect("receipt to @bob").contains("DELIVERED"));
+    assert!(alice.expect("receipt to @bob").contains(": DELIVERED ("));
     assert_eq!(bob.expect("alice:"), "alice: hello bob");
 
     bob.type_line("/join lobby");

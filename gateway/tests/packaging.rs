@@ -8,8 +8,8 @@ const DOCKERFILE: &str = include_str!("../../deploy/Dockerfile");
 /// The value of `key=` in the unit (the last one wins, as in systemd).
 fn unit(key: &str) -> &'static str {
     UNIT.lines()
-        .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .unwrap_or_else(|| panic!("{key}= missing"))
 }
 

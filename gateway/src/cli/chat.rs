@@ -233,7 +233,10 @@ fn receipt(label: &str, result: Result<Receipt, ClientError>) {
     match result {
         Ok(receipt) => say(format_args!(
             "receipt {label}: {} (message {})",
-            receipt.status().as_str_name(),
+            receipt
+                .status()
+                .as_str_name()
+                .trim_start_matches("RECEIPT_STATUS_"),
             receipt.message_id
         )),
         Err(e) => say(format_args!("receipt {label}: {e}")),
