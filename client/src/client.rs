@@ -6,7 +6,7 @@ use bytes::Bytes;
 use imgate_codec::Receipt;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::driver::{Command, Control, Driver};
+use crate::driver::{Command, Control, Driver, FirstAttempt};
 use crate::state::Request;
 use crate::{ClientConfig, ClientError, ConnectionState, Event, Incoming, StopReason, Target};
 
@@ -27,41 +27,45 @@ pub struct Client {
 }
 
 impl Client {
-    /// Starts the connection driver and waits until the first connection is up (or the
-    /// client stopped, e.g. because the token was refused). Connection failures are retried
-    /// with back-off, so this waits as long as the server is unreachable: wrap it in a
-    /// timeout if that matters. Must be called inside a tokio runtime.
+    /// Starts the connection driver and opens the first connection, failing fast: one
+    /// attempt, within the connect time-out
+    /// ([`ClientConfig::handshake_timeout`](crate::ClientConfig::handshake_timeout)). A
+    /// failure is [`ClientError::Connect`], naming the endpoint and the cause (refused, TLS,
+    /// HTTP status, time-out, the server's refusal). Once connected, the client reconnects
+    /// and resumes after drops if [`ReconnectPolicy::automatic`](crate::ReconnectPolicy) is
+    /// on (the default). Must be called inside a tokio runtime.
     pub async fn connect(config: ClientConfig) -> Result<(Self, Incoming), ClientError> {
-        let (client, incoming) = Self::start(config)?;
-        let mut state = client.state();
-        let connected = state
-            .wait_for(|s| {
-                matches!(
-                    s,
-                    ConnectionState::Connected { .. } | ConnectionState::Stopped { .. }
-                )
-            })
-            .await
-            .map(|s| s.clone());
-        match connected {
-            Ok(ConnectionState::Stopped { reason }) => Err(ClientError::Stopped(reason)),
-            Ok(_) => Ok((client, incoming)),
-            Err(_) => Err(ClientError::Stopped(StopReason::Closed)),
+        let (first, outcome) = oneshot::channel();
+        let (client, incoming) = Self::spawn(config, Some(first))?;
+        match outcome.await {
+            Ok(Ok(())) => Ok((client, incoming)),
+            Ok(Err(failure)) => Err(ClientError::Connect(failure)),
+            Err(_) => Err(stopped(&client.state)),
         }
     }
 
     /// Starts the connection driver and returns at once; requests made before the
-    /// connection is up wait for it. Must be called inside a tokio runtime.
+    /// connection is up wait for it. Connection failures, the first one included, are
+    /// retried with back-off (unless [`ReconnectPolicy::automatic`](crate::ReconnectPolicy)
+    /// is off) and reported as [`Event::Disconnected`]. Must be called inside a tokio
+    /// runtime.
     pub fn start(config: ClientConfig) -> Result<(Self, Incoming), ClientError> {
+        Self::spawn(config, None)
+    }
+
+    fn spawn(
+        config: ClientConfig,
+        first: Option<FirstAttempt>,
+    ) -> Result<(Self, Incoming), ClientError> {
         if config.endpoints.is_empty() {
             return Err(ClientError::Config("no endpoint".to_owned()));
         }
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let (control, control_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity.max(1));
-        let first = config.endpoints[0].clone();
+        let first_endpoint = config.endpoints[0].clone();
         let (status, state) = watch::channel(ConnectionState::Connecting {
-            endpoint: first,
+            endpoint: first_endpoint,
             attempt: 0,
         });
         let (events, _) = broadcast::channel(EVENTS_CAPACITY);
@@ -72,6 +76,7 @@ impl Client {
             incoming_tx,
             status,
             events.clone(),
+            first,
         );
         tokio::spawn(driver.run());
         let client = Self {
@@ -155,6 +160,20 @@ impl Client {
         if self.control.send(Control::Close(done)).is_ok() {
             let _ = stopped.await;
         }
+    }
+
+    /// Logs out: ends the session for good (protocol §10, `4004 LOGGED_OUT`), unlike
+    /// [`Client::close`], after which the session stays resumable. The server hands what the
+    /// device has not acknowledged to the offline path and forgets the session; the client
+    /// stops with [`StopReason::LoggedOut`]. Returns once the server closed the connection
+    /// (within the connect time-out), or [`ClientError::NotConnected`] if there was no
+    /// connection to tell it on (the client stops anyway).
+    pub async fn logout(&self) -> Result<(), ClientError> {
+        let (done, result) = oneshot::channel();
+        if self.control.send(Control::Logout(done)).is_err() {
+            return Err(stopped(&self.state));
+        }
+        result.await.unwrap_or_else(|_| Err(stopped(&self.state)))
     }
 
     /// **Chaos hook, for tests and benchmarks**: cuts the current connection abruptly, as

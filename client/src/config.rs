@@ -1,11 +1,15 @@
 //! Plain configuration structs with safe defaults.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use imgate_codec::Platform;
 use imgate_transports::{RootCertStore, TransportKind};
+
+use crate::ClientError;
 
 /// One server address and the transport to reach it with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +24,12 @@ impl Endpoint {
     /// `kind` at `addr`.
     pub fn new(kind: TransportKind, addr: SocketAddr) -> Self {
         Self { kind, addr }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.kind, self.addr)
     }
 }
 
@@ -38,6 +48,8 @@ pub struct ClientConfig {
     pub roots: Arc<RootCertStore>,
     /// Name the server certificate is verified against (and sent as SNI). Default `localhost`.
     pub server_name: String,
+    /// Path of the WebSocket upgrade (`ws` and `wss`). Default `/ws`, as `imgate serve`.
+    pub ws_path: String,
     /// Bearer credential sent in every `Hello`.
     pub token: String,
     /// Application id.
@@ -56,7 +68,8 @@ pub struct ClientConfig {
     pub heartbeat: HeartbeatPolicy,
     /// Upstream request bounds and re-sending.
     pub requests: RequestPolicy,
-    /// Deadline for connecting and receiving `Welcome`. Default 10 s.
+    /// The connect time-out: the deadline for connecting (transport handshake included) and
+    /// receiving `Welcome`, on every attempt. Default 10 s.
     pub handshake_timeout: Duration,
     /// Received messages buffered for the application before the client stops reading the
     /// socket (the server then buffers, and eventually sheds a slow consumer). Default 1,024.
@@ -76,6 +89,7 @@ impl ClientConfig {
             endpoints: vec![endpoint],
             roots: Arc::new(roots),
             server_name: "localhost".to_owned(),
+            ws_path: imgate_transports::DEFAULT_WS_PATH.to_owned(),
             token: token.into(),
             app_id: app_id.into(),
             device_id: device_id.into(),
@@ -94,6 +108,27 @@ impl ClientConfig {
     pub fn with_endpoints(mut self, endpoints: Vec<Endpoint>) -> Self {
         self.endpoints = endpoints;
         self
+    }
+
+    /// Also trusts every certificate in the PEM file at `path`: a private CA, or a server's
+    /// own self-signed certificate (e.g. the development certificate `imgate serve` writes,
+    /// see [`ClientConfig::trust_dev_certificate`]).
+    pub fn trust_pem_file(mut self, path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let roots =
+            imgate_transports::roots_from_pem_file(path).map_err(|e| ClientError::Certificate {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Arc::make_mut(&mut self.roots).roots.extend(roots.roots);
+        Ok(self)
+    }
+
+    /// Trusts the development certificate `imgate serve` writes when no `[tls]` certificate
+    /// is configured ([`imgate_transports::dev_certificate_dir`]`/cert.pem`; the server prints
+    /// the path at start).
+    pub fn trust_dev_certificate(self) -> Result<Self, ClientError> {
+        self.trust_pem_file(imgate_transports::dev_certificate_dir().join("cert.pem"))
     }
 }
 
@@ -119,6 +154,11 @@ impl Default for Features {
 /// time in `[0, min(max, initial × 2ⁿ)]`. A connection that reached `Welcome` resets `n`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReconnectPolicy {
+    /// Reconnect (and resume) automatically after a connection drops. Default on. Off: the
+    /// client stops with [`StopReason::Disconnected`](crate::StopReason::Disconnected)
+    /// instead. [`Client::connect`](crate::Client::connect) never retries its first
+    /// connection either way; [`Client::start`](crate::Client::start) does when this is on.
+    pub automatic: bool,
     /// Upper bound of the first delay. Default 100 ms.
     pub initial: Duration,
     /// Largest delay. Default 10 s.
@@ -134,6 +174,7 @@ pub struct ReconnectPolicy {
 impl Default for ReconnectPolicy {
     fn default() -> Self {
         Self {
+            automatic: true,
             initial: Duration::from_millis(100),
             max: Duration::from_secs(10),
             goaway_jitter: Duration::from_secs(1),

@@ -12,7 +12,7 @@ use imgate_transports::{
     Connector, ConnectorConfig, FramedConn, RootCertStore, TransportError, TransportKind,
 };
 
-use crate::{ClientConfig, DisconnectReason, Endpoint, StopReason};
+use crate::{ClientConfig, ConnectCause, ConnectFailure, DisconnectReason, Endpoint, StopReason};
 
 /// Why a connection could not be opened.
 #[derive(Debug)]
@@ -29,6 +29,7 @@ pub(crate) enum ConnectError {
 pub(crate) struct Connectors {
     roots: Arc<RootCertStore>,
     server_name: String,
+    ws_path: String,
     handshake_timeout: Duration,
     by_kind: HashMap<TransportKind, Connector>,
 }
@@ -38,6 +39,7 @@ impl Connectors {
         Self {
             roots: Arc::clone(&config.roots),
             server_name: config.server_name.clone(),
+            ws_path: config.ws_path.clone(),
             handshake_timeout: config.handshake_timeout,
             by_kind: HashMap::new(),
         }
@@ -48,6 +50,7 @@ impl Connectors {
             let mut config = ConnectorConfig::new(kind, RootCertStore::empty());
             config.roots = Arc::clone(&self.roots);
             config.server_name.clone_from(&self.server_name);
+            config.ws_path.clone_from(&self.ws_path);
             config.handshake_timeout = self.handshake_timeout;
             self.by_kind.insert(kind, Connector::new(config)?);
         }
@@ -88,9 +91,15 @@ pub(crate) async fn open(
     dictionary: &Dictionary,
 ) -> Result<(FramedConn, Welcome), ConnectError> {
     let deadline = connectors.handshake_timeout;
+    let failed = |cause| {
+        ConnectError::Retry(DisconnectReason::ConnectFailed(ConnectFailure {
+            endpoint: endpoint.clone(),
+            cause,
+        }))
+    };
     let connector = connectors
         .get(endpoint.kind)
-        .map_err(|e| ConnectError::Retry(DisconnectReason::ConnectFailed(e.to_string())))?;
+        .map_err(|e| failed(ConnectCause::from_transport(&e)))?;
     let handshake = async {
         let mut conn = connector.connect(endpoint.addr).await?;
         conn.send(&hello.into()).await?;
@@ -98,16 +107,8 @@ pub(crate) async fn open(
         Ok::<_, TransportError>((conn, frame))
     };
     let (mut conn, frame) = match tokio::time::timeout(deadline, handshake).await {
-        Err(_) => {
-            return Err(ConnectError::Retry(DisconnectReason::ConnectFailed(
-                format!("no Welcome within {deadline:?}"),
-            )));
-        }
-        Ok(Err(e)) => {
-            return Err(ConnectError::Retry(DisconnectReason::ConnectFailed(
-                e.to_string(),
-            )));
-        }
+        Err(_) => return Err(failed(ConnectCause::Timeout(deadline))),
+        Ok(Err(e)) => return Err(failed(ConnectCause::from_transport(&e))),
         Ok(Ok(result)) => result,
     };
     let welcome = match frame.and_then(|f| f.kind) {
@@ -118,15 +119,11 @@ pub(crate) async fn open(
                 Err(stop) => ConnectError::Stop(stop),
             });
         }
-        None => {
-            return Err(ConnectError::Retry(DisconnectReason::ConnectFailed(
-                "closed during the handshake".to_owned(),
-            )));
-        }
+        None => return Err(failed(ConnectCause::Closed)),
         Some(other) => {
-            return Err(ConnectError::Retry(DisconnectReason::ConnectFailed(
-                format!("expected Welcome, got {other:?}"),
-            )));
+            return Err(failed(ConnectCause::Other(format!(
+                "expected Welcome, got {other:?}"
+            ))));
         }
     };
     negotiate(&mut conn, &welcome, dictionary);

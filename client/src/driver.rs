@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use imgate_codec::{Ack, Dictionary, Frame, GoAwayReason, Kind, Ping};
+use imgate_codec::{Ack, CloseCode, Dictionary, Frame, GoAwayReason, Kind, Ping};
 use imgate_transports::{FrameWriter, FramedConn};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -13,7 +13,8 @@ use crate::backoff::{after_goaway, backoff};
 use crate::connect::{self, ConnectError, Connectors};
 use crate::state::{Delivered, Reply, Request, SessionState};
 use crate::{
-    ClientConfig, ConnectionState, DisconnectReason, Endpoint, Event, Message, StopReason,
+    ClientConfig, ClientError, ConnectCause, ConnectFailure, ConnectionState, DisconnectReason,
+    Endpoint, Event, Message, StopReason,
 };
 
 /// Messages received but not yet taken by the application's [`Incoming`](crate::Incoming)
@@ -32,7 +33,12 @@ pub(crate) enum Control {
     Close(oneshot::Sender<()>),
     /// Cut the current connection abruptly (chaos testing), then reconnect.
     Drop,
+    /// End the session for good (protocol §10, `4004 LOGGED_OUT`); answer when done.
+    Logout(oneshot::Sender<Result<(), ClientError>>),
 }
+
+/// Where [`Client::connect`](crate::Client::connect) waits for the first attempt's outcome.
+pub(crate) type FirstAttempt = oneshot::Sender<Result<(), ConnectFailure>>;
 
 /// How a connection ended.
 enum End {
@@ -59,6 +65,8 @@ pub(crate) struct Driver {
     /// Index of the next endpoint to try.
     next_endpoint: usize,
     close_waiters: Vec<oneshot::Sender<()>>,
+    /// Set by `Client::connect`: the first attempt is reported there and not retried.
+    first: Option<FirstAttempt>,
 }
 
 impl Driver {
@@ -69,6 +77,7 @@ impl Driver {
         incoming: mpsc::Sender<Message>,
         status: watch::Sender<ConnectionState>,
         events: broadcast::Sender<Event>,
+        first: Option<FirstAttempt>,
     ) -> Self {
         Self {
             connectors: Connectors::new(&config),
@@ -84,6 +93,7 @@ impl Driver {
             dictionary: Dictionary::builtin(),
             next_endpoint: 0,
             close_waiters: Vec::new(),
+            first,
         }
     }
 
@@ -139,6 +149,16 @@ impl Driver {
                 stop = serve_control_until_stop(&mut self.control, &mut self.close_waiters) => Err(ConnectError::Stop(stop)),
                 opened = connect::open(&mut self.connectors, &endpoint, hello, &self.dictionary) => opened,
             };
+            if let Some(first) = self.first.take() {
+                if let Err(error) = &opened {
+                    let _ = first.send(Err(first_failure(error, &endpoint)));
+                    break match error {
+                        ConnectError::Retry(reason) => StopReason::Disconnected(reason.clone()),
+                        ConnectError::Stop(stop) => stop.clone(),
+                    };
+                }
+                let _ = first.send(Ok(()));
+            }
             let end = match opened {
                 Ok((conn, welcome)) => {
                     attempt = 0;
@@ -160,6 +180,12 @@ impl Driver {
                 Err(ConnectError::Stop(stop)) => End::Stop(stop),
             };
             match end {
+                End::Reconnect { reason, .. } if !self.config.reconnect.automatic => {
+                    self.emit(Event::Disconnected {
+                        reason: reason.clone(),
+                    });
+                    break StopReason::Disconnected(reason);
+                }
                 End::Reconnect { reason, delay: d } => {
                     tracing::debug!(%reason, "disconnected");
                     self.emit(Event::Disconnected { reason });
@@ -278,6 +304,11 @@ impl Driver {
                         self.close_waiters.push(done);
                         self.close(&mut writer).await;
                         Err(End::Stop(StopReason::Closed))
+                    }
+                    Some(Control::Logout(done)) => {
+                        let result = self.logout(&mut reader, &mut writer).await;
+                        let _ = done.send(result);
+                        Err(End::Stop(StopReason::LoggedOut))
                     }
                     None => {
                         self.close(&mut writer).await;
@@ -427,6 +458,39 @@ impl Driver {
         }
     }
 
+    /// Tells the server to end the session (`Error{4004 LOGGED_OUT}`, after the last ack)
+    /// and waits, within the connect time-out, until it closes the connection: by then the
+    /// session is gone (protocol §10).
+    async fn logout(
+        &mut self,
+        reader: &mut imgate_transports::FrameReader,
+        writer: &mut FrameWriter,
+    ) -> Result<(), ClientError> {
+        let seq = self.state.take_ack();
+        if seq > 0 {
+            let _ = writer.queue(&Ack { seq }.into());
+        }
+        let told = writer
+            .queue(&imgate_codec::Error::new(CloseCode::LOGGED_OUT, "logged out").into())
+            .map_err(|_| ClientError::NotConnected);
+        let deadline = self.config.handshake_timeout;
+        let closed = async {
+            told?;
+            writer
+                .flush()
+                .await
+                .map_err(|_| ClientError::NotConnected)?;
+            // Frames still in flight (receipts, deliveries) until the server closes.
+            while let Ok(Some(_)) = reader.recv().await {}
+            Ok(())
+        };
+        let result = tokio::time::timeout(deadline, closed)
+            .await
+            .unwrap_or(Err(ClientError::NotConnected));
+        let _ = writer.close(CloseCode::NORMAL, "logged out").await;
+        result
+    }
+
     /// Sends the last ack and closes the connection; the server keeps the session for a
     /// resume.
     async fn close(&mut self, writer: &mut FrameWriter) {
@@ -453,8 +517,30 @@ async fn serve_control_until_stop(
                 return StopReason::Closed;
             }
             Some(Control::Drop) => {}
+            Some(Control::Logout(done)) => {
+                let _ = done.send(Err(ClientError::NotConnected));
+                return StopReason::LoggedOut;
+            }
             None => return StopReason::Closed,
         }
+    }
+}
+
+/// What the first attempt of `Client::connect` reports: where and why it failed.
+fn first_failure(error: &ConnectError, endpoint: &Endpoint) -> ConnectFailure {
+    let cause = match error {
+        ConnectError::Retry(DisconnectReason::ConnectFailed(failure)) => return failure.clone(),
+        ConnectError::Retry(DisconnectReason::ServerError { code, message })
+        | ConnectError::Stop(StopReason::Refused { code, message }) => ConnectCause::Rejected {
+            code: *code,
+            message: message.clone(),
+        },
+        ConnectError::Retry(other) => ConnectCause::Other(other.to_string()),
+        ConnectError::Stop(other) => ConnectCause::Other(other.to_string()),
+    };
+    ConnectFailure {
+        endpoint: endpoint.clone(),
+        cause,
     }
 }
 

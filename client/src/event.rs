@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use imgate_codec::{CloseCode, GoAwayReason, ResumeRefused};
 
-use crate::Endpoint;
+use crate::{ConnectFailure, Endpoint};
 
 /// The connection's current state (see [`Client::state`](crate::Client::state)).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,8 +97,8 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DisconnectReason {
-    /// Connecting or the handshake failed (the message says how).
-    ConnectFailed(String),
+    /// Connecting or the handshake failed (where and why).
+    ConnectFailed(ConnectFailure),
     /// The server closed the connection.
     ClosedByServer,
     /// The transport failed.
@@ -128,7 +128,7 @@ pub enum DisconnectReason {
 impl fmt::Display for DisconnectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            Self::ConnectFailed(failure) => failure.fmt(f),
             Self::ClosedByServer => f.write_str("closed by the server"),
             Self::Transport(e) => write!(f, "transport failed: {e}"),
             Self::ServerError { code, message } => write!(f, "server error {code}: {message}"),
@@ -160,6 +160,12 @@ pub enum StopReason {
         /// The server's message.
         message: String,
     },
+    /// The connection ended and automatic reconnection is off
+    /// ([`ReconnectPolicy::automatic`](crate::ReconnectPolicy::automatic)), or the first
+    /// connection of [`Client::connect`](crate::Client::connect) failed.
+    Disconnected(DisconnectReason),
+    /// [`Client::logout`](crate::Client::logout) ended the session for good.
+    LoggedOut,
 }
 
 impl fmt::Display for StopReason {
@@ -169,6 +175,8 @@ impl fmt::Display for StopReason {
             Self::TakenOver => f.write_str("session taken over by a newer connection"),
             Self::Kicked => f.write_str("kicked by the server"),
             Self::Refused { code, message } => write!(f, "refused with {code}: {message}"),
+            Self::Disconnected(reason) => write!(f, "disconnected: {reason}"),
+            Self::LoggedOut => f.write_str("logged out"),
         }
     }
 }

@@ -9,8 +9,11 @@
 //! use imgate_client::{Client, ClientConfig, Endpoint, Target};
 //! use imgate_transports::{RootCertStore, TransportKind};
 //!
-//! let endpoint = Endpoint::new(TransportKind::Tcp, "127.0.0.1:7000".parse().unwrap());
-//! let config = ClientConfig::new(endpoint, RootCertStore::empty(), "tok-alice", "chat", "phone");
+//! let endpoint = Endpoint::new(TransportKind::Tcp, "127.0.0.1:7100".parse().unwrap());
+//! // `imgate serve` on its defaults: TCP on 7100, app `default`, JWT tokens minted by
+//! // `imgate token --user alice`. For TLS, WSS or QUIC add `.trust_dev_certificate()?`.
+//! let token = std::env::var("IMGATE_TOKEN").unwrap_or_default();
+//! let config = ClientConfig::new(endpoint, RootCertStore::empty(), token, "default", "phone");
 //! let (client, mut incoming) = Client::connect(config).await?;
 //! let receipt = client.send(Target::user("bob"), "hi bob").await?;
 //! println!("accepted as message {}", receipt.message_id);
@@ -54,6 +57,7 @@ mod connect;
 mod driver;
 mod error;
 mod event;
+mod failure;
 mod message;
 mod state;
 
@@ -64,6 +68,7 @@ pub use config::{
 };
 pub use error::ClientError;
 pub use event::{ConnectionState, DisconnectReason, Event, StopReason};
+pub use failure::{ConnectCause, ConnectFailure};
 pub use imgate_codec::{GoAwayReason, Platform, Receipt, ReceiptStatus, ResumeRefused};
-pub use imgate_transports::{RootCertStore, TransportKind};
+pub use imgate_transports::{RootCertStore, TransportKind, dev_certificate_dir};
 pub use message::{Incoming, Message, Target};

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use imgate::session::SessionConfig;
 use imgate_client::{
-    Client, ClientError, ConnectionState, Event, ReceiptStatus, StopReason, Target, TransportKind,
+    Client, ClientError, ConnectCause, ConnectFailure, ConnectionState, Event, ReceiptStatus,
+    StopReason, Target, TransportKind,
 };
 use support::{payload, payload_id};
 
@@ -227,10 +228,19 @@ async fn a_bad_token_stops_the_client() {
     let t = support::start(SessionConfig::default()).await;
     let mut config = t.config("alice", &[TransportKind::Tcp]);
     config.token = "wrong".into();
-    let result = Client::connect(config).await;
+    let result = Client::connect(config.clone()).await;
     assert!(
-        matches!(&result, Err(ClientError::Stopped(StopReason::Refused { code, .. })) if code.0 == 2001),
+        matches!(&result, Err(ClientError::Connect(ConnectFailure {
+            cause: ConnectCause::Rejected { code, .. }, ..
+        })) if code.0 == 2001),
         "{result:?}"
+    );
+    // The retrying start stops for good on it too.
+    let (client, _incoming) = Client::start(config).expect("start");
+    let stopped = support::stopped(&client).await;
+    assert!(
+        matches!(&stopped, StopReason::Refused { code, .. } if code.0 == 2001),
+        "{stopped:?}"
     );
     t.gw.shutdown().await;
 }

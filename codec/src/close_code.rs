@@ -69,6 +69,8 @@ codes! {
     KICKED = 4002;
     /// The server is draining; reconnect and resume elsewhere.
     GOING_AWAY = 4003;
+    /// Client to server: the user logged out on this device; end the session for good.
+    LOGGED_OUT = 4004;
     /// A `Send` names no valid destination.
     INVALID_TARGET = 4101;
     /// The backend refused the message.

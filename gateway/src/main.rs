@@ -1,26 +1,45 @@
 //! The `imgate` binary: thin on purpose; everything lives in the library.
 #![forbid(unsafe_code)]
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+
+#[path = "cli/chat.rs"]
+mod chat;
 use imgate::admin::AdminServer;
 use imgate::config::{Config, DEFAULT_CONFIG};
 use imgate::ids::{AppId, UserId};
 
+/// `--version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("IMGATE_GIT_COMMIT"),
+    ")"
+);
+
 /// imgate: an IM connection gateway.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log format: text or json.
-    #[arg(long, global = true, default_value = "text")]
-    log_format: String,
+    /// Log format: text (colours only on a terminal) or json (every line on stdout is JSON).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Set once at start: announcements (listening addresses, …) are JSON log lines too.
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -37,7 +56,8 @@ enum Command {
     },
     /// Print the default configuration (every key, commented).
     PrintDefaultConfig,
-    /// Mint a development token (HS256 JWT) for the default configuration's secret.
+    /// Print a development token for a user: an HS256 JWT minted with the app's secret (or
+    /// the user's static token) from the configuration.
     Token {
         /// User id (`sub`).
         #[arg(long)]
@@ -45,13 +65,18 @@ enum Command {
         /// App id (`app_id` claim).
         #[arg(long, default_value = "default")]
         app: String,
-        /// HS256 secret.
-        #[arg(long, default_value = "imgate-development-secret-change-me")]
-        secret: String,
+        /// TOML configuration file (default: the embedded one `imgate serve` uses).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// HS256 secret (default: the app's, from the configuration).
+        #[arg(long)]
+        secret: Option<String>,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 86_400)]
         ttl: u64,
     },
+    /// Chat from the terminal: log in as a user, join rooms, send and receive, see receipts.
+    Chat(chat::ChatArgs),
 }
 
 /// Exit code for a bad configuration (sysexits EX_USAGE).
@@ -59,11 +84,14 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    init_logging(cli.log_format);
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::CheckConfig { file } => match with_runtime(|| Config::load(&file)) {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in &config.warnings {
+                    eprintln!("{}: warning: {warning}", file.display());
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -79,21 +107,60 @@ fn main() -> ExitCode {
         Command::Token {
             user,
             app,
+            config,
             secret,
             ttl,
         } => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let token = imgate::auth::mint_dev_token(
-                secret.as_bytes(),
-                &AppId::new(app),
-                &UserId::new(user),
-                Duration::from_secs(ttl),
-                now,
-            );
-            println!("{token}");
-            ExitCode::SUCCESS
+            let ttl = Duration::from_secs(ttl);
+            let token = match secret {
+                Some(secret) => {
+                    let now = SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    Ok(imgate::auth::mint_dev_token(
+                        secret.as_bytes(),
+                        &AppId::new(app),
+                        &UserId::new(user),
+                        ttl,
+                        now,
+                    ))
+                }
+                None => with_runtime(|| match &config {
+                    Some(path) => Config::load(path),
+                    None => Config::parse(DEFAULT_CONFIG),
+                })
+                .and_then(|config| config.dev_token(&app, &user, ttl)),
+            };
+            match token {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+            }
+        }
+        Command::Chat(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("cannot start the runtime: {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(chat::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("imgate chat: {error}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -125,12 +192,11 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     };
     // One registry for every metric: the gateway's, the push dispatchers', the admin's.
     let mut registry = prometheus_client::registry::Registry::default();
-    let config = {
-        let _entered = runtime.enter();
-        match &path {
-            Some(path) => Config::load_with_registry(path, &mut registry),
-            None => Config::parse_with_registry(DEFAULT_CONFIG, &mut registry),
-        }
+    // Building some backends starts tasks.
+    let entered = runtime.enter();
+    let config = match &path {
+        Some(path) => Config::load(path),
+        None => Config::parse(DEFAULT_CONFIG),
     };
     let config = match config {
         Ok(config) => config,
@@ -139,28 +205,40 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    for warning in &config.warnings {
+        tracing::warn!("configuration: {warning}");
+    }
     let admin_config = config.admin.clone();
     let drain_grace = config.drain_grace;
     let ticket_keys = config.ticket_keys.clone();
+    let dev_certificate = config.dev_certificate;
+    let metrics = imgate::metrics::Metrics::new(&mut registry);
+    let store = match config.open_session_store(&metrics) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("cannot open the session store: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let builder = match config.into_builder_with_registry(&mut registry) {
+        Ok(builder) => builder,
+        Err(error) => {
+            eprintln!("configuration error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    drop(entered);
     runtime.block_on(async move {
         if path.is_none() {
             tracing::warn!("no --config given: running on embedded defaults (development only)");
         }
-        if config.dev_certificate {
+        if dev_certificate {
             tracing::warn!(
                 "USING A SELF-SIGNED DEVELOPMENT CERTIFICATE for TLS, WSS and QUIC: \
-                 clients will not trust it; set [tls] cert and key for production"
+                 clients trust it only if told to; set [tls] cert and key for production"
             );
         }
-        let metrics = imgate::metrics::Metrics::new(&mut registry);
-        let store = match config.open_session_store(&metrics) {
-            Ok(store) => store,
-            Err(error) => {
-                eprintln!("cannot open the session store: {error}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let mut builder = config.into_builder().metrics(metrics);
+        let mut builder = builder.metrics(metrics);
         if let Some(store) = store {
             builder = builder.store(store);
         }
@@ -184,20 +262,33 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         tokio::spawn(reload_on_sighup(hangup, ticket_keys, path.clone()));
         for (kind, addr) in gateway.local_addrs() {
-            println!("imgate listening: {kind} on {addr}");
+            announce(format_args!("imgate listening: {kind} on {addr}"));
         }
-        println!(
+        if dev_certificate {
+            let cert = imgate_transports::dev_certificate_dir().join("cert.pem");
+            announce(format_args!(
+                "imgate development certificate: {} (trust it in clients)",
+                cert.display()
+            ));
+        }
+        announce(format_args!(
             "imgate admin: http://{}/metrics /healthz /readyz /v1/deliver",
             admin.local_addr()
-        );
+        ));
         match wait_for_signal().await {
             Signal::Terminate => {
                 tracing::info!(grace = ?drain_grace, "SIGTERM: draining");
                 let report = gateway.drain(drain_grace, Duration::from_secs(1)).await;
-                tracing::info!(%report, "drained");
-                // Not println!: stdout may be gone by now (a closed pipe must not turn a
-                // clean drain into a panic).
-                let _ = writeln!(std::io::stdout(), "imgate drained: {report}");
+                tracing::info!(
+                    sessions = report.sessions,
+                    ended = report.ended,
+                    messages_handed_offline = report.messages_handed_offline,
+                    kept = report.kept,
+                    messages_kept = report.messages_kept,
+                    clean = report.clean,
+                    "drained"
+                );
+                announce(format_args!("imgate drained: {report}"));
             }
             Signal::Interrupt => {
                 tracing::info!("SIGINT: shutting down now");
@@ -252,9 +343,14 @@ async fn reload_on_sighup(
     }
 }
 
-/// A line on stdout for whoever started us; nobody reading is not an error.
+/// A line on stdout for whoever started us (in JSON mode a JSON log line, like every other
+/// line there); nobody reading is not an error.
 fn announce(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
+    if JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::info!("{line}");
+        return;
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
@@ -281,13 +377,17 @@ async fn wait_for_signal() -> Signal {
     }
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
+    match format {
+        LogFormat::Json => {
+            JSON_LOGS.store(true, std::sync::atomic::Ordering::Relaxed);
+            builder.json().init();
+        }
+        // Escape codes only where a terminal renders them, not in files, pipes or journald.
+        LogFormat::Text => builder.with_ansi(std::io::stdout().is_terminal()).init(),
     }
 }

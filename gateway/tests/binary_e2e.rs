@@ -11,7 +11,7 @@ use bytes::Bytes;
 use imgate_codec::{Frame, GoAwayReason, JoinRoom, Kind, Send};
 use imgate_transports::{Connector, ConnectorConfig, FramedConn, TransportKind};
 use rustls::RootCertStore;
-use support::binary::{spawn, spawn_with_output};
+use support::process::{spawn, spawn_with_output};
 use support::{hello, http, recv, text};
 
 fn write_config(dir: &std::path::Path) -> RootCertStore {

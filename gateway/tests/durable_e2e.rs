@@ -13,7 +13,7 @@ use bytes::Bytes;
 use imgate_codec::{Ack, Frame, GoAwayReason, Kind, Ping, Send, Welcome};
 use imgate_transports::{Connector, ConnectorConfig, FramedConn, TransportKind};
 use rustls::RootCertStore;
-use support::binary::{Output, Server, spawn_with_output};
+use support::process::{Output, Server, spawn_with_output};
 use support::{hello, recv, resume_of};
 
 /// Messages per case.

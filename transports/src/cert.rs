@@ -1,7 +1,7 @@
 //! Certificates: PEM files for production, a self-signed one for development, and the
 //! rustls configurations built from them.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -64,6 +64,49 @@ impl Identity {
             key: Arc::new(key),
             ticket_keys: None,
         })
+    }
+
+    /// The development identity kept in `dir` (`cert.pem`, `key.pem`): loaded if both files
+    /// are there and valid, else generated as by [`Identity::self_signed`] and written (the
+    /// directory and key owner-only), so clients that trust `cert.pem` keep trusting the
+    /// server across restarts. Returns whether it was generated.
+    pub fn dev_in(dir: &Path, names: &[&str]) -> Result<(Self, bool), TransportError> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        if let Ok(identity) = Self::from_pem_files(&cert, &key) {
+            if identity.server_config(crate::ALPN_IMGATE, false).is_ok() {
+                return Ok((identity, false));
+            }
+        }
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let certified = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TransportError::Config(format!("generating a certificate: {e}")))?;
+        let write = |path: &Path, pem: String, mode: u32| {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(path)
+                .and_then(|mut file| file.write_all(pem.as_bytes()))
+                .map_err(|e| TransportError::Config(format!("writing {}: {e}", path.display())))
+        };
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| TransportError::Config(format!("creating {}: {e}", dir.display())))?;
+        write(&key, certified.key_pair.serialize_pem(), 0o600)?;
+        write(&cert, certified.cert.pem(), 0o644)?;
+        Ok((Self::from_pem_files(&cert, &key)?, true))
+    }
+
+    /// Checks that the certificate and key work together (the key is the certificate's, of a
+    /// supported kind), as a server built on them would at start.
+    pub fn check(&self) -> Result<(), TransportError> {
+        self.server_config(crate::ALPN_IMGATE, false).map(drop)
     }
 
     /// Seals session tickets with `keys` (shared by every node) instead of keys of this
@@ -138,6 +181,14 @@ pub(crate) fn client_config(
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
     Ok(config)
+}
+
+/// Where `imgate serve` keeps its development certificate (`cert.pem`, which clients trust)
+/// and key when no certificate is configured: `$IMGATE_DEV_DIR` if set, else
+/// `imgate-dev` in the system's temporary directory.
+pub fn dev_certificate_dir() -> PathBuf {
+    std::env::var_os("IMGATE_DEV_DIR")
+        .map_or_else(|| std::env::temp_dir().join("imgate-dev"), PathBuf::from)
 }
 
 /// A root store trusting every certificate in the PEM file at `path`: how a client trusts a

@@ -126,6 +126,21 @@ impl TransportError {
         }
     }
 
+    /// The HTTP status a WebSocket upgrade was answered with instead of `101 Switching
+    /// Protocols`, when that is why connecting failed (e.g. `404` for a wrong path).
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            #[cfg(feature = "ws")]
+            Self::WebSocket(e) => match &**e {
+                tokio_tungstenite::tungstenite::Error::Http(response) => {
+                    Some(response.status().as_u16())
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// Unwraps errors that I/O adapters (tokio-rustls, quinn streams) wrap in `io::Error`.
     pub(crate) fn from_io(e: io::Error) -> Self {
         #[cfg(feature = "tls")]

@@ -86,7 +86,7 @@ mod ws;
 
 pub use accept::{AcceptBackoff, is_connection_error};
 #[cfg(feature = "tls")]
-pub use cert::{Identity, roots_from_pem_file};
+pub use cert::{Identity, dev_certificate_dir, roots_from_pem_file};
 pub use config::{
     ALPN_HTTP1, ALPN_IMGATE, ConnectorConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT,
     DEFAULT_WS_PATH, ListenerConfig, QuicConfig, WS_SUBPROTOCOL, WsConfig,

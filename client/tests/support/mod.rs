@@ -20,7 +20,15 @@ pub struct TestGateway {
 }
 
 pub async fn start(session: SessionConfig) -> TestGateway {
-    let identity = Identity::self_signed(&["localhost"]).expect("identity");
+    start_with(
+        session,
+        Identity::self_signed(&["localhost"]).expect("identity"),
+    )
+    .await
+}
+
+/// A gateway serving `identity` on its TLS, WSS and QUIC listeners.
+pub async fn start_with(session: SessionConfig, identity: Identity) -> TestGateway {
     let mut tokens = StaticTokens::new();
     for user in ["alice", "bob", "carol"] {
         tokens.insert(format!("tok-{user}"), UserId::new(user));
@@ -75,6 +83,23 @@ impl TestGateway {
         };
         config.handshake_timeout = Duration::from_secs(5);
         config
+    }
+}
+
+/// Waits (at most 10 s) until `client` stopped, and says why.
+pub async fn stopped(client: &imgate_client::Client) -> imgate_client::StopReason {
+    let mut state = client.state();
+    let state = tokio::time::timeout(
+        Duration::from_secs(10),
+        state.wait_for(|s| matches!(s, imgate_client::ConnectionState::Stopped { .. })),
+    )
+    .await
+    .expect("timely stop")
+    .expect("state")
+    .clone();
+    match state {
+        imgate_client::ConnectionState::Stopped { reason } => reason,
+        _ => unreachable!("waited for Stopped"),
     }
 }
 

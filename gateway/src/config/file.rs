@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -55,6 +56,10 @@ impl Default for Server {
 pub(super) struct Admin {
     pub(super) bind: SocketAddr,
     pub(super) token: Option<String>,
+    /// The token from this environment variable instead of inline.
+    pub(super) token_env: Option<String>,
+    /// The token from this file (trailing newline ignored) instead of inline.
+    pub(super) token_file: Option<PathBuf>,
 }
 
 impl Default for Admin {
@@ -62,6 +67,8 @@ impl Default for Admin {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7180)),
             token: None,
+            token_env: None,
+            token_file: None,
         }
     }
 }
@@ -118,31 +125,89 @@ pub(super) struct App {
 }
 
 fn default_backend() -> Backend {
-    Backend::Name("relay".into())
+    Backend::Relay
 }
 
-/// `backend = "relay"`, or a table `[app.backend]` with `kind = "webhook"` or `"grpc"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `backend = "relay"`, or a table `[app.backend]` whose `kind` (`relay`, `webhook`, `grpc`)
+/// says which keys it may have.
+#[derive(Debug)]
 pub(super) enum Backend {
-    Name(String),
-    Table(BackendTable),
+    Relay,
+    Webhook(Webhook),
+    Grpc(Grpc),
 }
 
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum BackendTable {
+    Relay(Relay),
+    Webhook(Webhook),
+    Grpc(Grpc),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Relay {}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Shorthand;
+        impl<'de> Visitor<'de> for Shorthand {
+            type Value = Backend;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"relay\" or a table with kind = \"relay\", \"webhook\" or \"grpc\"")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Backend, E> {
+                match name {
+                    "relay" => Ok(Backend::Relay),
+                    other => Err(E::custom(format!(
+                        "backend {other:?}: use \"relay\", or a [app.backend] table with \
+                         kind = \"webhook\" or \"grpc\""
+                    ))),
+                }
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Backend, A::Error> {
+                let table = BackendTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(match table {
+                    BackendTable::Relay(Relay {}) => Backend::Relay,
+                    BackendTable::Webhook(webhook) => Backend::Webhook(webhook),
+                    BackendTable::Grpc(grpc) => Backend::Grpc(grpc),
+                })
+            }
+        }
+        deserializer.deserialize_any(Shorthand)
+    }
+}
+
+/// `[app.backend]` with `kind = "webhook"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct BackendTable {
-    pub(super) kind: String,
-    /// webhook: where to POST.
-    pub(super) url: Option<String>,
-    /// webhook: HMAC secret (≥ 16 bytes).
+pub(super) struct Webhook {
+    /// Where to POST.
+    pub(super) url: String,
+    /// HMAC secret (≥ 16 bytes): inline, from an environment variable, or from a file.
     pub(super) secret: Option<String>,
-    /// grpc: `http://` or `https://` endpoint.
-    pub(super) endpoint: Option<String>,
-    /// webhook: per-request time-out; grpc: upstream request time-out.
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_file: Option<PathBuf>,
+    /// Per-request time-out.
     pub(super) timeout_ms: Option<u64>,
-    /// webhook: retries after the first attempt.
+    /// Retries after the first attempt.
     pub(super) max_retries: Option<u32>,
+    /// Bounded queue of pending requests.
+    pub(super) queue_capacity: Option<usize>,
+}
+
+/// `[app.backend]` with `kind = "grpc"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Grpc {
+    /// `http://` or `https://` endpoint.
+    pub(super) endpoint: String,
+    /// Upstream request time-out.
+    pub(super) timeout_ms: Option<u64>,
     /// Bounded queue of pending requests.
     pub(super) queue_capacity: Option<usize>,
 }
@@ -154,6 +219,10 @@ pub(super) struct Auth {
     #[serde(default = "default_algorithm")]
     pub(super) algorithm: String,
     pub(super) secret: Option<String>,
+    /// The HS256 secret from this environment variable instead of inline.
+    pub(super) secret_env: Option<String>,
+    /// The HS256 secret from this file (trailing newline ignored) instead of inline.
+    pub(super) secret_file: Option<PathBuf>,
     pub(super) public_key_pem: Option<PathBuf>,
     pub(super) audience: Option<String>,
     pub(super) issuer: Option<String>,

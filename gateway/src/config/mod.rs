@@ -1,7 +1,11 @@
 //! The binary's TOML configuration: parsed strictly (`deny_unknown_fields`), then validated
 //! into the library's typed settings.
 
+mod checks;
+mod dev_token;
 mod file;
+mod paths;
+mod secret;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -40,7 +44,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Apps.
     pub apps: Vec<App>,
-    /// Whether a development certificate was generated (worth a loud warning).
+    /// Whether TLS, WSS and QUIC use the development certificate (worth a loud warning): it
+    /// is loaded or written by [`Config::into_builder`].
     pub dev_certificate: bool,
     /// The admin HTTP listener.
     pub admin: crate::admin::AdminConfig,
@@ -51,27 +56,35 @@ pub struct Config {
     pub ticket_keys: Option<TicketKeys>,
     /// The session store's file (`<data_dir>/sessions.redb`), if an app has durable sessions.
     pub session_store: Option<PathBuf>,
+    /// Per app id: how development tools get a token ([`Config::dev_token`]).
+    dev_tokens: HashMap<String, dev_token::DevToken>,
+    /// Push services to start, by index into `apps` (their push is [`NoPush`] until then).
+    push: Vec<(usize, PendingPush)>,
+    /// What is allowed but probably a mistake (e.g. no client listener), for the operator.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
-    /// Reads and validates a TOML file.
+    /// Reads and validates a TOML file. Relative paths in it are relative to its directory.
+    /// Nothing is started, created or opened but the files the config names (certificates,
+    /// keys, credentials), which are read and checked; [`Config::into_builder`] does the rest.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse(&text)
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse_in(&text, base)
     }
 
-    /// Parses and validates TOML text. Push metrics, if any app pushes, go to a registry of
-    /// their own; use [`Config::parse_with_registry`] to collect them.
+    /// Parses and validates TOML text; relative paths are relative to the working directory.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        Self::parse_with_registry(text, &mut Registry::default())
+        Self::parse_in(text, Path::new(""))
     }
 
-    /// Reads and validates a TOML file, registering push metrics into `registry`.
-    pub fn load_with_registry(path: &Path, registry: &mut Registry) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        Self::parse_with_registry(&text, registry)
+    fn parse_in(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut file: ConfigFile =
+            toml::from_str(text).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
+        file.resolve_paths(base);
+        file.validate()
     }
 
     /// The `[tls] ticket_keys` files a config file names now (for SIGHUP: the rest of the file
@@ -79,20 +92,21 @@ impl Config {
     pub fn ticket_key_files(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        let file: ConfigFile =
+        let mut file: ConfigFile =
             toml::from_str(&text).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
+        file.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(file.tls.ticket_keys)
     }
 
-    /// Parses and validates TOML text, registering push metrics into `registry`. Apps with
-    /// `[app.push]` get a started [`PushService`] (its own thread; its redb files opened).
-    pub fn parse_with_registry(text: &str, registry: &mut Registry) -> Result<Self, ConfigError> {
-        let file: ConfigFile =
-            toml::from_str(text).map_err(|e| ConfigError(format!("invalid config: {e}")))?;
-        file.validate(registry)
+    /// A token `user` can log in to `app` with (valid for `ttl`), for development tools:
+    /// minted with the app's HS256 secret, or the user's static token.
+    pub fn dev_token(&self, app: &str, user: &str, ttl: Duration) -> Result<String, ConfigError> {
+        self.dev_tokens
+            .get(app)
+            .ok_or_else(|| ConfigError(format!("no [[app]] with id {app:?}")))?
+            .token(app, user, ttl)
     }
 
-    /// A builder with every app and listener of this configuration.
     /// Opens the session store (creating its directory and file), if an app needs one; its
     /// commits are observed in `metrics`. Give it to the builder with
     /// [`GatewayBuilder::store`](crate::GatewayBuilder::store).
@@ -107,9 +121,45 @@ impl Config {
         Ok(Some(Arc::new(store)))
     }
 
-    /// A builder for this configuration (without the session store: see
-    /// [`Config::open_session_store`]).
-    pub fn into_builder(self) -> GatewayBuilder {
+    /// A builder with every app and listener of this configuration, after what a
+    /// configuration only describes is set up: the development certificate is loaded from (or
+    /// written to) [`imgate_transports::dev_certificate_dir`], and each app's push service
+    /// starts (its thread; its redb files opened). Push metrics go to a registry of their
+    /// own; see [`Config::into_builder_with_registry`].
+    pub fn into_builder(self) -> Result<GatewayBuilder, ConfigError> {
+        self.into_builder_with_registry(&mut Registry::default())
+    }
+
+    /// [`Config::into_builder`], registering push metrics into `registry`.
+    pub fn into_builder_with_registry(
+        mut self,
+        registry: &mut Registry,
+    ) -> Result<GatewayBuilder, ConfigError> {
+        if self.dev_certificate {
+            let dir = imgate_transports::dev_certificate_dir();
+            let (mut identity, _) = Certificate::dev_in(&dir, &["localhost", "127.0.0.1"])
+                .map_err(|e| ConfigError(format!("tls: development certificate: {e}")))?;
+            if let Some(keys) = &self.ticket_keys {
+                identity = identity.with_ticket_keys(keys.clone());
+            }
+            for listener in &mut self.listeners {
+                if listener.kind.uses_tls() || listener.kind == TransportKind::Quic {
+                    listener.identity.get_or_insert_with(|| identity.clone());
+                }
+            }
+        }
+        if !self.push.is_empty() {
+            let metrics = PushServiceMetrics::new(registry);
+            for (index, push) in std::mem::take(&mut self.push) {
+                let app = &mut self.apps[index];
+                let service = push
+                    .builder
+                    .data_dir(&push.data_dir)
+                    .and_then(|b| b.start(&metrics))
+                    .map_err(|e| ConfigError(format!("app {}: push: {e}", app.id)))?;
+                app.push = Arc::new(service);
+            }
+        }
         let mut builder = crate::Gateway::builder().config(self.server);
         for app in self.apps {
             builder = builder.app(app);
@@ -117,12 +167,27 @@ impl Config {
         for listener in self.listeners {
             builder = builder.listener(listener);
         }
-        builder
+        Ok(builder)
+    }
+}
+
+/// An app's push service, described: started by [`Config::into_builder`].
+struct PendingPush {
+    builder: crate::push_policy::PushServiceBuilder,
+    data_dir: PathBuf,
+}
+
+impl std::fmt::Debug for PendingPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingPush")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
 impl ConfigFile {
-    fn validate(self, registry: &mut Registry) -> Result<Config, ConfigError> {
+    fn validate(self) -> Result<Config, ConfigError> {
+        checks::file(&self)?;
         let server = ServerConfig {
             handshake_timeout: Duration::from_secs(self.server.handshake_timeout_secs.max(1)),
             shards: self.server.shards.max(1),
@@ -144,36 +209,34 @@ impl ConfigFile {
             )
         });
         let (certificate, dev_certificate) = match (&self.tls.cert, &self.tls.key) {
-            (Some(cert), Some(key)) => (
-                Some(
-                    Certificate::from_pem_files(cert, key)
-                        .map_err(|e| ConfigError(format!("tls: {e}")))?,
-                ),
-                false,
-            ),
-            (None, None) if needs_cert => (
-                Some(
-                    Certificate::self_signed(&["localhost", "127.0.0.1"])
-                        .map_err(|e| ConfigError(format!("tls: development certificate: {e}")))?,
-                ),
-                true,
-            ),
-            (None, None) => (None, false),
+            (Some(cert), Some(key)) => {
+                let identity = Certificate::from_pem_files(cert, key)
+                    .map_err(|e| ConfigError(format!("tls.cert / tls.key: {e}")))?;
+                identity.check().map_err(|e| {
+                    ConfigError(format!(
+                        "tls.cert / tls.key: {} and {} do not work together: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+                (Some(identity), false)
+            }
+            (None, None) => (None, needs_cert),
             _ => {
                 return Err(ConfigError(
                     "tls: give both cert and key, or neither".into(),
                 ));
             }
         };
-        let ticket_keys = match (&certificate, self.tls.ticket_keys.is_empty()) {
+        let ticket_keys = match (needs_cert, self.tls.ticket_keys.is_empty()) {
             (_, true) => None,
-            (Some(_), false) => Some(
+            (true, false) => Some(
                 TicketKeys::from_files(&self.tls.ticket_keys)
                     .map_err(|e| ConfigError(format!("tls: {e}")))?,
             ),
-            (None, false) => {
+            (false, false) => {
                 return Err(ConfigError(
-                    "tls: ticket_keys given but no tls, wss or quic listener".into(),
+                    "tls.ticket_keys: given but no tls, wss or quic listener".into(),
                 ));
             }
         };
@@ -205,13 +268,21 @@ impl ConfigFile {
         let mut apps = Vec::new();
         let mut seen = HashMap::new();
         let mut data_dirs = HashMap::new();
-        let mut push_metrics = None;
+        let mut pending_push = Vec::new();
+        let mut dev_tokens = HashMap::new();
         for app in self.app {
             if seen.insert(app.id.clone(), ()).is_some() {
                 return Err(ConfigError(format!("app {:?} is defined twice", app.id)));
             }
             let id = AppId::new(app.id.as_str());
-            let authenticator = app.auth.build(&app.id)?;
+            let auth_secret = secret::resolve(
+                &format!("app {}: auth.secret", app.id),
+                app.auth.secret.as_ref(),
+                app.auth.secret_env.as_ref(),
+                app.auth.secret_file.as_ref(),
+            )?;
+            let authenticator = app.auth.build(&app.id, auth_secret.as_deref())?;
+            dev_tokens.insert(app.id.clone(), app.auth.dev_token(auth_secret.as_deref()));
             let session = SessionConfig {
                 heartbeat: Duration::from_secs(app.session.heartbeat_secs.max(1)),
                 max_unacked: app.session.max_unacked.max(1),
@@ -228,22 +299,24 @@ impl ConfigFile {
                 ..SessionConfig::default()
             };
             let backend = build_backend(&app.id, &app.backend)?;
-            let push: Arc<dyn PushPolicy> = match &app.push {
-                None => Arc::new(NoPush),
-                Some(push) => {
-                    if let Some(other) = data_dirs.insert(push.data_dir.clone(), app.id.clone()) {
-                        return Err(ConfigError(format!(
-                            "app {}: push data_dir {} is already used by app {other}",
-                            app.id,
-                            push.data_dir.display()
-                        )));
-                    }
-                    let metrics = push_metrics
-                        .get_or_insert_with(|| PushServiceMetrics::new(registry))
-                        .clone();
-                    Arc::new(push.build(&id, Arc::clone(&backend), &metrics)?)
+            if let Some(push) = &app.push {
+                if let Some(other) = data_dirs.insert(push.data_dir.clone(), app.id.clone()) {
+                    return Err(ConfigError(format!(
+                        "app {}: push.data_dir {} is already used by app {other}",
+                        app.id,
+                        push.data_dir.display()
+                    )));
                 }
-            };
+                let builder = push.build(&id, Arc::clone(&backend))?;
+                pending_push.push((
+                    apps.len(),
+                    PendingPush {
+                        builder,
+                        data_dir: push.data_dir.clone(),
+                    },
+                ));
+            }
+            let push: Arc<dyn PushPolicy> = Arc::new(NoPush);
             apps.push(App {
                 id,
                 authenticator,
@@ -258,15 +331,25 @@ impl ConfigFile {
         let durable = apps
             .iter()
             .any(|app| app.session.durability == crate::store::Durability::Disk);
+        let warnings = checks::warnings(&listeners);
+        let admin_token = secret::resolve(
+            "admin.token",
+            self.admin.token.as_ref(),
+            self.admin.token_env.as_ref(),
+            self.admin.token_file.as_ref(),
+        )?;
         Ok(Config {
             server,
             listeners,
             apps,
             dev_certificate,
             ticket_keys,
+            dev_tokens,
+            push: pending_push,
+            warnings,
             admin: crate::admin::AdminConfig {
                 bind: self.admin.bind,
-                token: self.admin.token,
+                token: admin_token,
             },
             drain_grace: Duration::from_secs(self.server.drain_grace_secs),
             session_store: durable.then(|| self.server.data_dir.join("sessions.redb")),
@@ -279,8 +362,7 @@ impl file::Push {
         &self,
         app: &AppId,
         backend: Arc<dyn Backend>,
-        metrics: &PushServiceMetrics,
-    ) -> Result<PushService, ConfigError> {
+    ) -> Result<crate::push_policy::PushServiceBuilder, ConfigError> {
         let read = |what: &str, path: &Path| {
             std::fs::read(path).map_err(|e| {
                 ConfigError(format!(
@@ -374,15 +456,26 @@ impl file::Push {
             }
             builder = builder.fcm(config);
         }
-        builder
-            .data_dir(&self.data_dir)
-            .and_then(|b| b.start(metrics))
-            .map_err(|e| ConfigError(format!("app {app}: push: {e}")))
+        Ok(builder)
     }
 }
 
 impl file::Auth {
-    fn build(&self, app: &str) -> Result<Arc<dyn Authenticator>, ConfigError> {
+    fn dev_token(&self, secret: Option<&str>) -> dev_token::DevToken {
+        match (self.kind.as_str(), secret) {
+            ("static", _) => dev_token::DevToken::Static(self.tokens.clone()),
+            (_, Some(secret)) if self.algorithm == "HS256" => {
+                dev_token::DevToken::Hs256(secret.as_bytes().to_vec())
+            }
+            _ => dev_token::DevToken::PublicKey,
+        }
+    }
+
+    fn build(
+        &self,
+        app: &str,
+        secret: Option<&str>,
+    ) -> Result<Arc<dyn Authenticator>, ConfigError> {
         match self.kind.as_str() {
             "static" => {
                 let mut tokens = StaticTokens::new();
@@ -394,10 +487,14 @@ impl file::Auth {
             "jwt" => {
                 let key = match self.algorithm.as_str() {
                     "HS256" => JwtKey::Secret(
-                        self.secret
-                            .clone()
-                            .ok_or_else(|| ConfigError(format!("app {app}: HS256 needs secret")))?
-                            .into_bytes(),
+                        secret
+                            .ok_or_else(|| {
+                                ConfigError(format!(
+                                    "app {app}: auth: HS256 needs secret (or secret_env, secret_file)"
+                                ))
+                            })?
+                            .as_bytes()
+                            .to_vec(),
                     ),
                     "RS256" | "ES256" => {
                         let path = self.public_key_pem.as_ref().ok_or_else(|| {
@@ -467,57 +564,47 @@ fn platform_heartbeats(
 /// Builds an app's backend. Must run inside a tokio runtime (the gRPC backend starts its
 /// stream at once).
 fn build_backend(app: &str, spec: &file::Backend) -> Result<Arc<dyn Backend>, ConfigError> {
-    let table = match spec {
-        file::Backend::Name(name) if name == "relay" => return Ok(Arc::new(RelayBackend)),
-        file::Backend::Name(other) => {
-            return Err(ConfigError(format!(
-                "app {app}: backend {other:?}: use \"relay\", or a [app.backend] table with \
-                 kind = \"webhook\" or \"grpc\""
-            )));
-        }
-        file::Backend::Table(table) => table,
-    };
-    let need = |field: &Option<String>, name: &str| {
-        field
-            .clone()
-            .ok_or_else(|| ConfigError(format!("app {app}: a {} backend needs {name}", table.kind)))
-    };
-    match table.kind.as_str() {
-        "relay" => Ok(Arc::new(RelayBackend)),
-        "webhook" => {
-            let mut config = crate::backend::WebhookConfig::new(
-                need(&table.url, "url")?,
-                need(&table.secret, "secret")?.into_bytes(),
-            );
-            if let Some(ms) = table.timeout_ms {
+    match spec {
+        file::Backend::Relay => Ok(Arc::new(RelayBackend)),
+        file::Backend::Webhook(webhook) => {
+            let secret = secret::resolve(
+                &format!("app {app}: backend.secret"),
+                webhook.secret.as_ref(),
+                webhook.secret_env.as_ref(),
+                webhook.secret_file.as_ref(),
+            )?
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "app {app}: a webhook backend needs secret (or secret_env, secret_file)"
+                ))
+            })?;
+            let mut config =
+                crate::backend::WebhookConfig::new(webhook.url.clone(), secret.into_bytes());
+            if let Some(ms) = webhook.timeout_ms {
                 config.timeout = Duration::from_millis(ms.max(1));
             }
-            if let Some(retries) = table.max_retries {
+            if let Some(retries) = webhook.max_retries {
                 config.max_retries = retries;
             }
-            if let Some(capacity) = table.queue_capacity {
+            if let Some(capacity) = webhook.queue_capacity {
                 config.queue_capacity = capacity.max(1);
             }
             let backend = crate::backend::WebhookBackend::new(config)
                 .map_err(|e| ConfigError(format!("app {app}: webhook backend: {e}")))?;
             Ok(Arc::new(backend))
         }
-        "grpc" => {
-            let mut config =
-                crate::backend::GrpcBackendConfig::new(need(&table.endpoint, "endpoint")?);
-            if let Some(ms) = table.timeout_ms {
+        file::Backend::Grpc(grpc) => {
+            let mut config = crate::backend::GrpcBackendConfig::new(grpc.endpoint.clone());
+            if let Some(ms) = grpc.timeout_ms {
                 config.request_timeout = Duration::from_millis(ms.max(1));
             }
-            if let Some(capacity) = table.queue_capacity {
+            if let Some(capacity) = grpc.queue_capacity {
                 config.queue_capacity = capacity.max(1);
             }
             let backend = crate::backend::GrpcBackend::new(config)
                 .map_err(|e| ConfigError(format!("app {app}: grpc backend: {e}")))?;
             Ok(Arc::new(backend))
         }
-        other => Err(ConfigError(format!(
-            "app {app}: unknown backend kind {other:?} (relay, webhook, grpc)"
-        ))),
     }
 }
 
@@ -547,11 +634,13 @@ mod tests {
             data = dir.join("data").display().to_string(),
             key = key_path.display().to_string(),
         );
-        let mut registry = Registry::default();
-        let config = Config::parse_with_registry(&format!("{DEFAULT_CONFIG}{push}"), &mut registry)
-            .expect("push config");
-        assert!(format!("{:?}", config.apps[0].push).contains("PushService"));
-        drop(config);
+        let config = Config::parse(&format!("{DEFAULT_CONFIG}{push}")).expect("push config");
+        // Described, not started: nothing is opened until into_builder.
+        assert!(format!("{:?}", config.push).contains(&dir.join("data").display().to_string()));
+        assert!(!dir.join("data").exists());
+        let builder = config.into_builder().expect("start push");
+        assert!(dir.join("data").join("push-queue.redb").exists());
+        drop(builder);
         let typo = push.replace("team_id", "teamid");
         assert!(Config::parse(&format!("{DEFAULT_CONFIG}{typo}")).is_err());
         let no_provider = format!("{DEFAULT_CONFIG}\n[app.push]\ndata_dir = \"/nonexistent\"\n");
@@ -589,6 +678,10 @@ mod tests {
         std::fs::write(&current, [1u8; imgate_transports::TICKET_KEY_LEN]).expect("write");
         std::fs::write(&previous, [2u8; imgate_transports::TICKET_KEY_LEN]).expect("write");
         std::fs::write(&short, [3u8; 32]).expect("write");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write");
+        std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem()).expect("write");
         let with_keys = |paths: &[&std::path::Path]| {
             let list: Vec<String> = paths
                 .iter()
@@ -596,7 +689,12 @@ mod tests {
                 .collect();
             DEFAULT_CONFIG.replace(
                 "[tls]\n",
-                &format!("[tls]\nticket_keys = [{}]\n", list.join(", ")),
+                &format!(
+                    "[tls]\ncert = {:?}\nkey = {:?}\nticket_keys = [{}]\n",
+                    dir.join("cert.pem").display().to_string(),
+                    dir.join("key.pem").display().to_string(),
+                    list.join(", ")
+                ),
             )
         };
         let config = Config::parse(&with_keys(&[&current, &previous])).expect("config");
@@ -613,6 +711,8 @@ mod tests {
         let error = Config::parse(&with_keys(&[&current, &short])).expect_err("short key");
         assert!(error.0.contains("expected exactly 48"), "{error}");
         let no_tls_listener = with_keys(&[&current])
+            .replace("cert = ", "# cert = ")
+            .replace("key = \"/", "# key = \"/")
             .replace("transport = \"tls\"", "transport = \"tcp\"")
             .replace("transport = \"wss\"", "transport = \"ws\"")
             .replace("transport = \"quic\"", "transport = \"tcp\"");

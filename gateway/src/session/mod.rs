@@ -351,6 +351,10 @@ impl Session {
                     sandbox: register.sandbox,
                 },
             ),
+            Kind::Error(error) if error.close_code() == CloseCode::LOGGED_OUT => {
+                // Logout ends the session for good (protocol §4 `Error`).
+                self.end(UndeliveredReason::SessionEnded);
+            }
             Kind::Error(_) => {
                 // The client is closing: nothing after it is read (§13), the session is kept
                 // for a resume.

@@ -1,8 +1,6 @@
 //! Shared test support: start a gateway, a scripted raw-frame client, a tiny HTTP client.
 #![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset
 
-pub mod binary;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +15,8 @@ use imgate_codec::{Frame, Hello, Kind, Receipt, Resume, Send, Welcome};
 use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
 use rustls::RootCertStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub mod process;
 
 /// Users `alice`, `bob`, `carol` with tokens `tok-<user>`.
 pub fn tokens() -> StaticTokens {

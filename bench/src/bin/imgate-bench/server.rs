@@ -461,7 +461,10 @@ pub(crate) fn serve_embedded(config: &Path) -> Result<(), String> {
         let store = config
             .open_session_store(&metrics)
             .map_err(|e| e.to_string())?;
-        let mut builder = config.into_builder().metrics(metrics);
+        let mut builder = config
+            .into_builder()
+            .map_err(|e| e.to_string())?
+            .metrics(metrics);
         if let Some(store) = store {
             builder = builder.store(store);
         }

@@ -1,5 +1,4 @@
-//! The real `imgate` binary as a child process of a test: started on a config file, its
-//! listening addresses read from its stdout, killed when the test ends however it ends.
+//! The `imgate` binary as a child process.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -43,13 +42,8 @@ impl Server {
 /// The rest of the binary's stdout, line by line.
 pub type Output = std::io::Lines<BufReader<std::process::ChildStdout>>;
 
-/// Starts the binary and reads where it listens from its stdout.
-pub fn spawn(config: &std::path::Path) -> (Server, Vec<(String, SocketAddr)>, SocketAddr) {
-    let (server, listeners, admin, _) = spawn_with_output(config);
-    (server, listeners, admin)
-}
-
-/// [`spawn`], keeping the binary's stdout for what it prints later.
+/// Starts `imgate serve --config config` and reads where it listens from its stdout (the
+/// listeners, then the admin address); the rest of stdout is returned for later lines.
 pub fn spawn_with_output(
     config: &std::path::Path,
 ) -> (Server, Vec<(String, SocketAddr)>, SocketAddr, Output) {
@@ -76,4 +70,10 @@ pub fn spawn_with_output(
         }
     }
     panic!("imgate exited before listening");
+}
+
+/// [`spawn_with_output`] without the rest of stdout.
+pub fn spawn(config: &std::path::Path) -> (Server, Vec<(String, SocketAddr)>, SocketAddr) {
+    let (server, listeners, admin, _) = spawn_with_output(config);
+    (server, listeners, admin)
 }
