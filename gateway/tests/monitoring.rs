@@ -126,6 +126,7 @@ async fn registered() -> Registered {
         family.get_or_create(&provider).inc();
     }
     push.shed.inc();
+    push.resent_after_restart.inc();
     families(&encode(&push_registry), &mut found);
     found
 }

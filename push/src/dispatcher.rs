@@ -273,6 +273,12 @@ impl Dispatcher {
         Ok(self.inner.queue.len()?)
     }
 
+    /// Resolves once every push submitted (and every outcome recorded) before the call is
+    /// durable in the queue.
+    pub async fn flush(&self) -> Result<(), PushError> {
+        Ok(self.inner.queue.flush().await?)
+    }
+
     /// Stops taking pushes from the queue and waits for the sends in flight to finish.
     /// Pushes still queued stay in the queue for the next start.
     pub async fn shutdown(self) {
@@ -343,15 +349,45 @@ impl Inner {
                 }
                 continue;
             }
+            let mut batch = Vec::with_capacity(items.len());
             for item in items {
                 let permit = tokio::select! {
                     p = Arc::clone(&self.global).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     _ = stop.changed() => return,
                 };
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(item.id);
+                let resent = item.sending;
+                match self.queue.start_send(item.id) {
+                    Ok(Some(item)) => {
+                        self.in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(item.id);
+                        batch.push((item, resent, permit));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, id = item.id, "push send mark failed"),
+                }
+            }
+            // Recorded before made: no send leaves until its mark is durable, so a restart
+            // can tell a send whose answer was lost from one never made.
+            if let Err(e) = self.queue.flush().await {
+                tracing::error!(error = %e, "push queue flush failed; sends held");
+                for (item, _, _) in &batch {
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&item.id);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+            for (item, resent, permit) in batch {
+                if resent {
+                    self.metrics.resent_after_restart.inc();
+                }
                 tokio::spawn(Arc::clone(&self).process(item, permit));
             }
         }
@@ -397,7 +433,8 @@ impl Inner {
             .latency
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
-        let attempts = item.attempts + 1;
+        // `start_send` counted this attempt already.
+        let attempts = item.attempts;
         let (status, reason) = match &result {
             Ok(c) => (c.status.to_string(), c.reason.clone()),
             Err(e) => ("transport".to_owned(), transport_reason(e).to_owned()),

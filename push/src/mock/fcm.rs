@@ -370,6 +370,17 @@ impl Handler for FcmHandler {
         conn: ConnInfo,
         parts: http::request::Parts,
         body: Option<Bytes>,
+    ) -> Option<Response<Full<Bytes>>> {
+        Some(self.answer(conn, parts, body))
+    }
+}
+
+impl FcmHandler {
+    fn answer(
+        &self,
+        conn: ConnInfo,
+        parts: http::request::Parts,
+        body: Option<Bytes>,
     ) -> Response<Full<Bytes>> {
         let body = body.unwrap_or_default();
         let path = parts.uri.path();
