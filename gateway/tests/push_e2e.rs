@@ -26,7 +26,7 @@ use imgate_push::{ApnsConfig, ConnOptions, DispatcherConfig, FcmConfig, RetryPol
 use imgate_transports::FramedConn;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use support::{login, recv, start_app};
+use support::{connect, hello_frame, login, recv, start_app};
 
 const APP: &str = "chat";
 const TOPIC: &str = "com.example.chat";
@@ -442,6 +442,44 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
     until("second push", 2, || f.apns.requests().len()).await;
     assert_eq!(body(&f.apns.requests()[1])["aps"]["badge"], 1);
     drop(phone);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_tablet_lets_the_sessionless_phone_be_pushed_an_acking_one_keeps_it_quiet() {
+    let f = fixture().await;
+    // The phone registers its token and goes away: it has no session.
+    let mut phone = login(&f.gw, "tok-ann").await;
+    register(&mut phone, PushProvider::Apns, &apns_token(7)).await;
+    drop(phone);
+    until_ended(&f.gw).await;
+    // The tablet (no push token) is attached and takes the first message.
+    let mut pad = connect(&f.gw).await;
+    pad.send(&hello_frame("tok-ann", "pad", None))
+        .await
+        .expect("hello");
+    assert!(matches!(recv(&mut pad).await, Kind::Welcome(_)));
+    deliver(&f.gw, "ann", "one", None);
+    let seq = loop {
+        if let Kind::Deliver(d) = recv(&mut pad).await {
+            break d.seq;
+        }
+    };
+    pad.send(&Ack { seq }.into()).await.expect("ack");
+    // The second message the tablet neither reads nor acknowledges: after its ack time-out
+    // the phone, which has no session, is pushed. Pushes arrive in order, so a push of the
+    // acknowledged first message would have come first.
+    deliver(&f.gw, "ann", "two", None);
+    until("phone pushed", 1, || f.apns.requests().len()).await;
+    let r = &f.apns.requests()[0];
+    assert_eq!(r.device_token, apns_token(7));
+    assert_eq!(
+        body(r)["aps"]["alert"]["body"],
+        "two",
+        "the acknowledged one stays quiet"
+    );
+    assert_eq!(body(r)["aps"]["badge"], 1);
+    drop(pad);
     f.stop().await;
 }
 

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::handle::GatewayHandle;
 use crate::metrics::Metrics;
+use crate::offline::PushPolicy;
 use crate::rate_limit::RateLimit;
 
 /// Errors starting a gateway.
@@ -127,8 +128,13 @@ impl GatewayBuilder {
         if apps.is_empty() {
             return Err(GatewayError::Config("no app configured".into()));
         }
+        let presence: Vec<Arc<dyn PushPolicy>> = apps.values().map(|a| a.push.clone()).collect();
         let handle =
             GatewayHandle::new(apps, self.config.clone(), self.metrics.unwrap_or_default());
+        // The push thread holds the handle until the push service shuts down.
+        for push in presence {
+            push.attach_presence(Arc::new(handle.clone()));
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();

@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use ::redb::{Database, ReadableTable, TableDefinition};
 use tokio::sync::watch;
 
-use super::{Flush, Index, PushQueue, QueuedPush};
+use super::{Flush, Index, PushQueue, QueuedPush, Record};
 use crate::{PushRequest, QueueError};
 
 /// id → JSON-encoded [`QueuedPush`].
 const ITEMS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("push_items");
+/// Callers' records ([`PushQueue::put_record`]).
+const RECORDS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("push_records");
 /// The schedule of an older layout; the schedule now lives in memory, rebuilt on open.
 const OLD_DUE: TableDefinition<'_, (u64, u64), ()> = TableDefinition::new("push_due");
 
@@ -42,6 +44,8 @@ pub const DEFAULT_LINGER: Duration = Duration::from_millis(2);
 enum Op {
     Put(u64, Vec<u8>),
     Remove(u64),
+    PutRecord(Vec<u8>, Vec<u8>),
+    RemoveRecord(Vec<u8>),
 }
 
 struct State {
@@ -78,6 +82,8 @@ pub struct RedbQueue {
     shared: Arc<Shared>,
     durable: watch::Receiver<u64>,
     writer: Option<JoinHandle<()>>,
+    // Read-only handle for `records`; the writer thread owns the database.
+    db: Arc<Database>,
 }
 
 impl std::fmt::Debug for RedbQueue {
@@ -122,6 +128,7 @@ impl RedbQueue {
                 index.put(decode(key.value(), value.value())?);
             }
         }
+        txn.open_table(RECORDS)?;
         txn.delete_table(OLD_DUE)?;
         txn.commit()?;
         let next_id = index.last_id().map_or(1, |id| id + 1);
@@ -139,8 +146,10 @@ impl RedbQueue {
             commits: AtomicU64::new(0),
         });
         let (tx, durable) = watch::channel(0);
+        let db = Arc::new(db);
         let writer = {
             let shared = Arc::clone(&shared);
+            let db = Arc::clone(&db);
             std::thread::Builder::new()
                 .name("imgate-push-queue".into())
                 .spawn(move || write_loop(&db, &shared, &tx))
@@ -150,6 +159,7 @@ impl RedbQueue {
             shared,
             durable,
             writer: Some(writer),
+            db,
         })
     }
 
@@ -250,6 +260,25 @@ impl PushQueue for RedbQueue {
         self.write(|state| Ok(((), state.index.remove(id).map(|_| Op::Remove(id)))))
     }
 
+    fn put_record(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), QueueError> {
+        let op = match value {
+            Some(value) => Op::PutRecord(key.to_vec(), value.to_vec()),
+            None => Op::RemoveRecord(key.to_vec()),
+        };
+        self.write(|_| Ok(((), Some(op))))
+    }
+
+    fn records(&self) -> Result<Vec<Record>, QueueError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     fn flush(&self) -> Flush<'_> {
         let target = self.shared.lock().written;
         let mut durable = self.durable.clone();
@@ -320,6 +349,7 @@ fn commit(db: &Database, ops: &[Op]) -> Result<(), QueueError> {
     let txn = db.begin_write()?;
     {
         let mut items = txn.open_table(ITEMS)?;
+        let mut records = txn.open_table(RECORDS)?;
         for op in ops {
             match op {
                 Op::Put(id, bytes) => {
@@ -327,6 +357,12 @@ fn commit(db: &Database, ops: &[Op]) -> Result<(), QueueError> {
                 }
                 Op::Remove(id) => {
                     items.remove(*id)?;
+                }
+                Op::PutRecord(key, value) => {
+                    records.insert(key.as_slice(), value.as_slice())?;
+                }
+                Op::RemoveRecord(key) => {
+                    records.remove(key.as_slice())?;
                 }
             }
         }
@@ -385,6 +421,9 @@ mod tests {
         for &id in &ids[100..200] {
             queue.reschedule(id, 1, 5_000).expect("reschedule");
         }
+        queue.put_record(b"a", Some(b"1")).expect("record");
+        queue.put_record(b"b", Some(b"2")).expect("record");
+        queue.put_record(b"a", None).expect("record");
         queue.flush().await.expect("flush");
         // 1,600 writes: one commit each would be 1,600 fsyncs.
         assert!(queue.commits() <= 20, "{} commits", queue.commits());
@@ -402,6 +441,10 @@ mod tests {
             "marked, no outcome: the answer was lost"
         );
         assert!(due.iter().filter(|p| p.sending).all(|p| p.attempts == 1));
+        assert_eq!(
+            queue.records().expect("records"),
+            [(b"b".to_vec(), b"2".to_vec())]
+        );
         let new = queue.insert(request(0), 0, u64::MAX).expect("insert");
         assert!(new > ids[999], "ids are not reused after a reopen");
         drop(queue);

@@ -21,6 +21,9 @@ use index::Index;
 
 pub use durable::{DEFAULT_LINGER, RedbQueue};
 
+/// A caller's record kept beside the queue: key, value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// What [`PushQueue::flush`] returns.
 pub type Flush<'a> = Pin<Box<dyn Future<Output = Result<(), QueueError>> + Send + 'a>>;
 
@@ -74,6 +77,17 @@ pub trait PushQueue: Send + Sync + 'static {
     fn reschedule(&self, id: u64, attempts: u32, not_before_ms: u64) -> Result<(), QueueError>;
     /// Forgets a push (delivered or given up).
     fn remove(&self, id: u64) -> Result<(), QueueError>;
+    /// Stores (`Some`) or deletes (`None`) a record of the caller's, kept beside the queue
+    /// in order with the queue's own writes and as durable as they are (the gateway keeps its
+    /// badges and push de-duplication marks here). A queue that keeps nothing across a
+    /// restart ignores it.
+    fn put_record(&self, _key: &[u8], _value: Option<&[u8]>) -> Result<(), QueueError> {
+        Ok(())
+    }
+    /// The records committed so far: read them at start, before writing any.
+    fn records(&self) -> Result<Vec<Record>, QueueError> {
+        Ok(Vec::new())
+    }
     /// Resolves once every write made before the call is durable (at once for a queue that
     /// keeps nothing across a restart).
     fn flush(&self) -> Flush<'_> {
