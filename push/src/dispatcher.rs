@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::apns::ApnsNotification;
+use crate::apns::{ApnsPayload, Aps};
 use crate::classify::{Classification, should_prune};
-use crate::fcm::{AndroidConfig, AndroidPriority, FcmMessage};
+use crate::fcm::{AndroidConfig, AndroidNotification, AndroidPriority, ApnsOverride, FcmMessage};
 use crate::metrics::{RequestLabels, labels};
 use crate::{
     ApnsClient, FcmClient, Platform, PushError, PushKind, PushMetrics, PushQueue, PushRequest,
@@ -298,7 +299,7 @@ impl Inner {
             }
             Platform::Fcm => {
                 self.fcm_route(request)?;
-                fcm_message(request, request.ttl_secs).encode()?;
+                fcm_message(request, request.ttl_secs, None).encode()?;
             }
         }
         Ok(())
@@ -566,7 +567,7 @@ impl Inner {
                 let client = self.fcm_route(request)?;
                 let left = item.expires_at_ms.saturating_sub(self.clock.now_ms()) / 1000;
                 Ok(client
-                    .send(&fcm_message(request, left))
+                    .send(&fcm_message(request, left, Some(item.expires_at_ms / 1000)))
                     .await?
                     .classification)
             }
@@ -610,8 +611,12 @@ fn apns_notification(request: &PushRequest, topic: &str, expiration: u64) -> Apn
     n
 }
 
-fn fcm_message(request: &PushRequest, ttl_secs: u64) -> FcmMessage {
+/// The FCM message of a push: the badge where Android shows it (`notification_count`, on an
+/// alert only) and in `data`, and an `apns` block for iOS apps reached through FCM (their
+/// push type, priority, expiry, collapse id and badge, as a direct APNs push would carry).
+fn fcm_message(request: &PushRequest, ttl_secs: u64, expiration_secs: Option<u64>) -> FcmMessage {
     let token = request.device.token.clone();
+    let alert = matches!(request.kind, PushKind::Alert { .. });
     let mut m = match &request.kind {
         PushKind::Alert { title, body } => FcmMessage::notification(token, title, body),
         PushKind::WakeUp => FcmMessage::wake_up(token, Default::default()),
@@ -625,7 +630,42 @@ fn fcm_message(request: &PushRequest, ttl_secs: u64) -> FcmMessage {
         priority: Some(AndroidPriority::High),
         collapse_key: request.collapse_id.clone(),
         ttl: Some(Duration::from_secs(ttl_secs)),
+        notification: alert.then_some(AndroidNotification {
+            notification_count: request.badge,
+        }),
         ..AndroidConfig::default()
+    });
+    // Apple: a background push is priority 5 and carries only `content-available`.
+    let (push_type, priority) = if alert {
+        ("alert", "10")
+    } else {
+        ("background", "5")
+    };
+    let mut headers = std::collections::BTreeMap::from([
+        ("apns-push-type".to_owned(), push_type.to_owned()),
+        ("apns-priority".to_owned(), priority.to_owned()),
+    ]);
+    if let Some(at) = expiration_secs {
+        headers.insert("apns-expiration".into(), at.to_string());
+    }
+    // Android takes longer collapse keys than APNs: a longer one is left to Android alone.
+    if let Some(collapse) = request
+        .collapse_id
+        .as_ref()
+        .filter(|c| c.len() <= crate::apns::COLLAPSE_ID_MAX)
+    {
+        headers.insert("apns-collapse-id".into(), collapse.clone());
+    }
+    m.apns = Some(ApnsOverride {
+        headers,
+        payload: Some(ApnsPayload {
+            aps: Aps {
+                badge: request.badge.filter(|_| alert),
+                content_available: (!alert).then_some(1),
+                ..Aps::default()
+            },
+            custom: Default::default(),
+        }),
     });
     m
 }
