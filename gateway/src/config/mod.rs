@@ -187,6 +187,7 @@ impl ConfigFile {
         let mut seen = HashMap::new();
         let mut data_dirs = HashMap::new();
         let mut push_metrics = None;
+        let mut webhook_metrics = None;
         for app in self.app {
             if seen.insert(app.id.clone(), ()).is_some() {
                 return Err(ConfigError(format!("app {:?} is defined twice", app.id)));
@@ -204,7 +205,11 @@ impl ConfigFile {
                 platform_heartbeats: platform_heartbeats(&app.id, &app.session)?,
                 ..SessionConfig::default()
             };
-            let backend = build_backend(&app.id, &app.backend)?;
+            let backend = build_backend(&app.id, &app.backend, || {
+                webhook_metrics
+                    .get_or_insert_with(|| crate::backend::WebhookMetrics::new(registry))
+                    .clone()
+            })?;
             let push: Arc<dyn PushPolicy> = match &app.push {
                 None => Arc::new(NoPush),
                 Some(push) => {
@@ -439,7 +444,12 @@ fn platform_heartbeats(
 
 /// Builds an app's backend. Must run inside a tokio runtime (the gRPC backend starts its
 /// stream at once).
-fn build_backend(app: &str, spec: &file::Backend) -> Result<Arc<dyn Backend>, ConfigError> {
+/// `webhook_metrics` gives the (shared) notice metrics of webhook backends.
+fn build_backend(
+    app: &str,
+    spec: &file::Backend,
+    webhook_metrics: impl FnOnce() -> crate::backend::WebhookMetrics,
+) -> Result<Arc<dyn Backend>, ConfigError> {
     let table = match spec {
         file::Backend::Name(name) if name == "relay" => return Ok(Arc::new(RelayBackend)),
         file::Backend::Name(other) => {
@@ -471,7 +481,7 @@ fn build_backend(app: &str, spec: &file::Backend) -> Result<Arc<dyn Backend>, Co
             if let Some(capacity) = table.queue_capacity {
                 config.queue_capacity = capacity.max(1);
             }
-            let backend = crate::backend::WebhookBackend::new(config)
+            let backend = crate::backend::WebhookBackend::with_metrics(config, webhook_metrics())
                 .map_err(|e| ConfigError(format!("app {app}: webhook backend: {e}")))?;
             Ok(Arc::new(backend))
         }
