@@ -603,6 +603,94 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[tokio::test]
+async fn a_thousand_message_burst_to_a_half_dead_device_is_pushed_within_ack_timeout_plus_1s() {
+    const N: usize = 1000;
+    let ack_timeout = Duration::from_secs(2);
+    // On disk (the target dir), not tmpfs: the queue's fsyncs are part of the figure.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "imgate-burst-{}-{}",
+        std::process::id(),
+        rand_u64()
+    ));
+    // FCM's mock checks a bearer token; the APNs one verifies an ES256 signature per
+    // request, which in a debug build would be most of the figure.
+    let fcm = MockFcm::start(MockFcmConfig::new(PROJECT, rsa_key()))
+        .await
+        .expect("fcm mock");
+    let mut fcm_config = FcmConfig::new(rsa_key().service_account(PROJECT, &fcm.token_uri()));
+    fcm_config.base_url(fcm.url());
+    let metrics = PushServiceMetrics::new(&mut Registry::default());
+    let backend = Arc::new(TestBackend::default());
+    let push = PushService::builder(AppId::new(APP))
+        .fcm(fcm_config)
+        .data_dir(&dir)
+        .expect("data dir")
+        .backend(backend.clone())
+        .limits(limits())
+        .start(&metrics)
+        .expect("push service");
+    let mut tokens = StaticTokens::new();
+    tokens.insert("tok-ann", UserId::new("ann"));
+    let gw = start_app(App {
+        authenticator: Arc::new(tokens),
+        push: Arc::new(push.clone()),
+        ..support::app(
+            backend,
+            SessionConfig {
+                ack_timeout,
+                ..SessionConfig::default()
+            },
+        )
+    })
+    .await;
+    let mut phone = login(&gw, "tok-ann").await;
+    register(&mut phone, PushProvider::Fcm, "burst-token").await;
+    // Half-dead from here on: the connection stays open, nothing is read or acknowledged.
+    for n in 0..N {
+        deliver(&gw, "ann", &format!("m{n}"), None);
+    }
+    let delivered = tokio::time::Instant::now();
+    let budget = ack_timeout + Duration::from_secs(1);
+    let mut first = None;
+    let all = tokio::time::timeout(budget + Duration::from_secs(10), async {
+        loop {
+            let n = fcm.send_count();
+            if n > 0 && first.is_none() {
+                first = Some(delivered.elapsed());
+            }
+            if n >= N as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let took = delivered.elapsed();
+    assert!(all.is_ok(), "{} of {N} pushed", fcm.requests().len());
+    eprintln!(
+        "{N} pushes, the first {first:?} and the last {took:?} after delivery (ack time-out {ack_timeout:?})"
+    );
+    assert!(took <= budget, "the last push came {took:?} after delivery");
+    let mut bodies: Vec<String> = fcm
+        .requests()
+        .iter()
+        .map(|r| {
+            r.message["notification"]["body"]
+                .as_str()
+                .expect("body")
+                .to_owned()
+        })
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), N, "every message pushed once");
+    drop(phone);
+    gw.shutdown().await;
+    push.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
