@@ -481,6 +481,9 @@ fn build_backend(
             if let Some(capacity) = table.queue_capacity {
                 config.queue_capacity = capacity.max(1);
             }
+            if let Some(capacity) = table.notice_capacity {
+                config.notice_capacity = capacity.max(1);
+            }
             let backend = crate::backend::WebhookBackend::with_metrics(config, webhook_metrics())
                 .map_err(|e| ConfigError(format!("app {app}: webhook backend: {e}")))?;
             Ok(Arc::new(backend))
@@ -613,7 +616,7 @@ mod tests {
     async fn backends_and_platform_heartbeats_are_configurable() {
         let webhook = DEFAULT_CONFIG.replace(
             "backend = \"relay\"",
-            "[app.backend]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef0123\"\nmax_retries = 1",
+            "[app.backend]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef0123\"\nmax_retries = 1\nnotice_capacity = 8",
         );
         Config::parse(&webhook).expect("webhook config");
         // The webhook constructor ran: it refuses a short secret.

@@ -21,6 +21,9 @@ use crate::deliver::PushOptions;
 use crate::ids::{AppId, DeviceId, MessageId, UserId};
 use crate::offline::{Presence, PushTrigger};
 
+/// How long a stopping push thread waits for its backend notices.
+const NOTICE_GRACE: Duration = Duration::from_secs(5);
+
 /// Wall-clock ms since the epoch (registration times, compared with APNs 410 timestamps).
 pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
@@ -139,6 +142,7 @@ pub(crate) fn spawn(setup: Setup) -> Result<std::thread::JoinHandle<()>, PushSer
                     limits: setup.limits,
                     metrics: setup.metrics,
                     dispatcher,
+                    notices: tokio::task::JoinSet::new(),
                 };
                 worker.run(setup.commands, outcomes).await
             });
@@ -162,6 +166,8 @@ struct Worker {
     limits: PushLimits,
     metrics: PushServiceMetrics,
     dispatcher: Dispatcher,
+    // Calls into the backend (pruned tokens), finished before the push thread ends.
+    notices: tokio::task::JoinSet<()>,
 }
 
 impl Worker {
@@ -201,6 +207,17 @@ impl Worker {
             }
         };
         self.dispatcher.shutdown().await;
+        // A backend's notice tasks run on this thread's runtime: let them finish (bounded)
+        // before it is dropped, so no pruned-token report is lost on a clean stop.
+        let notices = async {
+            while self.notices.join_next().await.is_some() {}
+            if let Some(backend) = &self.backend {
+                backend.flush_notices().await;
+            }
+        };
+        if tokio::time::timeout(NOTICE_GRACE, notices).await.is_err() {
+            tracing::warn!(app = %self.app, "push stopped with backend notices still unsent");
+        }
         reply
     }
 
@@ -382,7 +399,8 @@ impl Worker {
                         tracing::info!(app = %self.app, %user, %device, %reason, "push token pruned");
                         if let Some(backend) = self.backend.clone() {
                             let app = self.app.clone();
-                            tokio::spawn(async move {
+                            while self.notices.try_join_next().is_some() {}
+                            self.notices.spawn(async move {
                                 backend
                                     .on_push_token_invalid(&app, &user, &device, &token, &reason)
                                     .await;
