@@ -260,6 +260,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         };
         // Installed before the addresses are announced: from then on a SIGHUP reloads.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        let signals = Signals::install();
         tokio::spawn(reload_on_sighup(hangup, ticket_keys, path.clone()));
         for (kind, addr) in gateway.local_addrs() {
             announce(format_args!("imgate listening: {kind} on {addr}"));
@@ -275,7 +276,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             "imgate admin: http://{}/metrics /healthz /readyz /v1/deliver",
             admin.local_addr()
         ));
-        match wait_for_signal().await {
+        match signals.next().await {
             Signal::Terminate => {
                 tracing::info!(grace = ?drain_grace, "SIGTERM: draining");
                 let report = gateway.drain(drain_grace, Duration::from_secs(1)).await;
@@ -361,19 +362,37 @@ enum Signal {
 }
 
 /// SIGTERM drains gracefully; SIGINT (Ctrl-C) stops at once.
-async fn wait_for_signal() -> Signal {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM; Ctrl-C still works");
+///
+/// SIGTERM and SIGINT handlers, installed before the addresses are announced: a signal sent
+/// right after the announcement must drain, not kill with the default action.
+struct Signals {
+    terminate: std::io::Result<tokio::signal::unix::Signal>,
+    interrupt: std::io::Result<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            terminate: signal(SignalKind::terminate()),
+            interrupt: signal(SignalKind::interrupt()),
+        }
+    }
+
+    /// The next SIGTERM (drain) or SIGINT (stop at once).
+    async fn next(self) -> Signal {
+        let (mut terminate, mut interrupt) = match (self.terminate, self.interrupt) {
+            (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "cannot listen for SIGTERM/SIGINT; Ctrl-C still works");
                 let _ = tokio::signal::ctrl_c().await;
                 return Signal::Interrupt;
             }
         };
-    tokio::select! {
-        _ = terminate.recv() => Signal::Terminate,
-        _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+        tokio::select! {
+            _ = terminate.recv() => Signal::Terminate,
+            _ = interrupt.recv() => Signal::Interrupt,
+        }
     }
 }
 

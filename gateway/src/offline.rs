@@ -4,6 +4,7 @@
 //! (queue work and return). `imgate::push_policy` implements it over `imgate-push`.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::deliver::PushOptions;
 use crate::ids::{AppId, DeviceId, MessageId, UserId};
@@ -36,6 +37,13 @@ pub struct PushRegistration {
     pub sandbox: bool,
 }
 
+/// Which of a user's devices have a session with a connection attached right now: the
+/// multi-device rule pushes the others. [`crate::GatewayHandle`] implements it.
+pub trait Presence: Send + Sync + fmt::Debug + 'static {
+    /// The devices of `user` whose session has a connection attached.
+    fn attached(&self, app: &AppId, user: &UserId) -> Vec<DeviceId>;
+}
+
 /// The push policy's view of the gateway. Every method has a no-op default.
 pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
     /// A message was accepted for delivery with these push options (remember them: later
@@ -53,8 +61,13 @@ pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
     ) {
     }
 
-    /// The device acknowledged these messages: they need no push, and the badge resets.
+    /// The device acknowledged these messages: they need no push, and the user's badge drops
+    /// by the unread ones among them.
     fn acked(&self, _identity: &Identity, _messages: &[MessageId]) {}
+
+    /// The gateway tells the policy who is attached (once, at start), so a message that no
+    /// device acknowledged in time also reaches the user's devices without a session.
+    fn attach_presence(&self, _presence: Arc<dyn Presence>) {}
 
     /// A client registers its push token. Return an error message to reject it.
     fn register(

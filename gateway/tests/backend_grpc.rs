@@ -349,3 +349,37 @@ async fn a_broken_stream_fails_requests_in_flight_and_reconnects() {
     assert_eq!(backend.streams_opened(), 2);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_pruned_push_token_reaches_the_backend_on_the_stream() {
+    use imgate::backend::Backend;
+    use imgate::ids::{AppId, DeviceId, UserId};
+
+    let mut server = Server::start().await;
+    let backend = Arc::new(GrpcBackend::new(config(&server)).expect("backend"));
+    let gw = start(backend.clone()).await;
+    let mut conn = server.accept().await;
+    backend
+        .on_push_token_invalid(
+            &AppId::new("chat"),
+            &UserId::new("ann"),
+            &DeviceId::new("phone"),
+            "abcd",
+            "UNREGISTERED",
+        )
+        .await;
+    match conn.next().await {
+        Event::PushTokenInvalid(notice) => assert_eq!(
+            notice,
+            proto::PushTokenInvalid {
+                app: "chat".into(),
+                user: "ann".into(),
+                device: "phone".into(),
+                token: "abcd".into(),
+                reason: "UNREGISTERED".into(),
+            }
+        ),
+        other => panic!("expected PushTokenInvalid, got {other:?}"),
+    }
+    gw.shutdown().await;
+}

@@ -16,7 +16,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use imgate::RunningGateway;
+use imgate::backend::Backend;
 use imgate::backend::webhook::{self, WebhookBackend, WebhookConfig};
+use imgate::deliver::{Delivery, DeliveryOptions, Target};
+use imgate::ids::{AppId, DeviceId, UserId};
 use imgate::session::SessionConfig;
 use imgate_codec::{CloseCode, ReceiptStatus};
 use serde_json::Value;
@@ -373,4 +376,107 @@ async fn a_full_queue_rejects_at_once_instead_of_growing() {
     let r = receipt(&mut alice).await;
     assert_eq!(r.status(), ReceiptStatus::Accepted);
     gw.shutdown().await;
+}
+
+/// Message `n`'s id as the `undelivered` event carries it.
+fn undelivered_ids(seen: &Seen) -> Vec<String> {
+    seen.json["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["message_id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_undelivered_notice_reaches_a_slow_webhook_through_a_full_queue() {
+    // Slow (5 ms an answer), and the first attempt of every third notice fails.
+    let mut hook = Hook::start(Arc::new(|event: &Value, attempt| {
+        let id: u64 = event["messages"][0]["message_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(0);
+        Reply {
+            delay: Duration::from_millis(5),
+            ..if attempt == 1 && id % 3 == 0 {
+                reply(503, "")
+            } else {
+                reply(200, "")
+            }
+        }
+    }))
+    .await;
+    let mut config = config(&hook);
+    config.session_events = false;
+    config.notice_capacity = 8;
+    config.notice_concurrency = 2;
+    let backend = WebhookBackend::new(config).expect("backend");
+    let metrics = backend.metrics().clone();
+    let gw = start(backend.clone()).await;
+    // 300 users with no session and no push token: the notice is all that is left of each.
+    let mut sent = std::collections::HashSet::new();
+    for n in 0..300 {
+        let report = gw
+            .handle()
+            .deliver(
+                &AppId::new("chat"),
+                Delivery {
+                    target: Target::User(UserId::new(format!("offline-{n}"))),
+                    payload: Bytes::from_static(b"hello"),
+                    options: DeliveryOptions::default(),
+                },
+            )
+            .await
+            .expect("deliver");
+        sent.insert(report.message_id.0.to_string());
+    }
+    let mut taken = std::collections::HashSet::new();
+    while taken.len() < sent.len() {
+        let seen = hook.next("undelivered").await;
+        let ids = undelivered_ids(&seen);
+        let id: u64 = ids[0].parse().expect("id");
+        if seen.attempt > 1 || id % 3 != 0 {
+            taken.extend(ids);
+        }
+    }
+    assert_eq!(
+        taken, sent,
+        "every undelivered message was reported, none twice-counted"
+    );
+    // The last answers are on their way back.
+    backend.flush_notices().await;
+    assert_eq!(metrics.notice_count("undelivered", "delivered"), 300);
+    assert_eq!(metrics.notice_count("undelivered", "dropped"), 0);
+    assert!(metrics.notice_count("undelivered", "retried") >= 100);
+    assert_eq!(metrics.pending(), 0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_pruned_push_token_is_reported_to_the_webhook() {
+    let mut hook = Hook::start(Arc::new(|_: &Value, _| reply(200, ""))).await;
+    let backend = WebhookBackend::new(config(&hook)).expect("backend");
+    backend
+        .on_push_token_invalid(
+            &AppId::new("chat"),
+            &UserId::new("ann"),
+            &DeviceId::new("phone"),
+            "abcd",
+            "Unregistered",
+        )
+        .await;
+    backend.flush_notices().await;
+    let seen = hook.next("push_token_invalid").await;
+    verify(&seen);
+    assert_eq!(seen.json["app"], "chat");
+    assert_eq!(seen.json["user"], "ann");
+    assert_eq!(seen.json["device"], "phone");
+    assert_eq!(seen.json["token"], "abcd");
+    assert_eq!(seen.json["reason"], "Unregistered");
+    assert_eq!(
+        backend
+            .metrics()
+            .notice_count("push_token_invalid", "delivered"),
+        1
+    );
 }

@@ -9,6 +9,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use imgate::backend::WebhookMetrics;
 use imgate::ids::AppId;
 use imgate::metrics::{DirectionLabel, Metrics, OutcomeLabel, TransportLabel};
 use imgate::push_policy::PushServiceMetrics;
@@ -76,6 +77,8 @@ async fn registered() -> Registered {
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let push_service = PushServiceMetrics::new(&mut registry);
+    let webhook = WebhookMetrics::new(&mut registry);
+    webhook.notice_count("undelivered", "dropped");
     push_service.event_count(&AppId::new("chat"), "delivered");
     let transport = TransportLabel { transport: "tcp" };
     let outcome = OutcomeLabel { outcome: "ok" };
@@ -126,6 +129,7 @@ async fn registered() -> Registered {
         family.get_or_create(&provider).inc();
     }
     push.shed.inc();
+    push.resent_after_restart.inc();
     families(&encode(&push_registry), &mut found);
     found
 }

@@ -26,7 +26,7 @@ use imgate_push::{ApnsConfig, ConnOptions, DispatcherConfig, FcmConfig, RetryPol
 use imgate_transports::FramedConn;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use support::{login, recv, start_app};
+use support::{connect, hello_frame, login, recv, start_app};
 
 const APP: &str = "chat";
 const TOPIC: &str = "com.example.chat";
@@ -447,6 +447,44 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
 }
 
 #[tokio::test]
+async fn a_silent_tablet_lets_the_sessionless_phone_be_pushed_an_acking_one_keeps_it_quiet() {
+    let f = fixture().await;
+    // The phone registers its token and goes away: it has no session.
+    let mut phone = login(&f.gw, "tok-ann").await;
+    register(&mut phone, PushProvider::Apns, &apns_token(7)).await;
+    drop(phone);
+    until_ended(&f.gw).await;
+    // The tablet (no push token) is attached and takes the first message.
+    let mut pad = connect(&f.gw).await;
+    pad.send(&hello_frame("tok-ann", "pad", None))
+        .await
+        .expect("hello");
+    assert!(matches!(recv(&mut pad).await, Kind::Welcome(_)));
+    deliver(&f.gw, "ann", "one", None).await;
+    let seq = loop {
+        if let Kind::Deliver(d) = recv(&mut pad).await {
+            break d.seq;
+        }
+    };
+    pad.send(&Ack { seq }.into()).await.expect("ack");
+    // The second message the tablet neither reads nor acknowledges: after its ack time-out
+    // the phone, which has no session, is pushed. Pushes arrive in order, so a push of the
+    // acknowledged first message would have come first.
+    deliver(&f.gw, "ann", "two", None).await;
+    until("phone pushed", 1, || f.apns.requests().len()).await;
+    let r = &f.apns.requests()[0];
+    assert_eq!(r.device_token, apns_token(7));
+    assert_eq!(
+        body(r)["aps"]["alert"]["body"],
+        "two",
+        "the acknowledged one stays quiet"
+    );
+    assert_eq!(body(r)["aps"]["badge"], 1);
+    drop(pad);
+    f.stop().await;
+}
+
+#[tokio::test]
 async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
     let f = fixture().await;
     let ann = UserId::new("ann");
@@ -564,6 +602,94 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
     assert_eq!(devices[0].registration.token, apns_token(5));
     push.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_thousand_message_burst_to_a_half_dead_device_is_pushed_within_ack_timeout_plus_1s() {
+    const N: usize = 1000;
+    let ack_timeout = Duration::from_secs(2);
+    // On disk (the target dir), not tmpfs: the queue's fsyncs are part of the figure.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "imgate-burst-{}-{}",
+        std::process::id(),
+        rand_u64()
+    ));
+    // FCM's mock checks a bearer token; the APNs one verifies an ES256 signature per
+    // request, which in a debug build would be most of the figure.
+    let fcm = MockFcm::start(MockFcmConfig::new(PROJECT, rsa_key()))
+        .await
+        .expect("fcm mock");
+    let mut fcm_config = FcmConfig::new(rsa_key().service_account(PROJECT, &fcm.token_uri()));
+    fcm_config.base_url(fcm.url());
+    let metrics = PushServiceMetrics::new(&mut Registry::default());
+    let backend = Arc::new(TestBackend::default());
+    let push = PushService::builder(AppId::new(APP))
+        .fcm(fcm_config)
+        .data_dir(&dir)
+        .expect("data dir")
+        .backend(backend.clone())
+        .limits(limits())
+        .start(&metrics)
+        .expect("push service");
+    let mut tokens = StaticTokens::new();
+    tokens.insert("tok-ann", UserId::new("ann"));
+    let gw = start_app(App {
+        authenticator: Arc::new(tokens),
+        push: Arc::new(push.clone()),
+        ..support::app(
+            backend,
+            SessionConfig {
+                ack_timeout,
+                ..SessionConfig::default()
+            },
+        )
+    })
+    .await;
+    let mut phone = login(&gw, "tok-ann").await;
+    register(&mut phone, PushProvider::Fcm, "burst-token").await;
+    // Half-dead from here on: the connection stays open, nothing is read or acknowledged.
+    for n in 0..N {
+        deliver(&gw, "ann", &format!("m{n}"), None).await;
+    }
+    let delivered = tokio::time::Instant::now();
+    let budget = ack_timeout + Duration::from_secs(1);
+    let mut first = None;
+    let all = tokio::time::timeout(budget + Duration::from_secs(10), async {
+        loop {
+            let n = fcm.send_count();
+            if n > 0 && first.is_none() {
+                first = Some(delivered.elapsed());
+            }
+            if n >= N as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let took = delivered.elapsed();
+    assert!(all.is_ok(), "{} of {N} pushed", fcm.requests().len());
+    eprintln!(
+        "{N} pushes, the first {first:?} and the last {took:?} after delivery (ack time-out {ack_timeout:?})"
+    );
+    assert!(took <= budget, "the last push came {took:?} after delivery");
+    let mut bodies: Vec<String> = fcm
+        .requests()
+        .iter()
+        .map(|r| {
+            r.message["notification"]["body"]
+                .as_str()
+                .expect("body")
+                .to_owned()
+        })
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), N, "every message pushed once");
+    drop(phone);
+    gw.shutdown().await;
+    push.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn port_of(url: &str) -> u16 {

@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::apns::ApnsNotification;
+use crate::apns::{ApnsPayload, Aps};
 use crate::classify::{Classification, should_prune};
-use crate::fcm::{AndroidConfig, AndroidPriority, FcmMessage};
+use crate::fcm::{AndroidConfig, AndroidNotification, AndroidPriority, ApnsOverride, FcmMessage};
 use crate::metrics::{RequestLabels, labels};
 use crate::{
     ApnsClient, FcmClient, Platform, PushError, PushKind, PushMetrics, PushQueue, PushRequest,
@@ -273,6 +274,12 @@ impl Dispatcher {
         Ok(self.inner.queue.len()?)
     }
 
+    /// Resolves once every push submitted (and every outcome recorded) before the call is
+    /// durable in the queue.
+    pub async fn flush(&self) -> Result<(), PushError> {
+        Ok(self.inner.queue.flush().await?)
+    }
+
     /// Stops taking pushes from the queue and waits for the sends in flight to finish.
     /// Pushes still queued stay in the queue for the next start.
     pub async fn shutdown(self) {
@@ -292,7 +299,7 @@ impl Inner {
             }
             Platform::Fcm => {
                 self.fcm_route(request)?;
-                fcm_message(request, request.ttl_secs).encode()?;
+                fcm_message(request, request.ttl_secs, None).encode()?;
             }
         }
         Ok(())
@@ -343,15 +350,45 @@ impl Inner {
                 }
                 continue;
             }
+            let mut batch = Vec::with_capacity(items.len());
             for item in items {
                 let permit = tokio::select! {
                     p = Arc::clone(&self.global).acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     _ = stop.changed() => return,
                 };
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(item.id);
+                let resent = item.sending;
+                match self.queue.start_send(item.id) {
+                    Ok(Some(item)) => {
+                        self.in_flight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(item.id);
+                        batch.push((item, resent, permit));
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, id = item.id, "push send mark failed"),
+                }
+            }
+            // Recorded before made: no send leaves until its mark is durable, so a restart
+            // can tell a send whose answer was lost from one never made.
+            if let Err(e) = self.queue.flush().await {
+                tracing::error!(error = %e, "push queue flush failed; sends held");
+                for (item, _, _) in &batch {
+                    self.in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&item.id);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
+            }
+            for (item, resent, permit) in batch {
+                if resent {
+                    self.metrics.resent_after_restart.inc();
+                }
                 tokio::spawn(Arc::clone(&self).process(item, permit));
             }
         }
@@ -397,7 +434,8 @@ impl Inner {
             .latency
             .get_or_create(&label)
             .observe(started.elapsed().as_secs_f64());
-        let attempts = item.attempts + 1;
+        // `start_send` counted this attempt already.
+        let attempts = item.attempts;
         let (status, reason) = match &result {
             Ok(c) => (c.status.to_string(), c.reason.clone()),
             Err(e) => ("transport".to_owned(), transport_reason(e).to_owned()),
@@ -529,7 +567,7 @@ impl Inner {
                 let client = self.fcm_route(request)?;
                 let left = item.expires_at_ms.saturating_sub(self.clock.now_ms()) / 1000;
                 Ok(client
-                    .send(&fcm_message(request, left))
+                    .send(&fcm_message(request, left, Some(item.expires_at_ms / 1000)))
                     .await?
                     .classification)
             }
@@ -573,8 +611,12 @@ fn apns_notification(request: &PushRequest, topic: &str, expiration: u64) -> Apn
     n
 }
 
-fn fcm_message(request: &PushRequest, ttl_secs: u64) -> FcmMessage {
+/// The FCM message of a push: the badge where Android shows it (`notification_count`, on an
+/// alert only) and in `data`, and an `apns` block for iOS apps reached through FCM (their
+/// push type, priority, expiry, collapse id and badge, as a direct APNs push would carry).
+fn fcm_message(request: &PushRequest, ttl_secs: u64, expiration_secs: Option<u64>) -> FcmMessage {
     let token = request.device.token.clone();
+    let alert = matches!(request.kind, PushKind::Alert { .. });
     let mut m = match &request.kind {
         PushKind::Alert { title, body } => FcmMessage::notification(token, title, body),
         PushKind::WakeUp => FcmMessage::wake_up(token, Default::default()),
@@ -588,7 +630,42 @@ fn fcm_message(request: &PushRequest, ttl_secs: u64) -> FcmMessage {
         priority: Some(AndroidPriority::High),
         collapse_key: request.collapse_id.clone(),
         ttl: Some(Duration::from_secs(ttl_secs)),
+        notification: alert.then_some(AndroidNotification {
+            notification_count: request.badge,
+        }),
         ..AndroidConfig::default()
+    });
+    // Apple: a background push is priority 5 and carries only `content-available`.
+    let (push_type, priority) = if alert {
+        ("alert", "10")
+    } else {
+        ("background", "5")
+    };
+    let mut headers = std::collections::BTreeMap::from([
+        ("apns-push-type".to_owned(), push_type.to_owned()),
+        ("apns-priority".to_owned(), priority.to_owned()),
+    ]);
+    if let Some(at) = expiration_secs {
+        headers.insert("apns-expiration".into(), at.to_string());
+    }
+    // Android takes longer collapse keys than APNs: a longer one is left to Android alone.
+    if let Some(collapse) = request
+        .collapse_id
+        .as_ref()
+        .filter(|c| c.len() <= crate::apns::COLLAPSE_ID_MAX)
+    {
+        headers.insert("apns-collapse-id".into(), collapse.clone());
+    }
+    m.apns = Some(ApnsOverride {
+        headers,
+        payload: Some(ApnsPayload {
+            aps: Aps {
+                badge: request.badge.filter(|_| alert),
+                content_available: (!alert).then_some(1),
+                ..Aps::default()
+            },
+            custom: Default::default(),
+        }),
     });
     m
 }

@@ -122,6 +122,9 @@ pub enum QueueError {
         /// Decoder error.
         why: String,
     },
+    /// The queue's writer thread has stopped (the queue was dropped or could not commit).
+    #[error("queue writer stopped")]
+    Stopped,
 }
 
 macro_rules! redb_errors {

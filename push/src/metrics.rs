@@ -52,6 +52,9 @@ pub struct PushMetrics {
     pub queue_depth: Gauge,
     /// Pushes refused because the queue was full.
     pub shed: Counter,
+    /// Pushes sent again after a restart because the answer to their last send was lost
+    /// (the process stopped with the request in flight): the only possible duplicates.
+    pub resent_after_restart: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -109,6 +112,11 @@ impl PushMetrics {
             "Pushes refused because the queue was full",
             metrics.shed.clone(),
         );
+        r.register(
+            "resent_after_restart",
+            "Pushes sent again after a restart because the answer to their last send was lost",
+            metrics.resent_after_restart.clone(),
+        );
         metrics
     }
 
@@ -124,6 +132,7 @@ impl PushMetrics {
             token_refreshes: Family::default(),
             queue_depth: Gauge::default(),
             shed: Counter::default(),
+            resent_after_restart: Counter::default(),
         }
     }
 

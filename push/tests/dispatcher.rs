@@ -192,6 +192,66 @@ async fn fcm_unregistered_is_pruned_and_quota_retry_is_capped_by_ttl() {
 }
 
 #[tokio::test]
+async fn fcm_pushes_carry_the_badge_for_android_and_an_apns_block_for_ios() {
+    let (mock, client) = fcm_pair().await;
+    let mut routes = Routes::new();
+    routes.fcm("chat", Arc::new(client));
+    let (d, mut rx) = Dispatcher::start(
+        fast_retries(),
+        routes,
+        Arc::new(MemoryQueue::new()),
+        PushMetrics::unregistered(),
+    );
+    let mut alert = push(Platform::Fcm, "alert".into(), 0);
+    alert.badge = Some(3);
+    let mut wake = push(Platform::Fcm, "wake".into(), 0);
+    wake.kind = PushKind::WakeUp;
+    wake.badge = Some(2);
+    d.submit(alert).expect("submit");
+    d.submit(wake).expect("submit");
+    let out = outcomes(&mut rx, 2).await;
+    assert!(
+        out.values()
+            .all(|o| matches!(o, PushOutcome::Delivered { .. })),
+        "the mock's schema checks accept both: {out:?}"
+    );
+    let messages: HashMap<String, serde_json::Value> = mock
+        .requests()
+        .into_iter()
+        .map(|r| {
+            (
+                r.message["token"].as_str().expect("token").to_owned(),
+                r.message,
+            )
+        })
+        .collect();
+    let m = &messages["alert"];
+    assert_eq!(m["android"]["notification"]["notification_count"], 3);
+    assert_eq!(m["data"]["badge"], "3");
+    let apns = &m["apns"];
+    assert_eq!(apns["headers"]["apns-push-type"], "alert");
+    assert_eq!(apns["headers"]["apns-priority"], "10");
+    assert_eq!(apns["headers"]["apns-collapse-id"], "conv-1");
+    let expiration: u64 = apns["headers"]["apns-expiration"]
+        .as_str()
+        .and_then(|e| e.parse().ok())
+        .expect("expiration seconds");
+    assert!(expiration > 1_700_000_000, "a UNIX time: {expiration}");
+    assert_eq!(apns["payload"]["aps"]["badge"], 3);
+    // A wake-up stays data-only on Android and silent on iOS: no badge shown anywhere.
+    let w = &messages["wake"];
+    assert!(w.get("notification").is_none());
+    assert!(w["android"].get("notification").is_none(), "{w}");
+    assert_eq!(w["apns"]["headers"]["apns-push-type"], "background");
+    assert_eq!(w["apns"]["headers"]["apns-priority"], "5");
+    assert_eq!(
+        w["apns"]["payload"]["aps"],
+        serde_json::json!({"content-available": 1})
+    );
+    d.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_full_queue_sheds_visibly_and_bad_payloads_are_refused() {
     let key = ApnsTestKey::generate().expect("key");
     let down = MockApns::start(MockApnsConfig::token(&key))

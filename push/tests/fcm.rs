@@ -136,6 +136,29 @@ async fn schema_violations_come_back_as_invalid_argument() {
         Err(PushError::Payload(PayloadError::TooLarge { .. }))
     ));
     assert_eq!(mock.send_count(), 1, "the oversized message never left");
+    // A background push through FCM with a badge: APNs would refuse it, so the mock does.
+    let mut silent = FcmMessage::wake_up("tok", BTreeMap::new());
+    silent.apns = Some(ApnsOverride {
+        headers: BTreeMap::from([
+            ("apns-push-type".into(), "background".into()),
+            ("apns-priority".into(), "5".into()),
+        ]),
+        payload: Some(imgate_push::apns::ApnsPayload {
+            aps: imgate_push::apns::Aps {
+                badge: Some(1),
+                content_available: Some(1),
+                ..Default::default()
+            },
+            custom: Default::default(),
+        }),
+    });
+    let verdict = client
+        .send(&silent)
+        .await
+        .expect("send")
+        .classification
+        .verdict;
+    assert!(matches!(verdict, Verdict::Permanent { .. }), "{verdict:?}");
 }
 
 #[tokio::test]

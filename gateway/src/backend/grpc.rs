@@ -205,7 +205,17 @@ impl GrpcBackend {
         self.inner.streams_opened.load(Ordering::Relaxed)
     }
 
-    /// Queues a notice; dropped with a warning when the queue is full.
+    /// Queues a notice that must not be lost, waiting while the event queue is full
+    /// (back-pressure on the offline hand-off's task).
+    async fn notify_reliably(&self, event: EventKind) {
+        let event = proto::GatewayEvent { event: Some(event) };
+        if self.inner.events.send(event).await.is_err() {
+            tracing::error!("grpc backend stopped; notice lost");
+        }
+    }
+
+    /// Queues a best-effort notice (connect, disconnect); dropped with a warning when the
+    /// queue is full.
     fn notify(&self, event: EventKind) {
         if let Err(error) = self
             .inner
@@ -711,7 +721,7 @@ impl Backend for GrpcBackend {
             UndeliveredReason::SessionEnded => proto::UndeliveredReason::SessionEnded,
             UndeliveredReason::NoSession => proto::UndeliveredReason::NoSession,
         };
-        self.notify(EventKind::Undelivered(proto::Undelivered {
+        let event = EventKind::Undelivered(proto::Undelivered {
             app: app.to_string(),
             user: user.to_string(),
             reason: reason.into(),
@@ -722,8 +732,26 @@ impl Backend for GrpcBackend {
                     seq: m.seq,
                 })
                 .collect(),
-        }));
-        Box::pin(async {})
+        });
+        Box::pin(self.notify_reliably(event))
+    }
+
+    fn on_push_token_invalid<'a>(
+        &'a self,
+        app: &'a AppId,
+        user: &'a UserId,
+        device: &'a crate::ids::DeviceId,
+        token: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        let event = EventKind::PushTokenInvalid(proto::PushTokenInvalid {
+            app: app.to_string(),
+            user: user.to_string(),
+            device: device.to_string(),
+            token: token.to_owned(),
+            reason: reason.to_owned(),
+        });
+        Box::pin(self.notify_reliably(event))
     }
 }
 

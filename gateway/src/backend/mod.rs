@@ -18,7 +18,7 @@ use crate::ids::{AppId, MessageId, UserId};
 use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
 pub use grpc::{GrpcBackend, GrpcBackendConfig};
 pub use relay::RelayBackend;
-pub use webhook::{WebhookBackend, WebhookConfig};
+pub use webhook::{WebhookBackend, WebhookConfig, WebhookMetrics};
 
 /// A boxed future, so `Backend` can live behind `Arc<dyn Backend>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -109,6 +109,12 @@ pub trait Backend: Send + Sync + 'static {
         _messages: &'a [Undelivered],
         _reason: UndeliveredReason,
     ) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// Resolves once every notice queued so far has been handed to the backend (a drain
+    /// awaits it). Backends without a notice queue resolve at once.
+    fn flush_notices(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
 

@@ -198,6 +198,8 @@ pub(super) struct Webhook {
     pub(super) max_retries: Option<u32>,
     /// Bounded queue of pending requests.
     pub(super) queue_capacity: Option<usize>,
+    /// webhook: notices queued or being sent at most.
+    pub(super) notice_capacity: Option<usize>,
 }
 
 /// `[app.backend]` with `kind = "grpc"`.

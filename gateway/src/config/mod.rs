@@ -62,6 +62,8 @@ pub struct Config {
     push: Vec<(usize, PendingPush)>,
     /// What is allowed but probably a mistake (e.g. no client listener), for the operator.
     pub warnings: Vec<String>,
+    /// The notice metrics webhook backends share, registered by `into_builder_with_registry`.
+    webhook_metrics: Option<crate::backend::WebhookMetrics>,
 }
 
 impl Config {
@@ -147,6 +149,9 @@ impl Config {
                     listener.identity.get_or_insert_with(|| identity.clone());
                 }
             }
+        }
+        if let Some(metrics) = &self.webhook_metrics {
+            metrics.register(registry);
         }
         if !self.push.is_empty() {
             let metrics = PushServiceMetrics::new(registry);
@@ -270,6 +275,9 @@ impl ConfigFile {
         let mut data_dirs = HashMap::new();
         let mut pending_push = Vec::new();
         let mut dev_tokens = HashMap::new();
+        // Registered with the gateway's registry by `into_builder_with_registry`: checking a
+        // configuration registers nothing.
+        let mut webhook_metrics = None;
         for app in self.app {
             if seen.insert(app.id.clone(), ()).is_some() {
                 return Err(ConfigError(format!("app {:?} is defined twice", app.id)));
@@ -298,7 +306,11 @@ impl ConfigFile {
                 },
                 ..SessionConfig::default()
             };
-            let backend = build_backend(&app.id, &app.backend)?;
+            let backend = build_backend(&app.id, &app.backend, || {
+                webhook_metrics
+                    .get_or_insert_with(crate::backend::WebhookMetrics::default)
+                    .clone()
+            })?;
             if let Some(push) = &app.push {
                 if let Some(other) = data_dirs.insert(push.data_dir.clone(), app.id.clone()) {
                     return Err(ConfigError(format!(
@@ -347,6 +359,7 @@ impl ConfigFile {
             dev_tokens,
             push: pending_push,
             warnings,
+            webhook_metrics,
             admin: crate::admin::AdminConfig {
                 bind: self.admin.bind,
                 token: admin_token,
@@ -562,8 +575,12 @@ fn platform_heartbeats(
 }
 
 /// Builds an app's backend. Must run inside a tokio runtime (the gRPC backend starts its
-/// stream at once).
-fn build_backend(app: &str, spec: &file::Backend) -> Result<Arc<dyn Backend>, ConfigError> {
+/// stream at once). `webhook_metrics` gives the (shared) notice metrics of webhook backends.
+fn build_backend(
+    app: &str,
+    spec: &file::Backend,
+    webhook_metrics: impl FnOnce() -> crate::backend::WebhookMetrics,
+) -> Result<Arc<dyn Backend>, ConfigError> {
     match spec {
         file::Backend::Relay => Ok(Arc::new(RelayBackend)),
         file::Backend::Webhook(webhook) => {
@@ -589,7 +606,10 @@ fn build_backend(app: &str, spec: &file::Backend) -> Result<Arc<dyn Backend>, Co
             if let Some(capacity) = webhook.queue_capacity {
                 config.queue_capacity = capacity.max(1);
             }
-            let backend = crate::backend::WebhookBackend::new(config)
+            if let Some(capacity) = webhook.notice_capacity {
+                config.notice_capacity = capacity.max(1);
+            }
+            let backend = crate::backend::WebhookBackend::with_metrics(config, webhook_metrics())
                 .map_err(|e| ConfigError(format!("app {app}: webhook backend: {e}")))?;
             Ok(Arc::new(backend))
         }
@@ -730,7 +750,7 @@ mod tests {
     async fn backends_and_platform_heartbeats_are_configurable() {
         let webhook = DEFAULT_CONFIG.replace(
             "backend = \"relay\"",
-            "[app.backend]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef0123\"\nmax_retries = 1",
+            "[app.backend]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef0123\"\nmax_retries = 1\nnotice_capacity = 8",
         );
         Config::parse(&webhook).expect("webhook config");
         // The webhook constructor ran: it refuses a short secret.

@@ -6,7 +6,9 @@
 //! ([`PushPolicy::push`]: no session, detached past the grace period, ack time-out, session
 //! ended) and what the devices acknowledged. It looks the user's tokens up in a
 //! [`DeviceStore`], submits exactly one push per (message, device) (one per collapse id), with
-//! the user's unread badge, and handles the dispatcher's outcomes: a dead token is deleted and
+//! the user's unread badge (the user's pushed messages no device of theirs acknowledged), and
+//! widens a push to the user's devices without an attached session when no device took the
+//! message in time (the multi-device rule, over the gateway's [`Presence`]), and handles the dispatcher's outcomes: a dead token is deleted and
 //! the app's backend told ([`Backend::on_push_token_invalid`]); a rejected one is kept and
 //! counted.
 //!
@@ -14,6 +16,8 @@
 //!
 //! - `store`: [`DeviceStore`], [`MemoryDeviceStore`], [`RedbDeviceStore`].
 //! - `state`: the sans-IO memory: message options, duplicate suppression, badges.
+//! - `persist`: that memory as records beside the push queue.
+//! - `presence`: [`Presence`] over the gateway's registry.
 //! - `worker`: the push thread: one task owns the state, the store and the dispatcher.
 //! - `validate`: token shape and app-configuration checks for registrations.
 //!
@@ -25,11 +29,14 @@
 //! provider I/O never stall a connection task, and the service can be built before (or
 //! without) the gateway's runtime.
 //!
-//! # What is not kept across a restart
+//! # What is kept across a restart
 //!
-//! Registrations (redb store) and queued pushes (redb queue) survive; the remembered push
-//! options, the duplicate-suppression marks and the badges are memory only.
+//! With a data directory: registrations (redb store), queued pushes (redb queue), and the
+//! policy's memory (push options, duplicate-suppression marks, acknowledgements, badges) as
+//! records in the queue's file, journaled before the pushes they cover. Without one, nothing.
 
+mod persist;
+mod presence;
 mod state;
 mod store;
 mod validate;
@@ -57,7 +64,7 @@ pub use store::{
 use crate::backend::Backend;
 use crate::deliver::PushOptions;
 use crate::ids::{AppId, DeviceId, MessageId, UserId};
-use crate::offline::{PushPolicy, PushRegistration, PushTrigger};
+use crate::offline::{Presence, PushPolicy, PushRegistration, PushTrigger};
 use crate::session::Identity;
 use worker::Command;
 
@@ -508,6 +515,10 @@ impl PushPolicy for PushService {
             messages: messages.to_vec(),
             trigger,
         });
+    }
+
+    fn attach_presence(&self, presence: Arc<dyn Presence>) {
+        self.send(Command::Presence(presence));
     }
 
     fn acked(&self, identity: &Identity, messages: &[MessageId]) {

@@ -1,9 +1,14 @@
 //! The policy's memory, sans-IO: message options, who was pushed what, unread badges.
 //!
 //! Time comes in as an argument; nothing here touches the store, the dispatcher or tokio's
-//! runtime, so duplicate suppression and badge counting are tested directly.
+//! runtime, so duplicate suppression and badge counting are tested directly. Every change
+//! marks what it touched dirty; the worker writes those records durably (`persist`) and a
+//! restart reads them back ([`PolicyState::restore_message`], [`PolicyState::restore_unread`]).
+//!
+//! A user's badge is exact: the number of the user's pushed messages that none of the user's
+//! devices has acknowledged yet. An acknowledgement removes just the messages it names.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +28,9 @@ pub struct PolicyLimits {
     pub message_ttl: Duration,
     /// Users with a non-zero badge remembered; beyond it the oldest-looking entry is dropped.
     pub max_badges: usize,
+    /// Unacknowledged messages counted per user; beyond it the oldest are forgotten (the
+    /// badge stays at this ceiling until acknowledgements bring it down).
+    pub max_unread_per_user: usize,
 }
 
 impl Default for PolicyLimits {
@@ -31,18 +39,19 @@ impl Default for PolicyLimits {
             max_messages: 100_000,
             message_ttl: Duration::from_secs(15 * 60),
             max_badges: 1_000_000,
+            max_unread_per_user: 1_000,
         }
     }
 }
 
-#[derive(Debug)]
-struct Entry {
-    options: Arc<PushOptions>,
-    at: Instant,
+/// What the policy remembers of one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) options: Arc<PushOptions>,
+    pub(crate) at: Instant,
     // Small: a message reaches a few devices of a few users (rooms: one per member pushed).
-    pushed_tokens: Vec<Arc<str>>,
-    counted: Vec<UserId>,
-    acked: Vec<UserId>,
+    pub(crate) pushed_tokens: Vec<Arc<str>>,
+    pub(crate) acked: Vec<UserId>,
 }
 
 /// One push to submit.
@@ -75,7 +84,23 @@ pub(crate) struct PolicyState {
     limits: PolicyLimits,
     // Message ids increase with time, so the first entry is the oldest.
     messages: BTreeMap<MessageId, Entry>,
-    badges: HashMap<UserId, u32>,
+    // Per user, the pushed messages no device of theirs has acknowledged: the badge.
+    unread: HashMap<UserId, BTreeSet<MessageId>>,
+    dirty_messages: BTreeSet<MessageId>,
+    dirty_users: HashSet<UserId>,
+}
+
+/// Records changed since the last [`PolicyState::take_dirty`]: `None` means deleted.
+#[derive(Debug, Default)]
+pub(crate) struct Dirty {
+    pub(crate) messages: Vec<(MessageId, Option<Entry>)>,
+    pub(crate) unread: Vec<(UserId, Vec<MessageId>)>,
+}
+
+impl Dirty {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty() && self.unread.is_empty()
+    }
 }
 
 impl PolicyState {
@@ -83,8 +108,47 @@ impl PolicyState {
         Self {
             limits,
             messages: BTreeMap::new(),
-            badges: HashMap::new(),
+            unread: HashMap::new(),
+            dirty_messages: BTreeSet::new(),
+            dirty_users: HashSet::new(),
         }
+    }
+
+    /// Puts back a message read from durable storage.
+    pub(crate) fn restore_message(&mut self, id: MessageId, entry: Entry) {
+        self.messages.insert(id, entry);
+    }
+
+    /// Puts back a user's unacknowledged messages read from durable storage.
+    pub(crate) fn restore_unread(
+        &mut self,
+        user: UserId,
+        ids: impl IntoIterator<Item = MessageId>,
+    ) {
+        let ids: BTreeSet<MessageId> = ids.into_iter().collect();
+        if !ids.is_empty() {
+            self.unread.insert(user, ids);
+        }
+    }
+
+    /// The records changed since the last call, for the worker to write.
+    pub(crate) fn take_dirty(&mut self) -> Dirty {
+        let messages = std::mem::take(&mut self.dirty_messages)
+            .into_iter()
+            .map(|id| (id, self.messages.get(&id).cloned()))
+            .collect();
+        let unread = std::mem::take(&mut self.dirty_users)
+            .into_iter()
+            .map(|user| {
+                let ids = self
+                    .unread
+                    .get(&user)
+                    .map(|ids| ids.iter().copied().collect())
+                    .unwrap_or_default();
+                (user, ids)
+            })
+            .collect();
+        Dirty { messages, unread }
     }
 
     /// Remembers a message's push options.
@@ -95,10 +159,10 @@ impl PolicyState {
                 options,
                 at: now,
                 pushed_tokens: Vec::new(),
-                counted: Vec::new(),
                 acked: Vec::new(),
             },
         );
+        self.dirty_messages.insert(id);
         self.evict(now);
     }
 
@@ -113,6 +177,7 @@ impl PolicyState {
             if !(expired || over) {
                 break;
             }
+            self.dirty_messages.insert(*entry.key());
             entry.remove();
         }
     }
@@ -125,11 +190,13 @@ impl PolicyState {
 
     /// `user`'s unread badge.
     pub(crate) fn badge(&self, user: &UserId) -> u32 {
-        self.badges.get(user).copied().unwrap_or(0)
+        self.unread
+            .get(user)
+            .map_or(0, |ids| u32::try_from(ids.len()).unwrap_or(u32::MAX))
     }
 
     /// The pushes that cover `messages` for `user` on `devices`: at most one per (message,
-    /// device) ever, one per device per collapse id, badges raised once per message.
+    /// device) ever, one per device per collapse id, each message counted once in the badge.
     pub(crate) fn plan(
         &mut self,
         user: &UserId,
@@ -185,15 +252,10 @@ impl PolicyState {
             if per_device.is_empty() {
                 continue;
             }
-            // Each message pushed to the user for the first time is one more unread.
+            // Each message pushed to the user is one unread until a device acknowledges it.
             for id in &ids {
-                if !per_device.iter().any(|(_, fresh)| fresh.contains(id)) {
-                    continue;
-                }
-                let entry = self.messages.get_mut(id).expect("grouped ids are known");
-                if !entry.counted.contains(user) {
-                    entry.counted.push(user.clone());
-                    self.raise_badge(user);
+                if per_device.iter().any(|(_, fresh)| fresh.contains(id)) {
+                    self.count_unread(user, *id);
                 }
             }
             let badge = self.badge(user);
@@ -202,6 +264,7 @@ impl PolicyState {
                 for id in &fresh {
                     let entry = self.messages.get_mut(id).expect("grouped ids are known");
                     entry.pushed_tokens.push(Arc::clone(&token));
+                    self.dirty_messages.insert(*id);
                 }
                 let newest = *fresh.iter().max().expect("non-empty");
                 planned.push(Planned {
@@ -216,27 +279,45 @@ impl PolicyState {
     }
 
     /// `user` acknowledged `messages` on some device: no more pushes of them to the user,
-    /// and the badge goes back to zero.
+    /// and the badge drops by the unread ones among them.
     pub(crate) fn acked(&mut self, user: &UserId, messages: &[MessageId]) {
         for id in messages {
             if let Some(entry) = self.messages.get_mut(id) {
                 if !entry.acked.contains(user) {
                     entry.acked.push(user.clone());
+                    self.dirty_messages.insert(*id);
                 }
             }
         }
-        self.badges.remove(user);
-    }
-
-    fn raise_badge(&mut self, user: &UserId) {
-        if !self.badges.contains_key(user) && self.badges.len() >= self.limits.max_badges {
-            // Bounded memory beats an exact badge for a user not heard from in a long time.
-            if let Some(victim) = self.badges.keys().next().cloned() {
-                self.badges.remove(&victim);
+        if let Some(unread) = self.unread.get_mut(user) {
+            let before = unread.len();
+            for id in messages {
+                unread.remove(id);
+            }
+            if unread.len() != before {
+                if unread.is_empty() {
+                    self.unread.remove(user);
+                }
+                self.dirty_users.insert(user.clone());
             }
         }
-        let badge = self.badges.entry(user.clone()).or_insert(0);
-        *badge = badge.saturating_add(1);
+    }
+
+    fn count_unread(&mut self, user: &UserId, id: MessageId) {
+        if !self.unread.contains_key(user) && self.unread.len() >= self.limits.max_badges {
+            // Bounded memory beats an exact badge for a user not heard from in a long time.
+            if let Some(victim) = self.unread.keys().next().cloned() {
+                self.unread.remove(&victim);
+                self.dirty_users.insert(victim);
+            }
+        }
+        let unread = self.unread.entry(user.clone()).or_default();
+        if unread.insert(id) {
+            while unread.len() > self.limits.max_unread_per_user.max(1) {
+                unread.pop_first();
+            }
+            self.dirty_users.insert(user.clone());
+        }
     }
 }
 
@@ -303,26 +384,80 @@ mod tests {
     }
 
     #[test]
-    fn badges_count_pushed_messages_and_reset_on_ack() {
+    fn a_partial_ack_lowers_the_badge_by_what_it_acknowledged() {
         let (mut s, now) = state();
         let ann = UserId::new("ann");
         let phone = [device("phone", "aa")];
         let mut badges = Vec::new();
-        for id in 1..=3 {
+        for id in 1..=5 {
             s.on_message(now, MessageId(id), alert(None));
             let (p, _) = s.plan(&ann, &phone, &[MessageId(id)]);
             badges.push(p[0].badge);
         }
-        assert_eq!(badges, [1, 2, 3]);
-        s.acked(&ann, &[MessageId(3)]);
-        assert_eq!(s.badge(&ann), 0);
-        s.on_message(now, MessageId(4), alert(None));
-        let (p, _) = s.plan(&ann, &phone, &[MessageId(4)]);
-        assert_eq!(p[0].badge, 1);
+        assert_eq!(badges, [1, 2, 3, 4, 5]);
+        s.acked(&ann, &[MessageId(1), MessageId(2)]);
+        assert_eq!(s.badge(&ann), 3, "3, 4 and 5 are still unread");
+        s.on_message(now, MessageId(6), alert(None));
+        let (p, _) = s.plan(&ann, &phone, &[MessageId(6)]);
+        assert_eq!(p[0].badge, 4);
         // Another user's badge is their own.
         let bob = UserId::new("bob");
-        let (p, _) = s.plan(&bob, &[device("phone", "dd")], &[MessageId(4)]);
+        let (p, _) = s.plan(&bob, &[device("phone", "dd")], &[MessageId(6)]);
         assert_eq!(p[0].badge, 1);
+        assert_eq!(s.badge(&ann), 4);
+    }
+
+    #[test]
+    fn acks_from_two_devices_each_lower_the_one_badge() {
+        let (mut s, now) = state();
+        let ann = UserId::new("ann");
+        let devices = [device("phone", "aa"), device("pad", "bb")];
+        for id in 1..=5 {
+            s.on_message(now, MessageId(id), alert(None));
+            s.plan(&ann, &devices, &[MessageId(id)]);
+        }
+        assert_eq!(
+            s.badge(&ann),
+            5,
+            "a message pushed to two devices counts once"
+        );
+        // The phone takes 1 and 2, the pad 2 (again) and 3.
+        s.acked(&ann, &[MessageId(1), MessageId(2)]);
+        s.acked(&ann, &[MessageId(2), MessageId(3)]);
+        assert_eq!(s.badge(&ann), 2);
+        // A message never pushed (delivered live, acknowledged) changes nothing.
+        s.on_message(now, MessageId(7), alert(None));
+        s.acked(&ann, &[MessageId(7)]);
+        assert_eq!(s.badge(&ann), 2);
+        s.acked(&ann, &[MessageId(4), MessageId(5)]);
+        assert_eq!(s.badge(&ann), 0);
+        // Acknowledged by one device: never pushed to the other again.
+        let (p, skipped) = s.plan(&ann, &devices, &[MessageId(4)]);
+        assert!(p.is_empty());
+        assert_eq!(skipped.acked, 1);
+    }
+
+    #[test]
+    fn dirty_records_name_every_change_once() {
+        let (mut s, now) = state();
+        let ann = UserId::new("ann");
+        s.on_message(now, MessageId(1), alert(None));
+        s.plan(&ann, &[device("phone", "aa")], &[MessageId(1)]);
+        let dirty = s.take_dirty();
+        assert_eq!(dirty.messages.len(), 1);
+        let entry = dirty.messages[0].1.clone().expect("kept");
+        assert_eq!(&*entry.pushed_tokens[0], "aa");
+        assert_eq!(dirty.unread, [(ann.clone(), vec![MessageId(1)])]);
+        assert!(s.take_dirty().messages.is_empty(), "taken once");
+        s.acked(&ann, &[MessageId(1)]);
+        let dirty = s.take_dirty();
+        assert_eq!(
+            dirty.unread,
+            [(ann.clone(), vec![])],
+            "an empty set deletes the record"
+        );
+        s.evict(now + Duration::from_secs(3600));
+        assert_eq!(s.take_dirty().messages, [(MessageId(1), None)]);
     }
 
     #[test]

@@ -12,13 +12,17 @@ use imgate_push::{
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::persist;
 use super::state::{Planned, PolicyState};
 use super::store::{DeviceRegistration, DeviceStore, RegisteredDevice, StoreError};
 use super::{ApnsSettings, PushLimits, PushServiceError, PushServiceMetrics};
 use crate::backend::Backend;
 use crate::deliver::PushOptions;
 use crate::ids::{AppId, DeviceId, MessageId, UserId};
-use crate::offline::PushTrigger;
+use crate::offline::{Presence, PushTrigger};
+
+/// How long a stopping push thread waits for its backend notices.
+const NOTICE_GRACE: Duration = Duration::from_secs(5);
 
 /// Wall-clock ms since the epoch (registration times, compared with APNs 410 timestamps).
 pub(crate) fn wall_ms() -> u64 {
@@ -41,6 +45,7 @@ pub(crate) enum Command {
         user: UserId,
         messages: Vec<MessageId>,
     },
+    Presence(Arc<dyn Presence>),
     Register {
         user: UserId,
         device: DeviceId,
@@ -111,20 +116,33 @@ pub(crate) fn spawn(setup: Setup) -> Result<std::thread::JoinHandle<()>, PushSer
         .name(format!("imgate-push-{app}"))
         .spawn(move || {
             let reply = runtime.block_on(async move {
+                let mut state = PolicyState::new(setup.limits.policy.clone());
+                match persist::restore(&*setup.queue, &mut state, Instant::now(), wall_ms()) {
+                    Ok((0, 0)) => {}
+                    Ok((messages, users)) => {
+                        tracing::info!(app = %setup.app, messages, users, "push policy state restored");
+                    }
+                    Err(error) => {
+                        tracing::error!(app = %setup.app, %error, "push policy state not restored");
+                    }
+                }
                 let (dispatcher, outcomes) = Dispatcher::start(
                     setup.limits.dispatcher.clone(),
                     routes,
-                    setup.queue,
+                    Arc::clone(&setup.queue),
                     setup.metrics.push.clone(),
                 );
                 let worker = Worker {
                     app: setup.app,
-                    state: PolicyState::new(setup.limits.policy.clone()),
+                    state,
+                    presence: None,
+                    queue: setup.queue,
                     store: setup.store,
                     backend: setup.backend,
                     limits: setup.limits,
                     metrics: setup.metrics,
                     dispatcher,
+                    notices: tokio::task::JoinSet::new(),
                 };
                 worker.run(setup.commands, outcomes).await
             });
@@ -141,11 +159,15 @@ pub(crate) fn spawn(setup: Setup) -> Result<std::thread::JoinHandle<()>, PushSer
 struct Worker {
     app: AppId,
     state: PolicyState,
+    presence: Option<Arc<dyn Presence>>,
+    queue: Arc<dyn PushQueue>,
     store: Arc<dyn DeviceStore>,
     backend: Option<Arc<dyn Backend>>,
     limits: PushLimits,
     metrics: PushServiceMetrics,
     dispatcher: Dispatcher,
+    // Calls into the backend (pruned tokens), finished before the push thread ends.
+    notices: tokio::task::JoinSet<()>,
 }
 
 impl Worker {
@@ -169,21 +191,49 @@ impl Worker {
                 command = commands.recv() => match command {
                     None => break None,
                     Some(Command::Shutdown { reply }) => break Some(reply),
-                    Some(command) => self.command(command),
+                    Some(command) => {
+                        self.command(command);
+                        self.persist();
+                    }
                 },
                 outcome = outcomes.recv(), if outcomes_open => match outcome {
                     Some(outcome) => self.outcome(outcome),
                     None => outcomes_open = false,
                 },
-                _ = sweep.tick() => self.state.evict(Instant::now()),
+                _ = sweep.tick() => {
+                    self.state.evict(Instant::now());
+                    self.persist();
+                }
             }
         };
         self.dispatcher.shutdown().await;
+        // A backend's notice tasks run on this thread's runtime: let them finish (bounded)
+        // before it is dropped, so no pruned-token report is lost on a clean stop.
+        let notices = async {
+            while self.notices.join_next().await.is_some() {}
+            if let Some(backend) = &self.backend {
+                backend.flush_notices().await;
+            }
+        };
+        if tokio::time::timeout(NOTICE_GRACE, notices).await.is_err() {
+            tracing::warn!(app = %self.app, "push stopped with backend notices still unsent");
+        }
         reply
     }
 
     fn count(&self, event: &'static str, n: u64) {
         self.metrics.count(&self.app, event, n);
+    }
+
+    /// Journals the policy records changed since the last call, beside the push queue.
+    fn persist(&mut self) {
+        let dirty = self.state.take_dirty();
+        if dirty.is_empty() {
+            return;
+        }
+        if let Err(error) = persist::write(&*self.queue, dirty, Instant::now(), wall_ms()) {
+            tracing::warn!(app = %self.app, %error, "push policy state not written");
+        }
     }
 
     fn command(&mut self, command: Command) {
@@ -196,6 +246,7 @@ impl Worker {
                 trigger,
             } => self.push(&user, device.as_ref(), &messages, trigger),
             Command::Acked { user, messages } => self.state.acked(&user, &messages),
+            Command::Presence(presence) => self.presence = Some(presence),
             Command::Register {
                 user,
                 device,
@@ -250,7 +301,13 @@ impl Worker {
             }
         };
         if let Some(device) = device {
-            devices.retain(|d| d.device == *device);
+            let attached = self.attached_if_widened(user, trigger);
+            devices.retain(|d| {
+                d.device == *device
+                    || attached
+                        .as_ref()
+                        .is_some_and(|attached| !attached.contains(&d.device))
+            });
         }
         if devices.is_empty() {
             self.count("no_device", 1);
@@ -260,6 +317,9 @@ impl Worker {
         self.count("unknown_message", skipped.unknown.into());
         self.count("acked_skip", skipped.acked.into());
         self.count("duplicate", skipped.duplicates.into());
+        // The marks go into the journal before the pushes they cover: no crash can leave a
+        // queued push whose de-duplication mark is lost.
+        self.persist();
         for push in planned {
             let request = self.request(push);
             match self.dispatcher.submit(request) {
@@ -270,6 +330,23 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The multi-device rule: besides the device the trigger names, the user's devices
+    /// without an attached session get the push when this returns the attached ones. A
+    /// message that an attached device failed to acknowledge in time (`AckTimeout`) widens
+    /// the push; a missed message of a detached or ended session does too when no device is
+    /// attached at all. While another device is attached it is given its chance: its own
+    /// ack time-out widens the push, its ack cancels it. Without presence (the gateway did
+    /// not attach it), the push is never widened.
+    fn attached_if_widened(&self, user: &UserId, trigger: PushTrigger) -> Option<Vec<DeviceId>> {
+        let attached = self.presence.as_ref()?.attached(&self.app, user);
+        let widen = match trigger {
+            PushTrigger::AckTimeout => true,
+            PushTrigger::DetachedGrace | PushTrigger::SessionEnded(_) => attached.is_empty(),
+            PushTrigger::NoSession => false,
+        };
+        widen.then_some(attached)
     }
 
     fn request(&self, push: Planned) -> PushRequest {
@@ -322,7 +399,8 @@ impl Worker {
                         tracing::info!(app = %self.app, %user, %device, %reason, "push token pruned");
                         if let Some(backend) = self.backend.clone() {
                             let app = self.app.clone();
-                            tokio::spawn(async move {
+                            while self.notices.try_join_next().is_some() {}
+                            self.notices.spawn(async move {
                                 backend
                                     .on_push_token_invalid(&app, &user, &device, &token, &reason)
                                     .await;

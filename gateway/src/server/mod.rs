@@ -20,6 +20,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::handle::GatewayHandle;
 use crate::metrics::Metrics;
+use crate::offline::PushPolicy;
 use crate::rate_limit::RateLimit;
 use crate::store::{Durability, SessionStore};
 
@@ -150,12 +151,17 @@ impl GatewayBuilder {
                 app.id
             )));
         }
+        let presence: Vec<Arc<dyn PushPolicy>> = apps.values().map(|a| a.push.clone()).collect();
         let handle = GatewayHandle::new(
             apps,
             self.config.clone(),
             self.metrics.unwrap_or_default(),
             self.store,
         );
+        // The push thread holds the handle until the push service shuts down.
+        for push in presence {
+            push.attach_presence(Arc::new(handle.clone()));
+        }
         if let Some(store) = handle.shared.store.clone() {
             let stored = store
                 .load()

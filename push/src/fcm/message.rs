@@ -73,6 +73,19 @@ pub struct AndroidConfig {
     /// Only deliver to this package.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restricted_package_name: Option<String>,
+    /// Notification options. Set it only on a message with a `notification`: on a data-only
+    /// message it would make Android show one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification: Option<AndroidNotification>,
+}
+
+/// `android.notification` (the part a chat gateway sets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AndroidNotification {
+    /// The unread count Android shows with the notification and on launchers that draw
+    /// badges (`notification_count`, an integer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notification_count: Option<u32>,
 }
 
 /// `apns`: headers and payload FCM forwards to APNs for iOS tokens.

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 pub use client::{FcmClient, FcmResponse};
 pub use message::{
-    AndroidConfig, AndroidPriority, ApnsOverride, FcmMessage, FcmNotification, MESSAGE_MAX,
+    AndroidConfig, AndroidNotification, AndroidPriority, ApnsOverride, FcmMessage, FcmNotification,
+    MESSAGE_MAX,
 };
 
 use crate::{ConnOptions, PushError, TrustRoots};

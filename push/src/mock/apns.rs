@@ -84,6 +84,9 @@ pub enum ApnsReply {
     ExpiredProviderToken,
     /// Any status and reason.
     Status(u16, String),
+    /// No answer ever: the request is recorded (status 0) and its stream left open, as when
+    /// the gateway dies before the provider's answer arrives.
+    NoAnswer,
 }
 
 /// One request as the mock saw it.
@@ -400,8 +403,9 @@ impl Handler for ApnsHandler {
         conn: ConnInfo,
         parts: http::request::Parts,
         body: Option<Bytes>,
-    ) -> Response<Full<Bytes>> {
+    ) -> Option<Response<Full<Bytes>>> {
         let checked = self.check(conn, &parts, body.as_ref());
+        let mut silent = false;
         let (status, reason, resp) = match checked {
             Err((status, reason)) => (
                 status,
@@ -420,6 +424,7 @@ impl Handler for ApnsHandler {
                     state.allow_new_token = true;
                 }
                 drop(state);
+                silent = reply == ApnsReply::NoAnswer;
                 reply_response(reply)
             }
         };
@@ -442,7 +447,7 @@ impl Handler for ApnsHandler {
                 reason,
             });
         }
-        resp
+        (!silent).then_some(resp)
     }
 }
 
@@ -475,6 +480,7 @@ fn reply_response(reply: ApnsReply) -> (u16, Option<String>, Response<Full<Bytes
         ApnsReply::InternalServerError => error(500, "InternalServerError", None),
         ApnsReply::ExpiredProviderToken => error(403, "ExpiredProviderToken", None),
         ApnsReply::Status(status, reason) => error(status, &reason, None),
+        ApnsReply::NoAnswer => (0, Some("NoAnswer".into()), Response::default()),
     }
 }
 

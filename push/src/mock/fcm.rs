@@ -195,6 +195,40 @@ fn rpc_error(status: u16, rpc: &str, message: &str, code: Option<&str>) -> Rejec
     )
 }
 
+/// The `apns` override block: string headers, an `aps` dictionary, and what APNs itself
+/// refuses (a background push at priority 10, or with an alert, sound or badge).
+fn check_apns(apns: &Value) -> Result<(), Reject> {
+    let headers = apns.get("headers").and_then(Value::as_object);
+    if let Some(headers) = headers
+        && !headers.values().all(Value::is_string)
+    {
+        return Err(invalid_field(
+            "message.apns.headers",
+            "Invalid value: strings expected",
+        ));
+    }
+    let header = |name: &str| headers.and_then(|h| h.get(name)).and_then(Value::as_str);
+    let aps = apns.pointer("/payload/aps");
+    if apns.get("payload").is_some() && !aps.is_some_and(Value::is_object) {
+        return Err(invalid_field(
+            "message.apns.payload",
+            "aps dictionary required",
+        ));
+    }
+    if header("apns-push-type") == Some("background") {
+        let shows = ["alert", "sound", "badge"]
+            .iter()
+            .any(|k| aps.and_then(|a| a.get(*k)).is_some());
+        if header("apns-priority") != Some("5") || shows {
+            return Err(invalid_field(
+                "message.apns",
+                "a background push needs apns-priority 5 and no alert, sound or badge",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn invalid_field(field: &str, description: &str) -> Reject {
     let (status, mut body) = rpc_error(
         400,
@@ -354,6 +388,17 @@ impl FcmHandler {
             {
                 return Err(invalid_field("message.android.ttl", "Invalid duration"));
             }
+            if let Some(count) = android.pointer("/notification/notification_count")
+                && count.as_u64().is_none_or(|c| c > i32::MAX as u64)
+            {
+                return Err(invalid_field(
+                    "message.android.notification.notification_count",
+                    "Invalid value: an int32 is expected",
+                ));
+            }
+        }
+        if let Some(apns) = message.get("apns") {
+            check_apns(apns)?;
         }
         let token = message
             .get("token")
@@ -366,6 +411,17 @@ impl FcmHandler {
 
 impl Handler for FcmHandler {
     fn handle(
+        &self,
+        conn: ConnInfo,
+        parts: http::request::Parts,
+        body: Option<Bytes>,
+    ) -> Option<Response<Full<Bytes>>> {
+        Some(self.answer(conn, parts, body))
+    }
+}
+
+impl FcmHandler {
+    fn answer(
         &self,
         conn: ConnInfo,
         parts: http::request::Parts,

@@ -30,13 +30,14 @@ pub(crate) struct ConnInfo {
 }
 
 pub(crate) trait Handler: Send + Sync + 'static {
-    /// Answers one request whose body was read in full (`None`: over the size cap).
+    /// Answers one request whose body was read in full (`None`: over the size cap). `None`
+    /// leaves the request unanswered for good.
     fn handle(
         &self,
         conn: ConnInfo,
         parts: http::request::Parts,
         body: Option<Bytes>,
-    ) -> Response<Full<Bytes>>;
+    ) -> Option<Response<Full<Bytes>>>;
 }
 
 pub(crate) struct Server {
@@ -150,7 +151,10 @@ async fn respond<H: Handler>(
         .await
         .ok()
         .map(|b| b.to_bytes());
-    Ok(handler.handle(conn, parts, body))
+    match handler.handle(conn, parts, body) {
+        Some(resp) => Ok(resp),
+        None => std::future::pending().await,
+    }
 }
 
 /// A JSON response.

@@ -8,7 +8,7 @@ use imgate_codec::{Platform, ReceiptStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::Origin;
-use crate::ids::{AppId, UserId};
+use crate::ids::{AppId, DeviceId, UserId};
 use crate::session::{Undelivered, UndeliveredReason, Upstream, UpstreamTarget};
 
 /// Version of the event schema, sent as `"v"`.
@@ -21,7 +21,8 @@ pub(super) struct Event<'a> {
     pub(super) v: u32,
     /// Unique per gateway process; the same on every retry (receivers de-duplicate on it).
     pub(super) id: String,
-    /// `message`, `join_room`, `leave_room`, `connect`, `disconnect` or `undelivered`.
+    /// `message`, `join_room`, `leave_room`, `connect`, `disconnect`, `undelivered` or
+    /// `push_token_invalid`.
     #[serde(rename = "type")]
     pub(super) kind: &'static str,
     pub(super) app: &'a str,
@@ -41,7 +42,10 @@ pub(super) struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) payload: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) reason: Option<&'static str>,
+    pub(super) reason: Option<&'a str>,
+    /// The dead push token (`push_token_invalid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) messages: Option<Vec<UndeliveredMessage>>,
     /// When the gateway produced the event, ms since the Unix epoch.
@@ -84,6 +88,7 @@ impl<'a> Event<'a> {
             room: None,
             payload: None,
             reason: None,
+            token: None,
             messages: None,
             ts_ms,
         }
@@ -160,6 +165,26 @@ impl<'a> Event<'a> {
                     .collect(),
             ),
             ..Self::base(id, "undelivered", app.as_str(), user.as_str(), ts_ms)
+        }
+    }
+}
+
+impl<'a> Event<'a> {
+    /// A device's push token was found dead and deleted; `reason` is the provider's.
+    pub(super) fn push_token_invalid(
+        id: u64,
+        app: &'a AppId,
+        user: &'a UserId,
+        device: &'a DeviceId,
+        token: &'a str,
+        reason: &'a str,
+        ts_ms: u64,
+    ) -> Self {
+        Self {
+            device: Some(device.as_str()),
+            token: Some(token),
+            reason: Some(reason),
+            ..Self::base(id, "push_token_invalid", app.as_str(), user.as_str(), ts_ms)
         }
     }
 }

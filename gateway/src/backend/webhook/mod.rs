@@ -5,12 +5,17 @@
 //! admin API, not through this connection. Schema and signature: `docs/backends.md`.
 //!
 //! # Back-pressure
-//! At most `queue_capacity` requests are waiting or in flight, `concurrency` of them in
-//! flight. A request that finds the queue full is answered `BACKEND_UNAVAILABLE` at once
-//! (notices are dropped with a warning): memory never grows with a slow webhook.
+//! At most `queue_capacity` upstream requests are waiting or in flight, `concurrency` of them
+//! in flight. A request that finds the queue full is answered `BACKEND_UNAVAILABLE` at once:
+//! memory never grows with a slow webhook.
+//!
+//! Notices have a queue of their own (`notice_capacity`, `notice_concurrency`), see
+//! `notices`: `undelivered` and `push_token_invalid` wait for a slot when it is full and are
+//! retried until the webhook takes them; `connect`/`disconnect` are dropped (counted) instead.
 
 mod event;
 mod http;
+mod notices;
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,10 +30,12 @@ use tokio::sync::Semaphore;
 
 use self::event::{Answer, AnswerStatus, Event};
 use self::http::{Client, Endpoint, HttpError};
+pub use self::notices::WebhookMetrics;
+use self::notices::{Notices, Slot};
 use super::{Backend, BoxFuture, Origin, UpstreamOutcome};
 use crate::GatewayHandle;
 use crate::handle::wall_ms;
-use crate::ids::{AppId, MessageId, UserId};
+use crate::ids::{AppId, DeviceId, MessageId, UserId};
 use crate::session::{Undelivered, UndeliveredReason, Upstream};
 
 /// Header carrying the Unix time (seconds) the request was signed at.
@@ -61,6 +68,12 @@ pub struct WebhookConfig {
     pub queue_capacity: usize,
     /// Requests in flight at once (and so connections at most). Default 64.
     pub concurrency: usize,
+    /// Notices queued or being sent at most; beyond it `undelivered` and
+    /// `push_token_invalid` notices wait for room and `connect`/`disconnect` ones are
+    /// dropped (counted). Default 65,536.
+    pub notice_capacity: usize,
+    /// Notices being sent at once (apart from `concurrency`). Default 16.
+    pub notice_concurrency: usize,
     /// Idle keep-alive connections kept. Default 16.
     pub max_idle_connections: usize,
     /// POST `connect` and `disconnect` events. Default true.
@@ -83,6 +96,8 @@ impl WebhookConfig {
             backoff_max: Duration::from_secs(2),
             queue_capacity: 1024,
             concurrency: 64,
+            notice_capacity: 65_536,
+            notice_concurrency: 16,
             max_idle_connections: 16,
             session_events: true,
             undelivered_events: true,
@@ -102,6 +117,8 @@ impl fmt::Debug for WebhookConfig {
             .field("backoff_max", &self.backoff_max)
             .field("queue_capacity", &self.queue_capacity)
             .field("concurrency", &self.concurrency)
+            .field("notice_capacity", &self.notice_capacity)
+            .field("notice_concurrency", &self.notice_concurrency)
             .field("max_idle_connections", &self.max_idle_connections)
             .field("session_events", &self.session_events)
             .field("undelivered_events", &self.undelivered_events)
@@ -140,6 +157,7 @@ struct Inner {
     queue: Arc<Semaphore>,
     /// Permits for requests in flight.
     in_flight: Semaphore,
+    notices: Notices,
     next_event_id: AtomicU64,
 }
 
@@ -161,11 +179,28 @@ enum PostError {
     Unavailable,
 }
 
+/// How one attempt of a POST ended.
+enum Attempt {
+    Accepted(StatusCodeNumber, Bytes),
+    Rejected(StatusCodeNumber, Bytes),
+    /// Worth another try; says why.
+    Retry(String),
+}
+
 type StatusCodeNumber = u16;
 
 impl WebhookBackend {
-    /// A backend for `config`. Opens no connection until the first event.
+    /// A backend for `config`. Opens no connection until the first event. Its notice
+    /// metrics are not registered anywhere; see [`WebhookBackend::with_metrics`].
     pub fn new(config: WebhookConfig) -> Result<Self, WebhookConfigError> {
+        Self::with_metrics(config, WebhookMetrics::default())
+    }
+
+    /// [`WebhookBackend::new`], counting notices into `metrics`.
+    pub fn with_metrics(
+        config: WebhookConfig,
+        metrics: WebhookMetrics,
+    ) -> Result<Self, WebhookConfigError> {
         if config.secret.len() < MIN_SECRET_LEN {
             return Err(WebhookConfigError::ShortSecret(config.secret.len()));
         }
@@ -175,6 +210,12 @@ impl WebhookBackend {
         if config.concurrency == 0 {
             return Err(WebhookConfigError::Zero("concurrency"));
         }
+        if config.notice_capacity == 0 {
+            return Err(WebhookConfigError::Zero("notice_capacity"));
+        }
+        if config.notice_concurrency == 0 {
+            return Err(WebhookConfigError::Zero("notice_concurrency"));
+        }
         let endpoint = Endpoint::parse(&config.url, config.tls_roots.clone())
             .map_err(WebhookConfigError::Url)?;
         Ok(Self {
@@ -182,6 +223,7 @@ impl WebhookBackend {
                 client: Client::new(endpoint, config.max_idle_connections),
                 queue: Arc::new(Semaphore::new(config.queue_capacity)),
                 in_flight: Semaphore::new(config.concurrency),
+                notices: Notices::new(config.notice_capacity, config.notice_concurrency, metrics),
                 next_event_id: AtomicU64::new(wall_ms().saturating_mul(1000)),
                 config,
             }),
@@ -193,24 +235,29 @@ impl WebhookBackend {
         self.inner.config.queue_capacity - self.inner.queue.available_permits()
     }
 
-    /// Queues a notice (no receipt waits for it); dropped with a warning when the queue is full.
+    /// The notice metrics.
+    pub fn metrics(&self) -> &WebhookMetrics {
+        &self.inner.notices.metrics
+    }
+
+    /// Queues a best-effort notice (`connect`, `disconnect`); dropped and counted when the
+    /// notice queue is full.
     fn notify(&self, event: &Event<'_>) {
-        let Ok(permit) = self.inner.queue.clone().try_acquire_owned() else {
-            tracing::warn!(
-                event.kind = event.kind,
-                "webhook queue full; notice dropped"
-            );
-            return;
-        };
-        let body = encode(event);
-        let event_id = event.id.clone();
+        if let Some(slot) = self.inner.notices.try_slot(event.kind) {
+            self.send_notice(slot, event);
+        }
+    }
+
+    /// Queues a notice that must not be lost, waiting while the notice queue is full.
+    async fn notify_reliably(&self, event: Event<'_>) {
+        let slot = self.inner.notices.wait_slot(event.kind).await;
+        self.send_notice(slot, &event);
+    }
+
+    fn send_notice(&self, slot: Slot, event: &Event<'_>) {
+        let (kind, id, body) = (event.kind, event.id.clone(), encode(event));
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(error) = inner.post(&event_id, body).await {
-                tracing::warn!(?error, event.id = %event_id, "webhook notice not accepted");
-            }
-        });
+        tokio::spawn(async move { inner.deliver_notice(slot, kind, &id, body).await });
     }
 
     fn event_id(&self) -> u64 {
@@ -223,7 +270,83 @@ fn encode(event: &Event<'_>) -> Bytes {
 }
 
 impl Inner {
-    /// POSTs one event, retrying as configured.
+    /// One signed POST of an event.
+    async fn attempt(&self, event_id: &str, body: &Bytes) -> Attempt {
+        let config = &self.config;
+        let timestamp = (wall_ms() / 1000).to_string();
+        let signature = sign(&config.secret, &timestamp, body);
+        let headers = [
+            (TIMESTAMP_HEADER, timestamp),
+            (SIGNATURE_HEADER, signature),
+            (EVENT_ID_HEADER, event_id.to_owned()),
+        ];
+        match self
+            .client
+            .post(&headers, body.clone(), config.timeout)
+            .await
+        {
+            Ok((status, answer)) if status.is_success() => {
+                Attempt::Accepted(status.as_u16(), answer)
+            }
+            Ok((status, answer))
+                if status.is_client_error()
+                    && status != hyper::StatusCode::REQUEST_TIMEOUT
+                    && status != hyper::StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Attempt::Rejected(status.as_u16(), answer)
+            }
+            Ok((status, _)) => Attempt::Retry(format!("HTTP {status}")),
+            Err(
+                error @ (HttpError::Connect(_)
+                | HttpError::Request(_)
+                | HttpError::Timeout(_)
+                | HttpError::Body),
+            ) => Attempt::Retry(error.to_string()),
+        }
+    }
+
+    /// Sends a queued notice until the webhook takes it (2xx) or refuses it (4xx), backing
+    /// off between attempts without holding a sender.
+    async fn deliver_notice(&self, _slot: Slot, kind: &'static str, event_id: &str, body: Bytes) {
+        let metrics = &self.notices.metrics;
+        let mut attempt: u32 = 0;
+        loop {
+            let result = {
+                let _sender = self
+                    .notices
+                    .senders
+                    .acquire()
+                    .await
+                    .expect("invariant: the semaphore is never closed");
+                self.attempt(event_id, &body).await
+            };
+            match result {
+                Attempt::Accepted(..) => {
+                    metrics.count(kind, "delivered");
+                    return;
+                }
+                Attempt::Rejected(status, _) => {
+                    metrics.count(kind, "rejected");
+                    tracing::warn!(
+                        event.id = event_id,
+                        kind,
+                        status,
+                        "webhook refused a notice"
+                    );
+                    return;
+                }
+                Attempt::Retry(why) => {
+                    metrics.count(kind, "retried");
+                    let delay = backoff(self.config.backoff_base, self.config.backoff_max, attempt);
+                    tracing::debug!(event.id = event_id, kind, attempt, ?delay, last = %why, "webhook notice retry");
+                    tokio::time::sleep(delay).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// POSTs one upstream request, retrying as configured.
     async fn post(&self, event_id: &str, body: Bytes) -> Result<(u16, Bytes), PostError> {
         let _slot = self
             .in_flight
@@ -233,35 +356,12 @@ impl Inner {
         let config = &self.config;
         let mut attempt = 0;
         loop {
-            let timestamp = (wall_ms() / 1000).to_string();
-            let signature = sign(&config.secret, &timestamp, &body);
-            let headers = [
-                (TIMESTAMP_HEADER, timestamp),
-                (SIGNATURE_HEADER, signature),
-                (EVENT_ID_HEADER, event_id.to_owned()),
-            ];
-            let retryable = match self
-                .client
-                .post(&headers, body.clone(), config.timeout)
-                .await
-            {
-                Ok((status, answer)) if status.is_success() => {
-                    return Ok((status.as_u16(), answer));
+            let retryable = match self.attempt(event_id, &body).await {
+                Attempt::Accepted(status, answer) => return Ok((status, answer)),
+                Attempt::Rejected(status, answer) => {
+                    return Err(PostError::Rejected(status, answer));
                 }
-                Ok((status, answer))
-                    if status.is_client_error()
-                        && status != hyper::StatusCode::REQUEST_TIMEOUT
-                        && status != hyper::StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    return Err(PostError::Rejected(status.as_u16(), answer));
-                }
-                Ok((status, _)) => format!("HTTP {status}"),
-                Err(
-                    error @ (HttpError::Connect(_)
-                    | HttpError::Request(_)
-                    | HttpError::Timeout(_)
-                    | HttpError::Body),
-                ) => error.to_string(),
+                Attempt::Retry(why) => why,
             };
             if attempt >= config.max_retries {
                 tracing::warn!(event.id = event_id, attempts = attempt + 1, last = %retryable, "webhook unavailable");
@@ -404,11 +504,39 @@ impl Backend for WebhookBackend {
         messages: &'a [Undelivered],
         reason: UndeliveredReason,
     ) -> BoxFuture<'a, ()> {
-        if self.inner.config.undelivered_events {
-            let event = Event::undelivered(self.event_id(), app, user, messages, reason, wall_ms());
-            self.notify(&event);
-        }
-        Box::pin(async {})
+        Box::pin(async move {
+            if self.inner.config.undelivered_events {
+                let event =
+                    Event::undelivered(self.event_id(), app, user, messages, reason, wall_ms());
+                self.notify_reliably(event).await;
+            }
+        })
+    }
+
+    fn on_push_token_invalid<'a>(
+        &'a self,
+        app: &'a AppId,
+        user: &'a UserId,
+        device: &'a DeviceId,
+        token: &'a str,
+        reason: &'a str,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let event = Event::push_token_invalid(
+                self.event_id(),
+                app,
+                user,
+                device,
+                token,
+                reason,
+                wall_ms(),
+            );
+            self.notify_reliably(event).await;
+        })
+    }
+
+    fn flush_notices(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.inner.notices.idle())
     }
 }
 
