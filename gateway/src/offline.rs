@@ -69,6 +69,12 @@ pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
     /// device acknowledged in time also reaches the user's devices without a session.
     fn attach_presence(&self, _presence: Arc<dyn Presence>) {}
 
+    /// Resolves once every push asked for so far is durable in the push queue (and the
+    /// policy's own notices are handed over): a drain awaits it before the process exits.
+    fn flush(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// A client registers its push token. Return an error message to reject it.
     fn register(
         &self,

@@ -521,6 +521,21 @@ impl PushPolicy for PushService {
         self.send(Command::Presence(presence));
     }
 
+    fn flush(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            if self
+                .inner
+                .commands
+                .send(Command::Flush { reply })
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+        })
+    }
+
     fn acked(&self, identity: &Identity, messages: &[MessageId]) {
         if identity.app == self.inner.app {
             self.send(Command::Acked {

@@ -68,6 +68,11 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Answered once every earlier command's pushes are committed to the push queue and the
+    /// backend's notices (pruned tokens) are handed over: a drain waits for it.
+    Flush {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 pub(crate) struct Setup {
@@ -191,6 +196,16 @@ impl Worker {
                 command = commands.recv() => match command {
                     None => break None,
                     Some(Command::Shutdown { reply }) => break Some(reply),
+                    Some(Command::Flush { reply }) => {
+                        self.persist();
+                        if let Err(error) = self.dispatcher.flush().await {
+                            tracing::warn!(app = %self.app, %error, "push queue flush failed");
+                        }
+                        if let Some(backend) = &self.backend {
+                            backend.flush_notices().await;
+                        }
+                        let _ = reply.send(());
+                    }
                     Some(command) => {
                         self.command(command);
                         self.persist();
@@ -281,7 +296,9 @@ impl Worker {
             Command::Badge { user, reply } => {
                 let _ = reply.send(self.state.badge(&user));
             }
-            Command::Shutdown { .. } => unreachable!("handled by the loop"),
+            Command::Shutdown { .. } | Command::Flush { .. } => {
+                unreachable!("handled by the loop")
+            }
         }
     }
 

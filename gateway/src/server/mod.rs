@@ -308,6 +308,24 @@ impl RunningGateway {
             shared.tasks.wait().await;
         }
         report.clean = finished;
+        // The offline hand-off is complete only once the pushes are in the push queue's file
+        // and the backends hold their notices (bounded: a dead webhook must not hold the
+        // exit forever; what is left is logged).
+        let handed_over = async {
+            for app in shared.apps.values() {
+                app.push.flush().await;
+                app.backend.flush_notices().await;
+            }
+        };
+        if tokio::time::timeout(HAND_OVER_TIMEOUT, handed_over)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "drain: pushes or backend notices still pending after {HAND_OVER_TIMEOUT:?}"
+            );
+            report.clean = false;
+        }
         if let Some(store) = &shared.store {
             // The acknowledgements and ends of the last moments are durable before exit.
             report.clean &= store.sync().await.is_ok();
@@ -320,6 +338,10 @@ impl RunningGateway {
         while self.tasks.join_next().await.is_some() {}
     }
 }
+
+/// How long a drain waits for the push queues and the backends' notice queues to take what
+/// the drain handed to the offline path.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a drain did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
