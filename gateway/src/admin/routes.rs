@@ -234,7 +234,12 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
                 &serde_json::json!({ "message_id": report.message_id.0, "devices": devices }),
             )
         }
-        Err(error) => text(StatusCode::NOT_FOUND, &format!("{error}\n")),
+        Err(error @ crate::DeliverError::UnknownApp(_)) => {
+            text(StatusCode::NOT_FOUND, &format!("{error}\n"))
+        }
+        // Delivered from memory but not durable: the caller should retry if it needs the
+        // guarantee (the device may then see the message twice).
+        Err(error) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{error}\n")),
     }
 }
 
