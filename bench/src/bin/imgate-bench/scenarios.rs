@@ -141,6 +141,10 @@ pub(crate) struct ResumeArgs {
     /// Messages sent to each client while it is cut off.
     #[arg(long, default_value_t = 2)]
     pending: u64,
+    /// Durable sessions, and imgate is killed (SIGKILL) and restarted once the pending
+    /// messages are receipted: the clients resume on the restarted process.
+    #[arg(long)]
+    crash: bool,
 }
 
 struct Ctx {
@@ -222,6 +226,7 @@ pub(crate) async fn run(cli: &Cli, cmd: &Cmd) -> Result<bool, String> {
                 &ResumeArgs {
                     clients: 10_000,
                     pending: 2,
+                    crash: false,
                 },
             )
             .await?;
@@ -1132,11 +1137,18 @@ async fn resume(ctx: &Ctx, args: &ResumeArgs) -> Result<bool, String> {
         return Ok(true);
     }
     eprintln!("resume: imgate");
-    let row = resume_one(ctx, clients, pending).await.unwrap_or_else(|e| {
-        let mut row = Row::new("imgate");
-        row.note("error", e);
-        row
-    });
+    let name = if args.crash {
+        "imgate-disk-sigkill"
+    } else {
+        "imgate"
+    };
+    let row = resume_one(ctx, clients, pending, args.crash)
+        .await
+        .unwrap_or_else(|e| {
+            let mut row = Row::new(name);
+            row.note("error", e);
+            row
+        });
     let ok = !row.extra.contains_key("error")
         && row.extra.get("lost").and_then(serde_json::Value::as_u64) == Some(0)
         && row
@@ -1147,15 +1159,19 @@ async fn resume(ctx: &Ctx, args: &ResumeArgs) -> Result<bool, String> {
     emit(
         &ctx.out,
         "resume",
-        json!({"clients": clients, "pending_per_client": pending, "smoke": ctx.smoke}),
+        json!({"clients": clients, "pending_per_client": pending, "crash": args.crash, "smoke": ctx.smoke}),
         std::slice::from_ref(&row),
     )?;
     Ok(ok)
 }
 
-async fn resume_one(ctx: &Ctx, clients: usize, pending: u64) -> Result<Row, String> {
-    let server = start_server(ctx, Target::Imgate, &ImgateSettings::default(), 600)?;
-    let config = client_config(Target::Imgate, &server, 256, Duration::from_secs(30));
+async fn resume_one(ctx: &Ctx, clients: usize, pending: u64, crash: bool) -> Result<Row, String> {
+    let settings = ImgateSettings {
+        durable: crash,
+        ..ImgateSettings::default()
+    };
+    let mut server = start_server(ctx, Target::Imgate, &settings, 600)?;
+    let mut config = client_config(Target::Imgate, &server, 256, Duration::from_secs(30));
     let total = clients as u64 * pending;
     let ledger = Ledger::new(total, false);
     let names = user_names(clients, "client");
@@ -1188,6 +1204,13 @@ async fn resume_one(ctx: &Ctx, clients: usize, pending: u64) -> Result<Row, Stri
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     progress.finish_and_clear();
+    let restart = if crash {
+        let restart = server.crash_and_restart(&ctx.imgate, &settings, 600)?;
+        config = client_config(Target::Imgate, &server, 256, Duration::from_secs(30));
+        Some(restart)
+    } else {
+        None
+    };
     let server_cpu0 = server.cpu();
     let client_cpu0 = self_cpu();
     let start = Instant::now();
@@ -1250,7 +1273,15 @@ async fn resume_one(ctx: &Ctx, clients: usize, pending: u64) -> Result<Row, Stri
     let server_cpu = server.cpu() - server_cpu0;
     let client_cpu = self_cpu() - client_cpu0;
     let delivered = ledger.delivered.load(Ordering::Relaxed);
-    let mut row = Row::new("imgate");
+    let mut row = Row::new(if crash {
+        "imgate-disk-sigkill"
+    } else {
+        "imgate"
+    });
+    if let Some(restart) = restart {
+        // From SIGKILL to the restarted process accepting, every session restored.
+        row.fig("restart_ms", ms(restart));
+    }
     row.fig("all_resumed_ms", ms(all_resumed))
         .fig("all_delivered_ms", ms(all_delivered.max(all_resumed)))
         .fig(

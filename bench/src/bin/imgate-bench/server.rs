@@ -219,8 +219,7 @@ impl Server {
             ServerKind::Mosquitto => "mosquitto",
             ServerKind::Nats => "nats",
         })?;
-        let mut cmd = Command::new("timeout");
-        cmd.args(["--kill-after=5", &max_secs.to_string()]);
+        let mut cmd = timeout_command(max_secs);
         let mut port = 0;
         let mut ca = None;
         match kind {
@@ -239,18 +238,7 @@ impl Server {
                 );
                 std::fs::write(&config, text).map_err(|e| e.to_string())?;
                 ca = tls.map(|(cert, _)| cert);
-                match imgate {
-                    ImgateExe::Binary(path) => {
-                        cmd.arg(path);
-                        cmd.arg("serve");
-                    }
-                    ImgateExe::Embedded => {
-                        cmd.arg(std::env::current_exe().map_err(|e| e.to_string())?);
-                        cmd.arg("serve-imgate");
-                    }
-                }
-                cmd.arg("--config").arg(&config);
-                cmd.env("RUST_LOG", "warn");
+                imgate_args(&mut cmd, imgate, &config)?;
             }
             ServerKind::Mosquitto => {
                 port = free_port()?;
@@ -273,6 +261,78 @@ impl Server {
                 cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
             }
         }
+        let (child, pid, addr, transport_addr) = launch(kind, cmd, port, settings.transport)?;
+        Ok(Self {
+            kind,
+            child,
+            pid,
+            addr,
+            transport_addr,
+            ca,
+            dir,
+        })
+    }
+
+    /// Kills imgate with SIGKILL (a crash: nothing is flushed, no drain) and starts it again
+    /// on the same configuration and data directory; returns how long the new process took
+    /// to accept connections (restoring the session store happens before that).
+    pub(crate) fn crash_and_restart(
+        &mut self,
+        imgate: &ImgateExe,
+        settings: &ImgateSettings,
+        max_secs: u64,
+    ) -> Result<Duration, String> {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let started = Instant::now();
+        let mut cmd = timeout_command(max_secs);
+        imgate_args(&mut cmd, imgate, &self.dir.join("imgate.toml"))?;
+        let (child, pid, addr, transport_addr) =
+            launch(ServerKind::Imgate, cmd, 0, settings.transport)?;
+        self.child = child;
+        self.pid = pid;
+        self.addr = addr;
+        self.transport_addr = transport_addr;
+        Ok(started.elapsed())
+    }
+}
+
+/// `timeout --kill-after=5 MAX_SECS …`: the server dies by itself whatever the bench does.
+fn timeout_command(max_secs: u64) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=5", &max_secs.to_string()]);
+    cmd
+}
+
+/// The imgate program and arguments of `cmd`, serving `config`.
+fn imgate_args(cmd: &mut Command, imgate: &ImgateExe, config: &Path) -> Result<(), String> {
+    match imgate {
+        ImgateExe::Binary(path) => {
+            cmd.arg(path);
+            cmd.arg("serve");
+        }
+        ImgateExe::Embedded => {
+            cmd.arg(std::env::current_exe().map_err(|e| e.to_string())?);
+            cmd.arg("serve-imgate");
+        }
+    }
+    cmd.arg("--config").arg(config);
+    cmd.env("RUST_LOG", "warn");
+    Ok(())
+}
+
+/// Starts `cmd` and waits until it accepts: (child, server pid, TCP address, `transport`
+/// address). imgate reports its addresses on stdout; the peers listen on `port`.
+fn launch(
+    kind: ServerKind,
+    mut cmd: Command,
+    port: u16,
+    transport: TransportKind,
+) -> Result<(Child, u32, SocketAddr, SocketAddr), String> {
+    {
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -280,7 +340,7 @@ impl Server {
         let wrapper = child.id();
         let (addr, transport_addr) = if kind == ServerKind::Imgate {
             let stdout = child.stdout.take().ok_or("stdout")?;
-            match reported_listeners(stdout, settings.transport) {
+            match reported_listeners(stdout, transport) {
                 Ok(addrs) => addrs,
                 Err(e) => {
                     let _ = child.kill();
@@ -301,17 +361,11 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         let pid = child_of(wrapper).unwrap_or(wrapper);
-        Ok(Self {
-            kind,
-            child,
-            pid,
-            addr,
-            transport_addr,
-            ca,
-            dir,
-        })
+        Ok((child, pid, addr, transport_addr))
     }
+}
 
+impl Server {
     pub(crate) fn rss(&self) -> u64 {
         rss_of(self.pid)
     }
