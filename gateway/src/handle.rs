@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::app::App;
 use crate::deliver::{Delivery, DeliveryReport, DeviceOutcome, DeviceReport, Target};
+use crate::handoff::Handoff;
 use crate::ids::{AppId, DeviceId, MessageId, RoomId, SessionId, UserId};
 use crate::metrics::Metrics;
 use crate::offline::PushTrigger;
@@ -154,8 +155,9 @@ impl GatewayHandle {
             .ok_or_else(|| DeliverError::UnknownApp(app.clone()))?;
         let now = Instant::now();
         let message_id = MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed));
+        let handoff = Handoff::new(self, app_state);
         if let Some(push) = &delivery.options.push {
-            app_state.push.on_message(app, message_id, push);
+            handoff.accepted(message_id, push);
         }
         let outgoing = Outgoing {
             message_id,
@@ -187,6 +189,7 @@ impl GatewayHandle {
         let store = self.shared.store_for(app_state);
         let push_options = store.and(delivery.options.push.clone().map(Arc::new));
         let mut awaiting_store = Vec::new();
+        let mut overflowed = Vec::new();
         let mut devices = Vec::with_capacity(cells.len().max(1));
         // A user or device target with no session left is reported (and handed offline)
         // as the user.
@@ -229,8 +232,7 @@ impl GatewayHandle {
                 DeliverOutcome::Buffered { seq, push } => {
                     metrics.hot.delivered_buffered.inc();
                     if push {
-                        app_state.push.push(
-                            app,
+                        handoff.uncovered(
                             &identity.user,
                             Some(&identity.device),
                             &[message_id],
@@ -241,6 +243,7 @@ impl GatewayHandle {
                 }
                 DeliverOutcome::Overflow => {
                     Metrics::count(&metrics.deliveries, "overflow");
+                    overflowed.push(identity.user.clone());
                     DeviceOutcome::Offline
                 }
                 DeliverOutcome::Ended => {
@@ -255,23 +258,22 @@ impl GatewayHandle {
                 outcome,
             });
         }
-        let mut offline: HashMap<UserId, Vec<Undelivered>> = HashMap::new();
+        // One hand-off per user: an overflow is reported as such, anything else that found
+        // no session to take it (none at all, or one that ended meanwhile) as no session.
+        let mut offline: HashMap<UserId, UndeliveredReason> = HashMap::new();
         for report in &devices {
             if report.outcome == DeviceOutcome::Offline {
                 offline
                     .entry(report.user.clone())
-                    .or_default()
-                    .push(Undelivered { message_id, seq: 0 });
+                    .or_insert(UndeliveredReason::NoSession);
             }
         }
-        for (user, messages) in offline {
-            self.hand_offline(
-                app_state,
-                user,
-                None,
-                messages,
-                UndeliveredReason::NoSession,
-            );
+        for user in overflowed {
+            offline.insert(user, UndeliveredReason::BufferOverflow);
+        }
+        for (user, reason) in offline {
+            let messages = vec![Undelivered { message_id, seq: 0 }];
+            handoff.undelivered(user, None, messages, reason);
         }
         if let Some(store) = store
             && !awaiting_store.is_empty()
@@ -335,32 +337,6 @@ impl GatewayHandle {
     /// Number of live sessions (attached or detached).
     pub fn session_count(&self) -> usize {
         self.shared.registry.session_count()
-    }
-
-    /// Hands messages to the offline path: the app's backend hears of them (and, once push
-    /// is wired in, the user's devices are woken).
-    pub(crate) fn hand_offline(
-        &self,
-        app: &App,
-        user: UserId,
-        device: Option<&DeviceId>,
-        messages: Vec<Undelivered>,
-        reason: UndeliveredReason,
-    ) {
-        let ids: Vec<MessageId> = messages.iter().map(|m| m.message_id).collect();
-        let trigger = match reason {
-            UndeliveredReason::NoSession => PushTrigger::NoSession,
-            other => PushTrigger::SessionEnded(other),
-        };
-        app.push.push(&app.id, &user, device, &ids, trigger);
-        let backend = app.backend.clone();
-        let app_id = app.id.clone();
-        let handle = self.clone();
-        self.spawn(async move {
-            backend
-                .on_undelivered(&handle, &app_id, &user, &messages, reason)
-                .await;
-        });
     }
 }
 

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod config;
 pub mod deliver;
 mod handle;
+mod handoff;
 pub mod ids;
 pub mod metrics;
 pub mod offline;

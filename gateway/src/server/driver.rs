@@ -16,6 +16,7 @@ use super::connection::OpenConnection;
 use crate::app::App;
 use crate::backend::{Origin, UpstreamOutcome};
 use crate::handle::GatewayHandle;
+use crate::handoff::Handoff;
 use crate::metrics::Metrics;
 use crate::offline::{PushRegistration, PushTrigger};
 use crate::rate_limit::TokenBucket;
@@ -188,8 +189,7 @@ impl Driver {
                         self.cell.wake();
                         answered = true;
                     }
-                    Event::Undelivered { reason, messages } => self.handle.hand_offline(
-                        &self.app,
+                    Event::Undelivered { reason, messages } => self.handoff().undelivered(
                         self.origin.identity.user.clone(),
                         Some(&self.origin.identity.device),
                         messages,
@@ -204,7 +204,7 @@ impl Driver {
                                 seq,
                             });
                         }
-                        self.app.push.acked(&self.origin.identity, &message_ids);
+                        self.handoff().acked(&self.origin.identity, &message_ids);
                     }
                     Event::AckOverdue { message_ids } => {
                         self.push(&message_ids, PushTrigger::AckTimeout);
@@ -305,18 +305,14 @@ impl Driver {
         });
     }
 
+    fn handoff(&self) -> Handoff<'_> {
+        Handoff::new(&self.handle, &self.app)
+    }
+
     fn push(&self, messages: &[crate::ids::MessageId], trigger: PushTrigger) {
-        if messages.is_empty() {
-            return;
-        }
         let identity = &self.origin.identity;
-        self.app.push.push(
-            &identity.app,
-            &identity.user,
-            Some(&identity.device),
-            messages,
-            trigger,
-        );
+        self.handoff()
+            .uncovered(&identity.user, Some(&identity.device), messages, trigger);
     }
 
     fn register_push(&self, registration: PushRegistration) -> UpstreamOutcome {

@@ -9,6 +9,7 @@ use super::connection::detached_driver_task;
 use super::driver::Driver;
 use crate::backend::Origin;
 use crate::handle::{GatewayHandle, wall_ms};
+use crate::handoff::Handoff;
 use crate::ids::MessageId;
 use crate::registry::SessionCell;
 use crate::session::{Session, Undelivered, UndeliveredReason};
@@ -65,24 +66,20 @@ pub(super) fn restore_sessions(
                         seq: m.deliver.seq,
                     })
                     .collect::<Vec<_>>();
-                if !messages.is_empty() {
-                    let app = Arc::clone(app);
-                    handle.hand_offline(
-                        &app,
-                        identity.user.clone(),
-                        Some(&identity.device),
-                        messages,
-                        UndeliveredReason::SessionEnded,
-                    );
-                }
+                Handoff::new(handle, app).undelivered(
+                    identity.user.clone(),
+                    Some(&identity.device),
+                    messages,
+                    UndeliveredReason::SessionEnded,
+                );
             }
             continue;
         };
         // The push policy learns each message's push options again (they live in memory).
+        let handoff = Handoff::new(handle, &app);
         for message in &session.outbox {
             if let Some(push) = &message.push {
-                app.push
-                    .on_message(&app.id, MessageId(message.deliver.message_id), push);
+                handoff.accepted(MessageId(message.deliver.message_id), push);
             }
         }
         report.sessions += 1;
