@@ -4,6 +4,7 @@
 # change does not drown in the run-to-run noise of msg/s and CPU seconds on a shared box.
 #
 #   bench/scripts/callgrind_routed.sh [IMGATE_BIN] [SMALL] [LARGE]
+#   DURABILITY=disk bench/scripts/callgrind_routed.sh   # sessions in the session store
 #
 # Runs `imgate-bench routed` twice against IMGATE_BIN under callgrind (default 10,000 and
 # 40,000 messages, same 1,000 users and 4 senders) and prints
@@ -17,6 +18,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/targets/bench}"
 IMGATE="${1:-$CARGO_TARGET_DIR/release/imgate}"
 SMALL="${2:-10000}"
 LARGE="${3:-40000}"
+# One durability per run (the bench's default runs both, which one wrapper cannot follow).
+DURABILITY="${DURABILITY:-memory}"
 BENCH="$CARGO_TARGET_DIR/release/imgate-bench"
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 69; }
 [[ -x "$BENCH" ]] || (cd "$ROOT" && cargo build --release -p imgate-bench)
@@ -35,9 +38,9 @@ EOF
 chmod +x "$WORK/imgate"
 
 count() { # messages -> total instructions
-  export CG_OUT="$WORK/routed-$1.callgrind"
+  export CG_OUT="$WORK/routed-$DURABILITY-$1.callgrind"
   timeout 600 "$BENCH" --targets imgate --imgate-bin "$WORK/imgate" --out "$WORK" \
-    routed --messages "$1" | grep -E '^imgate ' >&2
+    routed --durability "$DURABILITY" --messages "$1" | grep -E '^imgate' >&2
   local pid
   pid="$(cat "$WORK/pid")"
   kill -TERM "$pid"
