@@ -1,0 +1,177 @@
+//! A restart with durable sessions is invisible to the offline path: a restored session
+//! whose device stays away is pushed after the push grace and reported to the backend when
+//! the resume window ends — with the messages it held before the restart, in order — exactly
+//! as if the process had never stopped.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imgate::GatewayHandle;
+use imgate::ServerConfig;
+use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
+use imgate::ids::{AppId, DeviceId, MessageId, UserId};
+use imgate::offline::{PushPolicy, PushTrigger};
+use imgate::session::{SessionConfig, UndeliveredReason};
+use imgate::session::{Undelivered, Upstream};
+use imgate::store::{Durability, RedbStore};
+use imgate_codec::Kind;
+use support::{builder, connect, hello, recv, text};
+use tokio::sync::watch;
+
+/// Records every push trigger; `changed` ticks on each.
+#[derive(Debug)]
+struct RecordingPush {
+    pushes: Mutex<Vec<(String, Vec<MessageId>, PushTrigger)>>,
+    changed: watch::Sender<usize>,
+}
+
+impl PushPolicy for RecordingPush {
+    fn push(
+        &self,
+        _app: &AppId,
+        user: &UserId,
+        _device: Option<&DeviceId>,
+        messages: &[MessageId],
+        trigger: PushTrigger,
+    ) {
+        let mut pushes = self.pushes.lock().expect("lock");
+        pushes.push((user.to_string(), messages.to_vec(), trigger));
+        self.changed.send_replace(pushes.len());
+    }
+}
+
+/// The relay, recording what the offline path reports; `changed` ticks on each report.
+#[derive(Debug, Clone)]
+struct RecordingRelay {
+    undelivered: Arc<Mutex<Vec<(String, Undelivered, UndeliveredReason)>>>,
+    changed: Arc<watch::Sender<usize>>,
+}
+
+impl Backend for RecordingRelay {
+    fn on_upstream<'a>(
+        &'a self,
+        gateway: &'a GatewayHandle,
+        origin: &'a Origin,
+        request: Upstream,
+    ) -> BoxFuture<'a, UpstreamOutcome> {
+        RelayBackend.on_upstream(gateway, origin, request)
+    }
+
+    fn on_undelivered<'a>(
+        &'a self,
+        _gateway: &'a GatewayHandle,
+        _app: &'a AppId,
+        user: &'a UserId,
+        messages: &'a [Undelivered],
+        reason: UndeliveredReason,
+    ) -> BoxFuture<'a, ()> {
+        let mut log = self.undelivered.lock().expect("lock");
+        for m in messages {
+            log.push((user.to_string(), m.clone(), reason));
+        }
+        self.changed.send_replace(log.len());
+        Box::pin(async {})
+    }
+}
+
+fn session_config() -> SessionConfig {
+    SessionConfig {
+        push_grace: Duration::from_secs(1),
+        resume_window: Duration::from_secs(2),
+        durability: Durability::Disk,
+        ..SessionConfig::default()
+    }
+}
+
+async fn gateway(
+    path: &std::path::Path,
+    backend: &RecordingRelay,
+    push: &Arc<RecordingPush>,
+) -> imgate::RunningGateway {
+    let mut app = support::app(Arc::new(backend.clone()), session_config());
+    app.push = Arc::clone(push) as Arc<dyn PushPolicy>;
+    let store = RedbStore::open(path, None).expect("store");
+    builder(app, ServerConfig::default())
+        .store(Arc::new(store))
+        .start()
+        .await
+        .expect("start")
+}
+
+fn store_path() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("imgate-restore-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("sessions.redb")
+}
+
+#[tokio::test]
+async fn a_restored_session_whose_device_stays_away_is_pushed_then_reported() {
+    let path = store_path();
+    let (reports, mut reports_seen) = watch::channel(0);
+    let backend = RecordingRelay {
+        undelivered: Arc::default(),
+        changed: Arc::new(reports),
+    };
+    let (changed, mut pushes_seen) = watch::channel(0);
+    let push = Arc::new(RecordingPush {
+        pushes: Mutex::new(Vec::new()),
+        changed,
+    });
+
+    let gw = gateway(&path, &backend, &push).await;
+    let mut bob = connect(&gw).await;
+    hello(&mut bob, "tok-bob", None).await;
+    let mut alice = connect(&gw).await;
+    hello(&mut alice, "tok-alice", None).await;
+    let mut ids = Vec::new();
+    for (msg_id, body) in [(1, "one"), (2, "two"), (3, "three")] {
+        alice.send(&text(msg_id, "bob", body)).await.expect("send");
+        assert!(matches!(recv(&mut alice).await, Kind::Receipt(_)));
+        match recv(&mut bob).await {
+            Kind::Deliver(d) => ids.push(MessageId(d.message_id)),
+            other => panic!("expected Deliver, got {other:?}"),
+        }
+    }
+    // A hard stop: no drain, sessions neither ended nor handed offline; only the store knows.
+    gw.shutdown().await;
+    drop((alice, bob));
+    assert!(
+        push.pushes.lock().expect("lock").is_empty(),
+        "nothing pushed before the restart"
+    );
+
+    let gw = gateway(&path, &backend, &push).await;
+    assert_eq!(gw.handle().session_count(), 2, "both sessions restored");
+    // Bob never comes back: after the push grace his three messages are pushed, once.
+    tokio::time::timeout(Duration::from_secs(10), pushes_seen.wait_for(|n| *n >= 1))
+        .await
+        .expect("pushed in time")
+        .expect("watch");
+    {
+        let pushes = push.pushes.lock().expect("lock");
+        assert_eq!(
+            pushes[0],
+            ("bob".to_owned(), ids.clone(), PushTrigger::DetachedGrace)
+        );
+    }
+    // After the resume window the backend hears of them, in order, and the sessions are gone.
+    tokio::time::timeout(Duration::from_secs(10), reports_seen.wait_for(|n| *n >= 3))
+        .await
+        .expect("reported in time")
+        .expect("watch");
+    let reported = backend.undelivered.lock().expect("lock").clone();
+    let bob_reported: Vec<(MessageId, u64)> = reported
+        .iter()
+        .filter(|(user, _, reason)| user == "bob" && *reason == UndeliveredReason::SessionEnded)
+        .map(|(_, m, _)| (m.message_id, m.seq))
+        .collect();
+    assert_eq!(
+        bob_reported,
+        ids.iter().copied().zip(1..=3).collect::<Vec<_>>()
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
