@@ -150,6 +150,28 @@ impl GatewayHandle {
         app: &AppId,
         delivery: Delivery,
     ) -> Result<DeliveryReport, DeliverError> {
+        let (report, pending) = self.deliver_queued(app, delivery)?;
+        if let Some(pending) = pending {
+            let message_id = report.message_id;
+            pending
+                .wait(&self.shared.metrics)
+                .await
+                .map_err(|error| DeliverError::NotDurable(message_id, error))?;
+        }
+        Ok(report)
+    }
+
+    /// [`GatewayHandle::deliver`] without waiting for the store: returns the report at once
+    /// and what is still pending (`None` when nothing is). No device receives the message
+    /// before [`PendingDurability::wait`] (or [`PendingDurability::spawn`]) has seen the
+    /// commit. The relay uses it so that one sender's messages pipeline through the group
+    /// commit instead of waiting for one fsync each: its receipt still goes out only after a
+    /// later commit (the receipt's de-duplication mark), which covers this one.
+    pub(crate) fn deliver_queued(
+        &self,
+        app: &AppId,
+        delivery: Delivery,
+    ) -> Result<(DeliveryReport, Option<PendingDurability>), DeliverError> {
         let app_state = self
             .app(app)
             .ok_or_else(|| DeliverError::UnknownApp(app.clone()))?;
@@ -275,29 +297,24 @@ impl GatewayHandle {
             let messages = vec![Undelivered { message_id, seq: 0 }];
             handoff.undelivered(user, None, messages, reason);
         }
-        if let Some(store) = store
-            && !awaiting_store.is_empty()
-        {
-            let synced = store.sync().await;
-            // Transmitted from memory even if the store failed: the message is not lost
-            // while the process lives, and the caller hears that it is not durable.
-            for (cell, seq) in awaiting_store {
-                cell.lock().mark_durable(seq);
-                cell.wake();
-            }
-            if let Err(error) = synced {
-                Metrics::count(&metrics.deliveries, "not_durable");
-                return Err(DeliverError::NotDurable(message_id, error));
-            }
-        }
+        let pending = match store {
+            Some(store) if !awaiting_store.is_empty() => Some(PendingDurability {
+                store: Arc::clone(store),
+                sessions: awaiting_store,
+            }),
+            _ => None,
+        };
         self.shared
             .metrics
             .deliver_latency
             .observe(now.elapsed().as_secs_f64());
-        Ok(DeliveryReport {
-            message_id,
-            devices,
-        })
+        Ok((
+            DeliveryReport {
+                message_id,
+                devices,
+            },
+            pending,
+        ))
     }
 
     /// Adds `user` to `room` (rooms are per app).
@@ -337,6 +354,54 @@ impl GatewayHandle {
     /// Number of live sessions (attached or detached).
     pub fn session_count(&self) -> usize {
         self.shared.registry.session_count()
+    }
+}
+
+/// A delivery's messages waiting for the session store's commit: the sessions transmit them
+/// only once it is seen.
+#[must_use = "the message is not transmitted until the commit is awaited"]
+pub(crate) struct PendingDurability {
+    store: Arc<dyn SessionStore>,
+    sessions: Vec<(Arc<crate::registry::SessionCell>, u64)>,
+}
+
+impl PendingDurability {
+    /// Waits for the commit, then lets every session transmit. Transmitted from memory even
+    /// if the store failed: the message is not lost while the process lives, and the caller
+    /// hears that it is not durable.
+    pub(crate) async fn wait(self, metrics: &Metrics) -> Result<(), crate::store::StoreError> {
+        let synced = self.store.sync().await;
+        release(&self.sessions);
+        if synced.is_err() {
+            Metrics::count(&metrics.deliveries, "not_durable");
+        }
+        synced
+    }
+
+    /// Lets the sessions transmit as soon as the commit is done, without waiting here: the
+    /// store's thread releases them (every delivery of a commit at once).
+    pub(crate) fn release_when_durable(self, metrics: &Metrics) {
+        let not_durable = metrics.deliveries.clone();
+        let sessions = self.sessions;
+        self.store.on_durable(Box::new(move |result| {
+            release(&sessions);
+            if let Err(error) = result {
+                not_durable
+                    .get_or_create(&crate::metrics::OutcomeLabel {
+                        outcome: "not_durable",
+                    })
+                    .inc();
+                tracing::error!(%error, "delivery not durable");
+            }
+        }));
+    }
+}
+
+/// Marks each session's message durable and wakes its driver to transmit it.
+fn release(sessions: &[(Arc<crate::registry::SessionCell>, u64)]) {
+    for (cell, seq) in sessions {
+        cell.lock().mark_durable(*seq);
+        cell.wake();
     }
 }
 

@@ -82,8 +82,14 @@ async fn relay(gateway: &GatewayHandle, origin: &Origin, request: Upstream) -> U
             }),
         },
     };
-    match gateway.deliver(app, delivery).await {
-        Ok(report) => {
+    // Not `deliver`: the sender's receipt is sent only once its de-duplication mark is
+    // committed, a later commit than this delivery's, so waiting here would only make each
+    // sender's messages queue for one fsync each instead of sharing group commits.
+    match gateway.deliver_queued(app, delivery) {
+        Ok((report, pending)) => {
+            if let Some(pending) = pending {
+                pending.release_when_durable(gateway.metrics());
+            }
             // Delivered only when a connected device got it: one buffered for a detached
             // session's resume is stored, as for push (§4 `Receipt`).
             let reached = report

@@ -292,17 +292,16 @@ impl Driver {
         if mark.is_none() {
             return;
         }
-        // A task of its own rather than an await here: the driver's future stays small, and
-        // the next request may go to the backend meanwhile.
-        let synced = store.sync();
+        // Released by the store's thread rather than awaited here: the driver's future stays
+        // small, and the next request may go to the backend meanwhile.
         let cell = Arc::clone(&self.cell);
-        self.handle.spawn(async move {
-            if let Err(error) = synced.await {
+        store.on_durable(Box::new(move |result| {
+            if let Err(error) = result {
                 tracing::error!(session.id = %cell.id(), %error, "receipt mark not durable");
             }
             cell.lock().send_receipt(receipt);
             cell.wake();
-        });
+        }));
     }
 
     fn handoff(&self) -> Handoff<'_> {

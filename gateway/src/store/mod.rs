@@ -151,6 +151,9 @@ pub struct StoredSession {
     pub receipts: Vec<StoredReceipt>,
 }
 
+/// Run by [`SessionStore::on_durable`].
+pub type Durable = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
 /// Resolves once every change appended before it is durable.
 pub type Synced = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
@@ -166,6 +169,12 @@ pub trait SessionStore: Send + Sync + fmt::Debug + 'static {
 
     /// A barrier: resolves when every change appended before the call is durable.
     fn sync(&self) -> Synced;
+
+    /// Like [`SessionStore::sync`], but runs `then` (on the store's own thread, so it must
+    /// be short and never block) once every change appended before the call is durable, or
+    /// with the error if that cannot be. The runtime lets sessions transmit from here: one
+    /// commit releases every message it made durable at once, without a task per message.
+    fn on_durable(&self, then: Durable);
 
     /// Every stored session, for restoring after a restart.
     fn load(&self) -> Result<Vec<StoredSession>, StoreError>;

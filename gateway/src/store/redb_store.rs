@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::record::{OutboxRecord, PushRecord, ReceiptRecord, SessionRecord};
 use super::{
-    Change, SessionStore, StoreError, StoredMessage, StoredReceipt, StoredSession, Synced,
+    Change, Durable, SessionStore, StoreError, StoredMessage, StoredReceipt, StoredSession, Synced,
 };
 use crate::ids::{AppId, DeviceId, SessionId, UserId};
 use crate::session::{Identity, ResumeSecret};
@@ -28,6 +28,7 @@ const MAX_BATCH: usize = 8192;
 pub(super) enum Op {
     Change(Change),
     Sync(oneshot::Sender<Result<(), StoreError>>),
+    Then(Durable),
 }
 
 /// What the writer thread reports per commit (for metrics).
@@ -142,6 +143,16 @@ impl SessionStore for RedbStore {
         })
     }
 
+    fn on_durable(&self, then: Durable) {
+        let refused = match &self.ops {
+            Some(ops) => ops.send(Op::Then(then)).err().map(|e| e.0),
+            None => Some(Op::Then(then)),
+        };
+        if let Some(Op::Then(then)) = refused {
+            then(Err(StoreError::Stopped));
+        }
+    }
+
     fn load(&self) -> Result<Vec<StoredSession>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let sessions = txn.open_table(SESSIONS).map_err(|e| self.io(e))?;
@@ -221,6 +232,12 @@ impl SessionStore for RedbStore {
     }
 }
 
+/// Who waits for a commit.
+enum Waiter {
+    Sync(oneshot::Sender<Result<(), StoreError>>),
+    Then(Durable),
+}
+
 struct Writer {
     db: Arc<Database>,
     path: String,
@@ -237,7 +254,8 @@ impl Writer {
             while let Some(op) = next {
                 match op {
                     Op::Change(change) => changes.push(change),
-                    Op::Sync(waiter) => waiters.push(waiter),
+                    Op::Sync(waiter) => waiters.push(Waiter::Sync(waiter)),
+                    Op::Then(then) => waiters.push(Waiter::Then(then)),
                 }
                 next = if changes.len() < MAX_BATCH {
                     rx.try_recv().ok()
@@ -268,7 +286,12 @@ impl Writer {
                 failed = Some(error.clone());
             }
             for waiter in waiters.drain(..) {
-                let _ = waiter.send(result.clone());
+                match waiter {
+                    Waiter::Sync(waiter) => {
+                        let _ = waiter.send(result.clone());
+                    }
+                    Waiter::Then(then) => then(result.clone()),
+                }
             }
         }
     }
