@@ -1,6 +1,6 @@
 //! [`SessionStore`] in an embedded redb file, group-committed by one writer thread.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -317,8 +317,14 @@ fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> 
     // Sessions that ended in this batch: later changes for them (a delivery that raced the
     // end) must not leave orphan rows.
     let mut ended = HashSet::new();
+    let mut last_ack = HashMap::new();
+    for (index, change) in changes.iter().enumerate() {
+        if let Change::Acked { session, .. } = change {
+            last_ack.insert(session.0, index);
+        }
+    }
     let mut buffer = Vec::new();
-    for change in changes {
+    for (index, change) in changes.iter().enumerate() {
         buffer.clear();
         match change {
             Change::Opened {
@@ -358,10 +364,15 @@ fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> 
                 outbox.insert((session.0, deliver.seq), buffer.as_slice())?;
             }
             Change::Acked { session, seq } => {
+                // Cumulative: only a session's last ack of the batch is written (what an
+                // earlier one would delete, the last deletes too).
+                if last_ack.get(&session.0) != Some(&index) || ended.contains(&session.0) {
+                    continue;
+                }
                 let before = acked.get(session.0)?.map_or(0, |v| v.value());
-                if *seq > before && !ended.contains(&session.0) {
+                if *seq > before {
                     acked.insert(session.0, *seq)?;
-                    outbox.retain_in((session.0, 0)..=(session.0, *seq), |_, _| false)?;
+                    outbox.retain_in((session.0, before + 1)..=(session.0, *seq), |_, _| false)?;
                 }
             }
             Change::Answered {
