@@ -18,9 +18,6 @@ pub struct AnswerMark {
     pub ordinal: u64,
     /// Highest `msg_id` forgotten so far (re-sends at or below it are answered generically).
     pub forgotten_up_to: u64,
-    /// How many receipts the session remembers: one with `ordinal + capacity` at or below
-    /// the latest answer's ordinal is forgotten.
-    pub capacity: u64,
 }
 
 /// What to do with an upstream request.
@@ -131,7 +128,6 @@ impl Dedup {
             slot: ordinal % self.capacity as u64,
             ordinal,
             forgotten_up_to: self.forgotten_up_to,
-            capacity: self.capacity as u64,
         })
     }
 

@@ -1,21 +1,26 @@
 //! [`SessionStore`] in an embedded redb file, group-committed by one writer thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use imgate_codec::Platform;
 use prost::Message;
-use redb::{Database, ReadableTable};
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::SessionRecord;
-use super::{Change, Durable, SessionStore, StoreError, StoredSession, Synced};
+use super::record::{OutboxRecord, PushRecord, ReceiptRecord, SessionRecord};
+use super::{
+    Change, Durable, SessionStore, StoreError, StoredMessage, StoredReceipt, StoredSession, Synced,
+};
 use crate::ids::{AppId, DeviceId, SessionId, UserId};
 use crate::session::{Identity, ResumeSecret};
 
-use super::layout::{ACKED, ANSWERED, LOG, SESSIONS, Tables, read_log};
+const SESSIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("sessions");
+const ACKED: TableDefinition<'_, u64, u64> = TableDefinition::new("acked");
+const OUTBOX: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("outbox");
+const RECEIPTS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("receipts");
 
 /// Most changes in one commit: bounds a commit's time and memory under a flood.
 const MAX_BATCH: usize = 8192;
@@ -65,21 +70,20 @@ impl RedbStore {
             std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
         }
         let db = Arc::new(Database::create(path).map_err(|e| io(&e))?);
-        let next_op = {
+        {
             // Create the tables once, so readers never meet a missing one.
             let txn = db.begin_write().map_err(|e| io(&e))?;
-            let next_op = Tables::open(&txn)
-                .and_then(|tables| tables.next_op())
-                .map_err(|e| io(&e))?;
+            txn.open_table(SESSIONS).map_err(|e| io(&e))?;
+            txn.open_table(ACKED).map_err(|e| io(&e))?;
+            txn.open_table(OUTBOX).map_err(|e| io(&e))?;
+            txn.open_table(RECEIPTS).map_err(|e| io(&e))?;
             txn.commit().map_err(|e| io(&e))?;
-            next_op
-        };
+        }
         let (ops, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             db: Arc::clone(&db),
             path: path.display().to_string(),
             observer,
-            next_op,
         };
         let writer = std::thread::Builder::new()
             .name("imgate-store".into())
@@ -91,19 +95,6 @@ impl RedbStore {
             ops: Some(ops),
             writer: Some(writer),
         })
-    }
-
-    /// Entries in the log (tests: the log stays bounded).
-    #[cfg(test)]
-    pub(super) fn log_len(&self) -> u64 {
-        use redb::ReadableTableMetadata as _;
-        let Ok(txn) = self.db.begin_read() else {
-            return u64::MAX;
-        };
-        txn.open_table(LOG)
-            .ok()
-            .and_then(|log| log.len().ok())
-            .unwrap_or(u64::MAX)
     }
 
     /// The store's file.
@@ -165,42 +156,62 @@ impl SessionStore for RedbStore {
     fn load(&self) -> Result<Vec<StoredSession>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let sessions = txn.open_table(SESSIONS).map_err(|e| self.io(e))?;
-        let acked = txn.open_table(ACKED).map_err(|e| self.io(e))?;
-        let answered = txn.open_table(ANSWERED).map_err(|e| self.io(e))?;
-        let log = txn.open_table(LOG).map_err(|e| self.io(e))?;
-        let mut records = Vec::new();
-        let mut points = HashMap::new();
+        let acked_table = txn.open_table(ACKED).map_err(|e| self.io(e))?;
+        let outbox = txn.open_table(OUTBOX).map_err(|e| self.io(e))?;
+        let receipts = txn.open_table(RECEIPTS).map_err(|e| self.io(e))?;
+        let mut loaded = Vec::new();
         for row in sessions.iter().map_err(|e| self.io(e))? {
             let (key, value) = row.map_err(|e| self.io(e))?;
             let id = key.value();
             let record = SessionRecord::decode(value.value()).map_err(|e| self.io(e))?;
-            let point = acked
-                .get(id)
-                .map_err(|e| self.io(e))?
-                .map_or(0, |v| v.value());
-            let latest = answered.get(id).map_err(|e| self.io(e))?.map(|v| v.value());
-            points.insert(id, (point, latest));
-            records.push((id, record));
-        }
-        let mut pending = read_log(&log, &points).map_err(|e| self.io(e))?;
-        let mut loaded = Vec::with_capacity(records.len());
-        for (id, record) in records {
             let Ok(secret) = <[u8; 16]>::try_from(record.secret.as_slice()) else {
                 return Err(self.io(format!("session {id:016x}: bad secret length")));
             };
-            let acked = points.get(&id).map_or(0, |p| p.0);
-            let found = pending.remove(&id).unwrap_or_default();
-            // Only a gap-free run after the acknowledged point can be replayed in order; a
-            // hole (a failed commit) makes the session unresumable, the rest is reported.
+            let acked = acked_table
+                .get(id)
+                .map_err(|e| self.io(e))?
+                .map_or(0, |v| v.value());
             let mut overflowed = record.overflowed;
-            let mut outbox = Vec::with_capacity(found.messages.len());
-            for message in found.messages {
-                if message.deliver.seq != acked + 1 + outbox.len() as u64 {
-                    overflowed = true;
-                    break;
+            let mut messages = Vec::new();
+            for row in outbox
+                .range((id, acked.saturating_add(1))..=(id, u64::MAX))
+                .map_err(|e| self.io(e))?
+            {
+                let (key, value) = row.map_err(|e| self.io(e))?;
+                let (_, seq) = key.value();
+                let record = OutboxRecord::decode(value.value()).map_err(|e| self.io(e))?;
+                let expected = acked + 1 + messages.len() as u64;
+                match record.deliver {
+                    Some(deliver) if seq == expected && deliver.seq == seq => {
+                        messages.push(StoredMessage {
+                            deliver,
+                            push: record.push.map(Into::into),
+                        });
+                    }
+                    // A hole (a commit that failed): what follows cannot be replayed in
+                    // order, so the session is not resumable; the rest is reported.
+                    _ => {
+                        overflowed = true;
+                        break;
+                    }
                 }
-                outbox.push(message);
             }
+            let mut remembered = Vec::new();
+            for row in receipts
+                .range((id, 0)..=(id, u64::MAX))
+                .map_err(|e| self.io(e))?
+            {
+                let (_, value) = row.map_err(|e| self.io(e))?;
+                let record = ReceiptRecord::decode(value.value()).map_err(|e| self.io(e))?;
+                if let Some(receipt) = record.receipt {
+                    remembered.push(StoredReceipt {
+                        ordinal: record.ordinal,
+                        forgotten_up_to: record.forgotten_up_to,
+                        receipt,
+                    });
+                }
+            }
+            remembered.sort_by_key(|r| r.ordinal);
             loaded.push(StoredSession {
                 id: SessionId(id),
                 secret: ResumeSecret::from_bytes(secret),
@@ -213,8 +224,8 @@ impl SessionStore for RedbStore {
                 opened_at_ms: record.opened_at_ms,
                 overflowed,
                 acked,
-                outbox,
-                receipts: found.receipts,
+                outbox: messages,
+                receipts: remembered,
             });
         }
         Ok(loaded)
@@ -231,12 +242,10 @@ struct Writer {
     db: Arc<Database>,
     path: String,
     observer: Option<CommitObserver>,
-    /// The op number of the next log entry.
-    next_op: u64,
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+    fn run(self, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut changes = Vec::new();
         let mut waiters = Vec::new();
         let mut failed: Option<StoreError> = None;
@@ -287,24 +296,124 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, changes: &mut [Change]) -> Result<(), StoreError> {
+    fn commit(&self, changes: &mut [Change]) -> Result<(), StoreError> {
         let io = |e: &dyn std::fmt::Display| StoreError::Io {
             path: self.path.clone(),
             reason: e.to_string(),
         };
         let txn = self.db.begin_write().map_err(|e| io(&e))?;
-        let mut next_op = self.next_op;
-        {
-            let mut tables = Tables::open(&txn).map_err(|e| io(&e))?;
-            let appended = tables.apply(changes, &mut next_op).map_err(|e| io(&e))?;
-            // Twice what was appended (plus a little, so an idle store still cleans up): the
-            // log's head moves faster than its tail, so it shrinks to what is pending.
-            tables
-                .compact(2 * appended + 64, &mut next_op)
-                .map_err(|e| io(&e))?;
-        }
-        txn.commit().map_err(|e| io(&e))?;
-        self.next_op = next_op;
-        Ok(())
+        apply(&txn, changes).map_err(|e| io(&e))?;
+        txn.commit().map_err(|e| io(&e))
     }
+}
+
+// redb's error is large, but it is built only when a commit fails and becomes text at once.
+#[allow(clippy::result_large_err)]
+fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> {
+    let mut sessions = txn.open_table(SESSIONS)?;
+    let mut acked = txn.open_table(ACKED)?;
+    let mut outbox = txn.open_table(OUTBOX)?;
+    let mut receipts = txn.open_table(RECEIPTS)?;
+    // Sessions that ended in this batch: later changes for them (a delivery that raced the
+    // end) must not leave orphan rows.
+    let mut ended = HashSet::new();
+    let mut last_ack = HashMap::new();
+    for (index, change) in changes.iter().enumerate() {
+        if let Change::Acked { session, .. } = change {
+            last_ack.insert(session.0, index);
+        }
+    }
+    let mut buffer = Vec::new();
+    for (index, change) in changes.iter().enumerate() {
+        buffer.clear();
+        match change {
+            Change::Opened {
+                session,
+                secret,
+                identity,
+                opened_at_ms,
+            } => {
+                SessionRecord {
+                    secret: secret.as_bytes().to_vec(),
+                    app: identity.app.as_str().to_owned(),
+                    user: identity.user.as_str().to_owned(),
+                    device: identity.device.as_str().to_owned(),
+                    platform: identity.platform.into(),
+                    opened_at_ms: *opened_at_ms,
+                    overflowed: false,
+                }
+                .encode(&mut buffer)
+                .map_err(encode_error)?;
+                sessions.insert(session.0, buffer.as_slice())?;
+                ended.remove(&session.0);
+            }
+            Change::Delivered {
+                session,
+                deliver,
+                push,
+            } => {
+                if ended.contains(&session.0) {
+                    continue;
+                }
+                OutboxRecord {
+                    deliver: Some(deliver.clone()),
+                    push: push.as_deref().map(PushRecord::from),
+                }
+                .encode(&mut buffer)
+                .map_err(encode_error)?;
+                outbox.insert((session.0, deliver.seq), buffer.as_slice())?;
+            }
+            Change::Acked { session, seq } => {
+                // Cumulative: only a session's last ack of the batch is written (what an
+                // earlier one would delete, the last deletes too).
+                if last_ack.get(&session.0) != Some(&index) || ended.contains(&session.0) {
+                    continue;
+                }
+                let before = acked.get(session.0)?.map_or(0, |v| v.value());
+                if *seq > before {
+                    acked.insert(session.0, *seq)?;
+                    outbox.retain_in((session.0, before + 1)..=(session.0, *seq), |_, _| false)?;
+                }
+            }
+            Change::Answered {
+                session,
+                mark,
+                receipt,
+            } => {
+                if ended.contains(&session.0) {
+                    continue;
+                }
+                ReceiptRecord {
+                    ordinal: mark.ordinal,
+                    forgotten_up_to: mark.forgotten_up_to,
+                    receipt: Some(receipt.clone()),
+                }
+                .encode(&mut buffer)
+                .map_err(encode_error)?;
+                receipts.insert((session.0, mark.slot), buffer.as_slice())?;
+            }
+            Change::Overflowed { session } => {
+                let record = sessions
+                    .get(session.0)?
+                    .map(|v| SessionRecord::decode(v.value()));
+                if let Some(Ok(mut record)) = record {
+                    record.overflowed = true;
+                    record.encode(&mut buffer).map_err(encode_error)?;
+                    sessions.insert(session.0, buffer.as_slice())?;
+                }
+            }
+            Change::Ended { session } => {
+                ended.insert(session.0);
+                sessions.remove(session.0)?;
+                acked.remove(session.0)?;
+                outbox.retain_in((session.0, 0)..=(session.0, u64::MAX), |_, _| false)?;
+                receipts.retain_in((session.0, 0)..=(session.0, u64::MAX), |_, _| false)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn encode_error(error: prost::EncodeError) -> redb::Error {
+    redb::Error::Corrupted(error.to_string())
 }

@@ -57,7 +57,6 @@ fn answered(id: u64, ordinal: u64, capacity: u64, msg_id: u64) -> Change {
             slot: ordinal % capacity,
             ordinal,
             forgotten_up_to: 0,
-            capacity,
         },
         receipt: Receipt {
             msg_id,
@@ -210,54 +209,4 @@ async fn a_sync_after_the_writer_stopped_fails() {
     let mut store = RedbStore::open(&path, None).expect("open");
     store.ops = None;
     assert_eq!(store.sync().await, Err(super::StoreError::Stopped));
-}
-
-#[tokio::test]
-async fn the_log_holds_what_is_pending_not_history() {
-    let path = temp_path("compaction");
-    let store = RedbStore::open(&path, None).expect("open");
-    store.append(opened(1));
-    store.append(opened(2));
-    // Session 2's device is away: its message stays pending through every compaction.
-    store.append(delivered(2, 1, None));
-    store.sync().await.expect("sync");
-    for seq in 1..=2_000 {
-        store.append(delivered(1, seq, None));
-        store.append(answered(1, seq, 8, 1_000 + seq));
-        store.append(Change::Acked {
-            session: SessionId(1),
-            seq,
-        });
-        if seq % 50 == 0 {
-            store.sync().await.expect("sync");
-        }
-    }
-    store.sync().await.expect("sync");
-    // A few idle commits let compaction reach the head.
-    for _ in 0..4 {
-        store.append(Change::Overflowed {
-            session: SessionId(9),
-        });
-        store.sync().await.expect("sync");
-    }
-    let len = store.log_len();
-    assert!(len < 300, "4,000 entries written, {len} kept");
-    drop(store);
-    let store = RedbStore::open(&path, None).expect("reopen");
-    let loaded = store.load().expect("load");
-    let one = loaded.iter().find(|s| s.id == SessionId(1)).expect("1");
-    assert!(one.outbox.is_empty() && one.acked == 2_000);
-    let kept: Vec<u64> = one.receipts.iter().map(|r| r.ordinal).collect();
-    assert_eq!(
-        kept,
-        (1_993..=2_000).collect::<Vec<_>>(),
-        "the last 8 receipts"
-    );
-    let two = loaded.iter().find(|s| s.id == SessionId(2)).expect("2");
-    assert_eq!(
-        two.outbox.len(),
-        1,
-        "the away device's message survived compaction"
-    );
-    assert_eq!(two.outbox[0].deliver.payload, Bytes::from("m1"));
 }
