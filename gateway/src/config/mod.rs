@@ -720,7 +720,11 @@ mod tests {
             data = dir.join("data").display().to_string(),
             key = key_path.display().to_string(),
         );
-        let config = Config::parse(&format!("{DEFAULT_CONFIG}{push}")).expect("push config");
+        let in_dir = DEFAULT_CONFIG.replace(
+            "data_dir = \"imgate-data\"",
+            &format!("data_dir = {:?}", dir.join("server").display().to_string()),
+        );
+        let config = Config::parse(&format!("{in_dir}{push}")).expect("push config");
         // Described, not started: nothing is opened until into_builder.
         assert!(format!("{:?}", config.push).contains(&dir.join("data").display().to_string()));
         assert!(!dir.join("data").exists());
@@ -732,6 +736,34 @@ mod tests {
         let no_provider = format!("{DEFAULT_CONFIG}\n[app.push]\ndata_dir = \"/nonexistent\"\n");
         let error = Config::parse(&no_provider).expect_err("no provider");
         assert!(error.0.contains("app.push.apns"), "{error}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_offline_queue_is_opened_by_into_builder_not_by_parse() {
+        let dir =
+            std::env::temp_dir().join(format!("imgate-offline-config-{}", std::process::id()));
+        let data = format!("data_dir = {:?}", dir.display().to_string());
+        let text = DEFAULT_CONFIG.replace("data_dir = \"imgate-data\"", &data);
+        let config = Config::parse(&text).expect("config");
+        assert_eq!(config.offline_queue, Some(dir.join("offline.redb")));
+        assert!(
+            !dir.join("offline.redb").exists(),
+            "checking creates nothing"
+        );
+        drop(config.into_builder().expect("builder"));
+        assert!(dir.join("offline.redb").exists());
+        let off = format!("{text}\n[app.offline_queue]\nenabled = false\n");
+        assert_eq!(Config::parse(&off).expect("disabled").offline_queue, None);
+        let zero = format!("{text}\n[app.offline_queue]\nttl_secs = 0\n");
+        let error = Config::parse(&zero).expect_err("ttl 0");
+        assert!(error.0.contains("offline_queue.ttl_secs"), "{error}");
+        let webhook = text.replace(
+            "backend = \"relay\"",
+            "[app.backend]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef0123\"\n\n[app.offline_queue]\nenabled = true",
+        );
+        let error = Config::parse(&webhook).expect_err("webhook with a queue");
+        assert!(error.0.contains("only to the relay"), "{error}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
