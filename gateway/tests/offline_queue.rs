@@ -262,3 +262,41 @@ async fn the_queue_survives_a_restart() {
     }
     gw.shutdown().await;
 }
+
+/// Figures for docs: `cargo test -p imgate --test offline_queue -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement, not a check"]
+async fn measure_enqueue_group_commit() {
+    let dir = TempDir::new("measure");
+    let queue = open(&dir.file());
+    let (app, limits) = (imgate::ids::AppId::new("chat"), OfflineLimits::default());
+    let message = |i: u64| imgate::backend::NewMessage {
+        from: None,
+        message_id: imgate::ids::MessageId(i),
+        payload: bytes::Bytes::from_static(&[7; 100]),
+    };
+    let started = tokio::time::Instant::now();
+    for i in 0..200 {
+        let user = imgate::ids::UserId::new("seq");
+        queue
+            .enqueue(&app, &user, message(i), limits)
+            .await
+            .expect("enqueue");
+    }
+    let sequential = started.elapsed();
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..1000 {
+        let (queue, app) = (Arc::clone(&queue), app.clone());
+        let user = imgate::ids::UserId::new(format!("u{}", i % 100).as_str());
+        tasks.spawn(async move { queue.enqueue(&app, &user, message(i), limits).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task").expect("enqueue");
+    }
+    println!(
+        "200 sequential enqueues: {sequential:?} ({:?} each); 1000 concurrent: {:?}",
+        sequential / 200,
+        started.elapsed()
+    );
+}
