@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = App {
         id: AppId::new("chat"),
         authenticator: Arc::new(tokens),
-        backend: Arc::new(RelayBackend),
+        backend: Arc::new(RelayBackend::default()),
         session: Arc::new(SessionConfig::default()),
         push: Arc::new(imgate::offline::NoPush),
     };

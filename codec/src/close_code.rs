@@ -77,6 +77,9 @@ codes! {
     BACKEND_REJECTED = 4102;
     /// The backend could not be reached; the client may re-send later.
     BACKEND_UNAVAILABLE = 4103;
+    /// `Receipt.reason_code` of an accepted message: the recipient has no session and its
+    /// offline queue is full, so the message is only pushed, not stored.
+    OFFLINE_QUEUE_FULL = 4104;
     /// An internal server error (details are only in the server's logs).
     INTERNAL = 5000;
 }

@@ -30,6 +30,11 @@ pub struct DeliveryOptions {
     pub exclude_session: Option<SessionId>,
     /// How to push the message to devices it cannot reach over a connection (None: no push).
     pub push: Option<PushOptions>,
+    /// Keep this message id instead of assigning one: a re-delivery of a message that was
+    /// given an id before (the relay's offline queue), so devices can de-duplicate by it.
+    pub message_id: Option<MessageId>,
+    /// When the message was first sent (ms since the Unix epoch); None: now.
+    pub sent_at_ms: Option<u64>,
 }
 
 /// How a message is pushed when its recipient is offline.

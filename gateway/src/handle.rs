@@ -176,7 +176,9 @@ impl GatewayHandle {
             .app(app)
             .ok_or_else(|| DeliverError::UnknownApp(app.clone()))?;
         let now = Instant::now();
-        let message_id = MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed));
+        let message_id = delivery.options.message_id.unwrap_or_else(|| {
+            MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed))
+        });
         let handoff = Handoff::new(self, app_state);
         if let Some(push) = &delivery.options.push {
             handoff.accepted(message_id, push);
@@ -189,7 +191,7 @@ impl GatewayHandle {
                 Target::Room(room) => Some(room.clone()),
                 _ => None,
             },
-            sent_at_ms: wall_ms(),
+            sent_at_ms: delivery.options.sent_at_ms.unwrap_or_else(wall_ms),
         };
         let registry = &self.shared.registry;
         let mut cells = Vec::new();
@@ -315,6 +317,16 @@ impl GatewayHandle {
             },
             pending,
         ))
+    }
+
+    /// How many messages session `id` holds unacknowledged, if it is attached (the relay's
+    /// offline queue paces its hand-over by it, so it never overflows the outbox).
+    pub(crate) fn session_backlog(&self, id: SessionId) -> Option<u64> {
+        let cell = self.shared.registry.session(id)?;
+        let session = cell.lock();
+        session
+            .is_attached()
+            .then(|| session.last_seq().saturating_sub(session.acked_seq()))
     }
 
     /// Adds `user` to `room` (rooms are per app).

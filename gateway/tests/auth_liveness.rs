@@ -34,7 +34,7 @@ async fn refused_with(gw: &imgate::RunningGateway, token: &str) -> CloseCode {
 
 #[tokio::test]
 async fn bad_expired_and_wrong_app_tokens_get_their_codes() {
-    let mut app = app(Arc::new(RelayBackend), SessionConfig::default());
+    let mut app = app(Arc::new(RelayBackend::default()), SessionConfig::default());
     app.authenticator =
         Arc::new(JwtAuthenticator::new(JwtConfig::hs256(SECRET)).expect("jwt config"));
     let gw = builder(app, ServerConfig::default())
@@ -86,7 +86,7 @@ async fn silent_client_is_closed_with_heartbeat_timeout() {
         ..SessionConfig::default()
     };
     let gw = builder(
-        app(Arc::new(RelayBackend), session),
+        app(Arc::new(RelayBackend::default()), session),
         ServerConfig::default(),
     )
     .start()

@@ -46,6 +46,7 @@ impl PushPolicy for RecordingPush {
 /// The relay, recording what the offline path reports; `changed` ticks on each report.
 #[derive(Debug, Clone)]
 struct RecordingRelay {
+    relay: RelayBackend,
     undelivered: Arc<Mutex<Vec<(String, Undelivered, UndeliveredReason)>>>,
     changed: Arc<watch::Sender<usize>>,
 }
@@ -57,7 +58,7 @@ impl Backend for RecordingRelay {
         origin: &'a Origin,
         request: Upstream,
     ) -> BoxFuture<'a, UpstreamOutcome> {
-        RelayBackend.on_upstream(gateway, origin, request)
+        self.relay.on_upstream(gateway, origin, request)
     }
 
     fn on_undelivered<'a>(
@@ -112,6 +113,7 @@ async fn a_restored_session_whose_device_stays_away_is_pushed_then_reported() {
     let path = store_path();
     let (reports, mut reports_seen) = watch::channel(0);
     let backend = RecordingRelay {
+        relay: RelayBackend::default(),
         undelivered: Arc::default(),
         changed: Arc::new(reports),
     };

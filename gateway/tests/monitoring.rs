@@ -9,7 +9,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use imgate::backend::WebhookMetrics;
+use imgate::backend::{OfflineQueueMetrics, WebhookMetrics};
 use imgate::ids::AppId;
 use imgate::metrics::{DirectionLabel, Metrics, OutcomeLabel, TransportLabel};
 use imgate::push_policy::PushServiceMetrics;
@@ -79,6 +79,8 @@ async fn registered() -> Registered {
     let push_service = PushServiceMetrics::new(&mut registry);
     let webhook = WebhookMetrics::new(&mut registry);
     webhook.notice_count("undelivered", "dropped");
+    let offline = OfflineQueueMetrics::new(&mut registry);
+    let _ = offline.get("queued");
     push_service.event_count(&AppId::new("chat"), "delivered");
     let transport = TransportLabel { transport: "tcp" };
     let outcome = OutcomeLabel { outcome: "ok" };

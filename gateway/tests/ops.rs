@@ -182,7 +182,10 @@ async fn slow_consumer_is_disconnected_and_loses_nothing_after_resume() {
     let mut listener = ListenerConfig::new(TransportKind::Tcp, loopback());
     listener.max_outbound_bytes = 64 * 1024;
     let gw = imgate::Gateway::builder()
-        .app(app(Arc::new(imgate::backend::RelayBackend), session))
+        .app(app(
+            Arc::new(imgate::backend::RelayBackend::default()),
+            session,
+        ))
         .config(ServerConfig {
             write_stall_timeout: Duration::from_millis(500),
             ..ServerConfig::default()

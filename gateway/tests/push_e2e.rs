@@ -40,6 +40,7 @@ fn apns_token(n: u64) -> String {
 /// Relays like `RelayBackend` and records dead-token notices.
 #[derive(Default)]
 struct TestBackend {
+    relay: RelayBackend,
     invalid: Mutex<Vec<(String, String, String, String)>>,
 }
 
@@ -50,7 +51,7 @@ impl Backend for TestBackend {
         origin: &'a Origin,
         request: Upstream,
     ) -> BoxFuture<'a, UpstreamOutcome> {
-        RelayBackend.on_upstream(gateway, origin, request)
+        self.relay.on_upstream(gateway, origin, request)
     }
 
     fn on_push_token_invalid<'a>(

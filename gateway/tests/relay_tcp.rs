@@ -135,6 +135,7 @@ async fn a_room_delivery_skips_the_excluded_sender_instead_of_reporting_it_offli
                     from: Some(UserId::new("alice")),
                     exclude_session: Some(SessionId(alice_welcome.session_id)),
                     push: None,
+                    ..DeliveryOptions::default()
                 },
             },
         )

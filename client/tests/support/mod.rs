@@ -36,7 +36,7 @@ pub async fn start_with(session: SessionConfig, identity: Identity) -> TestGatew
     let app = App {
         id: AppId::new("chat"),
         authenticator: Arc::new(tokens),
-        backend: Arc::new(RelayBackend),
+        backend: Arc::new(RelayBackend::default()),
         session: Arc::new(session),
         push: Arc::new(imgate::offline::NoPush),
     };

@@ -203,6 +203,7 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
             from: parsed.from.map(UserId::new),
             exclude_session: None,
             push,
+            ..DeliveryOptions::default()
         },
     };
     match state

@@ -438,6 +438,7 @@ fn delivery(deliver: proto::Deliver) -> Result<Delivery, String> {
             exclude_session: (deliver.exclude_session_id != 0)
                 .then_some(SessionId(deliver.exclude_session_id)),
             push,
+            ..DeliveryOptions::default()
         },
     })
 }

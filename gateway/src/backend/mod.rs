@@ -17,7 +17,10 @@ use crate::GatewayHandle;
 use crate::ids::{AppId, MessageId, UserId};
 use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
 pub use grpc::{GrpcBackend, GrpcBackendConfig};
-pub use relay::RelayBackend;
+pub use relay::{
+    Enqueued, NewMessage, OfflineLimits, OfflineQueue, OfflineQueueMetrics, QueueError,
+    QueuedMessage, RelayBackend, WallClock,
+};
 pub use webhook::{WebhookBackend, WebhookConfig, WebhookMetrics};
 
 /// A boxed future, so `Backend` can live behind `Arc<dyn Backend>`.

@@ -122,6 +122,29 @@ pub(super) struct App {
     pub(super) session: Session,
     /// Push fallback; absent: the app pushes nothing.
     pub(super) push: Option<Push>,
+    /// The relay's offline queue; absent: on, with its defaults (relay backend only).
+    pub(super) offline_queue: Option<OfflineQueue>,
+}
+
+/// `[app.offline_queue]`: messages for users without a session, kept until their next login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct OfflineQueue {
+    pub(super) enabled: bool,
+    pub(super) max_messages_per_user: usize,
+    pub(super) max_bytes_per_user: usize,
+    pub(super) ttl_secs: u64,
+}
+
+impl Default for OfflineQueue {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_messages_per_user: 1000,
+            max_bytes_per_user: 1024 * 1024,
+            ttl_secs: 7 * 24 * 3600,
+        }
+    }
 }
 
 fn default_backend() -> Backend {

@@ -56,6 +56,11 @@ pub struct Config {
     pub ticket_keys: Option<TicketKeys>,
     /// The session store's file (`<data_dir>/sessions.redb`), if an app has durable sessions.
     pub session_store: Option<PathBuf>,
+    /// The relay's offline queue (`<data_dir>/offline.redb`), if a relay app keeps one: opened
+    /// by [`Config::into_builder`].
+    pub offline_queue: Option<PathBuf>,
+    /// Relay apps with an offline queue, by index into `apps`, and their bounds.
+    offline_apps: Vec<(usize, crate::backend::OfflineLimits)>,
     /// Per app id: how development tools get a token ([`Config::dev_token`]).
     dev_tokens: HashMap<String, dev_token::DevToken>,
     /// Push services to start, by index into `apps` (their push is [`NoPush`] until then).
@@ -152,6 +157,16 @@ impl Config {
         }
         if let Some(metrics) = &self.webhook_metrics {
             metrics.register(registry);
+        }
+        if let Some(path) = &self.offline_queue {
+            let metrics = crate::backend::OfflineQueueMetrics::new(registry);
+            let queue = crate::backend::OfflineQueue::open(path, metrics)
+                .map_err(|e| ConfigError(format!("offline queue: {e}")))?;
+            let queue = Arc::new(queue);
+            for (index, limits) in std::mem::take(&mut self.offline_apps) {
+                self.apps[index].backend =
+                    Arc::new(RelayBackend::with_offline_queue(Arc::clone(&queue), limits));
+            }
         }
         if !self.push.is_empty() {
             let metrics = PushServiceMetrics::new(registry);
@@ -274,6 +289,7 @@ impl ConfigFile {
         let mut seen = HashMap::new();
         let mut data_dirs = HashMap::new();
         let mut pending_push = Vec::new();
+        let mut offline_apps = Vec::new();
         let mut dev_tokens = HashMap::new();
         // Registered with the gateway's registry by `into_builder_with_registry`: checking a
         // configuration registers nothing.
@@ -328,6 +344,9 @@ impl ConfigFile {
                     },
                 ));
             }
+            if let Some(limits) = offline_limits(&app)? {
+                offline_apps.push((apps.len(), limits));
+            }
             let push: Arc<dyn PushPolicy> = Arc::new(NoPush);
             apps.push(App {
                 id,
@@ -366,6 +385,9 @@ impl ConfigFile {
             },
             drain_grace: Duration::from_secs(self.server.drain_grace_secs),
             session_store: durable.then(|| self.server.data_dir.join("sessions.redb")),
+            offline_queue: (!offline_apps.is_empty())
+                .then(|| self.server.data_dir.join("offline.redb")),
+            offline_apps,
         })
     }
 }
@@ -574,6 +596,49 @@ fn platform_heartbeats(
         .collect()
 }
 
+/// The bounds of a relay app's offline queue; None when it keeps none.
+fn offline_limits(app: &file::App) -> Result<Option<crate::backend::OfflineLimits>, ConfigError> {
+    let relay = matches!(app.backend, file::Backend::Relay);
+    let settings = match (&app.offline_queue, relay) {
+        (Some(_), false) => {
+            return Err(ConfigError(format!(
+                "app {}: [app.offline_queue] applies only to the relay backend (a webhook or \
+                 gRPC backend keeps its own history)",
+                app.id
+            )));
+        }
+        (_, false) => return Ok(None),
+        (Some(settings), true) => settings,
+        (None, true) => &file::OfflineQueue::default(),
+    };
+    if !settings.enabled {
+        return Ok(None);
+    }
+    let positive = |key: &str, value: u64| {
+        if value == 0 {
+            Err(ConfigError(format!(
+                "app {}: offline_queue.{key} must be at least 1 (set enabled = false to keep \
+                 no queue)",
+                app.id
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    positive(
+        "max_messages_per_user",
+        as_u64(settings.max_messages_per_user),
+    )?;
+    positive("max_bytes_per_user", as_u64(settings.max_bytes_per_user))?;
+    positive("ttl_secs", settings.ttl_secs)?;
+    Ok(Some(crate::backend::OfflineLimits {
+        max_messages: settings.max_messages_per_user,
+        max_bytes: settings.max_bytes_per_user,
+        ttl: Duration::from_secs(settings.ttl_secs),
+    }))
+}
+
 /// Builds an app's backend. Must run inside a tokio runtime (the gRPC backend starts its
 /// stream at once). `webhook_metrics` gives the (shared) notice metrics of webhook backends.
 fn build_backend(
@@ -582,7 +647,8 @@ fn build_backend(
     webhook_metrics: impl FnOnce() -> crate::backend::WebhookMetrics,
 ) -> Result<Arc<dyn Backend>, ConfigError> {
     match spec {
-        file::Backend::Relay => Ok(Arc::new(RelayBackend)),
+        // Given its offline queue by `into_builder` (opening it is a side effect).
+        file::Backend::Relay => Ok(Arc::new(RelayBackend::default())),
         file::Backend::Webhook(webhook) => {
             let secret = secret::resolve(
                 &format!("app {app}: backend.secret"),
@@ -654,7 +720,11 @@ mod tests {
             data = dir.join("data").display().to_string(),
             key = key_path.display().to_string(),
         );
-        let config = Config::parse(&format!("{DEFAULT_CONFIG}{push}")).expect("push config");
+        let in_dir = DEFAULT_CONFIG.replace(
+            "data_dir = \"imgate-data\"",
+            &format!("data_dir = {:?}", dir.join("server").display().to_string()),
+        );
+        let config = Config::parse(&format!("{in_dir}{push}")).expect("push config");
         // Described, not started: nothing is opened until into_builder.
         assert!(format!("{:?}", config.push).contains(&dir.join("data").display().to_string()));
         assert!(!dir.join("data").exists());
@@ -666,6 +736,34 @@ mod tests {
         let no_provider = format!("{DEFAULT_CONFIG}\n[app.push]\ndata_dir = \"/nonexistent\"\n");
         let error = Config::parse(&no_provider).expect_err("no provider");
         assert!(error.0.contains("app.push.apns"), "{error}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_offline_queue_is_opened_by_into_builder_not_by_parse() {
+        let dir =
+            std::env::temp_dir().join(format!("imgate-offline-config-{}", std::process::id()));
+        let data = format!("data_dir = {:?}", dir.display().to_string());
+        let text = DEFAULT_CONFIG.replace("data_dir = \"imgate-data\"", &data);
+        let config = Config::parse(&text).expect("config");
+        assert_eq!(config.offline_queue, Some(dir.join("offline.redb")));
+        assert!(
+            !dir.join("offline.redb").exists(),
+            "checking creates nothing"
+        );
+        drop(config.into_builder().expect("builder"));
+        assert!(dir.join("offline.redb").exists());
+        let off = format!("{text}\n[app.offline_queue]\nenabled = false\n");
+        assert_eq!(Config::parse(&off).expect("disabled").offline_queue, None);
+        let zero = format!("{text}\n[app.offline_queue]\nttl_secs = 0\n");
+        let error = Config::parse(&zero).expect_err("ttl 0");
+        assert!(error.0.contains("offline_queue.ttl_secs"), "{error}");
+        let webhook = text.replace(
+            "backend = \"relay\"",
+            "[app.backend]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"0123456789abcdef0123\"\n\n[app.offline_queue]\nenabled = true",
+        );
+        let error = Config::parse(&webhook).expect_err("webhook with a queue");
+        assert!(error.0.contains("only to the relay"), "{error}");
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -29,7 +29,7 @@ fn handle() -> (GatewayHandle, Arc<App>) {
     let app = App {
         id: AppId::new("chat"),
         authenticator: Arc::new(crate::auth::StaticTokens::new()),
-        backend: Arc::new(RelayBackend),
+        backend: Arc::new(RelayBackend::default()),
         session: Arc::new(SessionConfig::default()),
         push: Arc::new(crate::offline::NoPush),
     };

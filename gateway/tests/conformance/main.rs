@@ -55,7 +55,7 @@ impl Server {
         let identity = Identity::self_signed(&["localhost"]).expect("certificate");
         let roots = identity.root_store();
         let mut builder = Gateway::builder()
-            .app(support::app(Arc::new(RelayBackend), session))
+            .app(support::app(Arc::new(RelayBackend::default()), session))
             .config(ServerConfig::default());
         for kind in ALL {
             let mut config =

@@ -30,6 +30,7 @@ pub fn tokens() -> StaticTokens {
 /// A relay that also records what the offline path received.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingRelay {
+    relay: RelayBackend,
     pub undelivered: Arc<Mutex<Vec<(String, Undelivered, UndeliveredReason)>>>,
 }
 
@@ -40,7 +41,7 @@ impl Backend for RecordingRelay {
         origin: &'a Origin,
         request: Upstream,
     ) -> BoxFuture<'a, UpstreamOutcome> {
-        RelayBackend.on_upstream(gateway, origin, request)
+        self.relay.on_upstream(gateway, origin, request)
     }
 
     fn on_undelivered<'a>(
@@ -90,7 +91,7 @@ pub async fn start() -> RunningGateway {
 /// The relay gateway on TCP with server-wide settings `server`.
 pub async fn start_with(server: ServerConfig) -> RunningGateway {
     builder(
-        app(Arc::new(RelayBackend), SessionConfig::default()),
+        app(Arc::new(RelayBackend::default()), SessionConfig::default()),
         server,
     )
     .start()
@@ -101,7 +102,7 @@ pub async fn start_with(server: ServerConfig) -> RunningGateway {
 /// The relay gateway on TCP, counting into `metrics`.
 pub async fn start_with_metrics(metrics: imgate::metrics::Metrics) -> RunningGateway {
     builder(
-        app(Arc::new(RelayBackend), SessionConfig::default()),
+        app(Arc::new(RelayBackend::default()), SessionConfig::default()),
         ServerConfig::default(),
     )
     .metrics(metrics)
