@@ -40,6 +40,12 @@ impl FrameEncoder {
         self.compression = compression;
     }
 
+    /// Lowers or raises the peer's frame limit (a server applies the client's
+    /// `Hello.max_frame` this way); clamped as in [`FrameEncoder::new`].
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame.clamp(1, u32::MAX as usize);
+    }
+
     /// The peer's frame limit in bytes.
     pub fn max_frame(&self) -> usize {
         self.max_frame

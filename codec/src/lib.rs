@@ -8,6 +8,8 @@
 //!   before allocating.
 //! - [`FrameEncoder`]: the reverse, with optional [`Compression`] (LZ4 block format, optional
 //!   shared [`Dictionary`]).
+//! - [`deliver_frame_len`], [`MIN_MAX_FRAME`]: a `Deliver`'s size as the peer's limit counts
+//!   it, and the smallest limit a client may announce.
 //! - [`CloseCode`]: the stable numeric error codes; [`CodecError`]: this crate's one error.
 //!
 //! The wire format is specified in `docs/protocol.md` at the repository root.
@@ -24,6 +26,7 @@ mod dictionary;
 mod encode;
 mod error;
 pub mod flags;
+mod frame_len;
 #[cfg(feature = "tokio-codec")]
 pub mod tokio_codec;
 
@@ -39,6 +42,7 @@ pub use decode::{DEFAULT_MAX_FRAME, FrameDecoder, LENGTH_PREFIX_LEN};
 pub use dictionary::{Dictionary, DictionaryId};
 pub use encode::FrameEncoder;
 pub use error::CodecError;
+pub use frame_len::{MIN_MAX_FRAME, deliver_frame_len};
 pub use proto::frame::Kind;
 pub use proto::{
     Ack, Deliver, Error, Frame, GoAway, GoAwayReason, Hello, JoinRoom, LeaveRoom, Ping, Platform,

@@ -214,6 +214,7 @@ impl GatewayHandle {
         let push_options = store.and(delivery.options.push.clone().map(Arc::new));
         let mut awaiting_store = Vec::new();
         let mut overflowed = Vec::new();
+        let mut too_large = Vec::new();
         let mut devices = Vec::with_capacity(cells.len().max(1));
         // A user or device target with no session left is reported (and handed offline)
         // as the user.
@@ -270,6 +271,11 @@ impl GatewayHandle {
                     overflowed.push(identity.user.clone());
                     DeviceOutcome::Offline
                 }
+                DeliverOutcome::TooLarge => {
+                    Metrics::count(&metrics.deliveries, "too_large");
+                    too_large.push(identity.user.clone());
+                    DeviceOutcome::Offline
+                }
                 DeliverOutcome::Ended => {
                     Metrics::count(&metrics.deliveries, "ended");
                     DeviceOutcome::Offline
@@ -282,8 +288,9 @@ impl GatewayHandle {
                 outcome,
             });
         }
-        // One hand-off per user: an overflow is reported as such, anything else that found
-        // no session to take it (none at all, or one that ended meanwhile) as no session.
+        // One hand-off per user: an overflow or a message too large for a device's frame limit
+        // is reported as such, anything else that found no session to take it (none at all,
+        // or one that ended meanwhile) as no session.
         let mut offline: HashMap<UserId, UndeliveredReason> = HashMap::new();
         for report in &devices {
             if report.outcome == DeviceOutcome::Offline {
@@ -291,6 +298,9 @@ impl GatewayHandle {
                     .entry(report.user.clone())
                     .or_insert(UndeliveredReason::NoSession);
             }
+        }
+        for user in too_large {
+            offline.insert(user, UndeliveredReason::TooLarge);
         }
         for user in overflowed {
             offline.insert(user, UndeliveredReason::BufferOverflow);
@@ -437,7 +447,8 @@ fn record_delivery(
         DeliverOutcome::Overflow => store.append(Change::Overflowed {
             session: session.id(),
         }),
-        DeliverOutcome::Ended => {}
+        // No sequence number: nothing the session holds changed.
+        DeliverOutcome::TooLarge | DeliverOutcome::Ended => {}
     }
 }
 

@@ -7,6 +7,7 @@
 //! | a message with push options is accepted | `deliver` | [`Handoff::accepted`] |
 //! | no session at all | `deliver` | [`Handoff::undelivered`] (`NoSession`) |
 //! | outbox overflow | `deliver` | [`Handoff::undelivered`] (`BufferOverflow`) |
+//! | larger than the client's `Hello.max_frame` | `deliver` | [`Handoff::undelivered`] (`TooLarge`) |
 //! | detached past the push grace | driver (`PushGraceElapsed`), `deliver` (`Buffered{push}`) | [`Handoff::uncovered`] |
 //! | no ack within the ack time-out | driver (`AckOverdue`) | [`Handoff::uncovered`] |
 //! | the device acknowledged | driver (`Acked`) | [`Handoff::acked`] |

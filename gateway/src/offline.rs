@@ -20,7 +20,8 @@ pub enum PushTrigger {
     DetachedGrace,
     /// Transmitted but not acknowledged within the ack time-out (a half-dead socket).
     AckTimeout,
-    /// The session ended with these messages unacknowledged.
+    /// The session ended with these messages unacknowledged, or could not take them (its
+    /// buffer was full, or a message is larger than its client's frame limit).
     SessionEnded(UndeliveredReason),
 }
 

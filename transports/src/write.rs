@@ -180,8 +180,14 @@ impl FrameWriter {
         }
     }
 
-    /// The encoder (the peer's frame limit, compression). Switch compression on here once the
-    /// protocol handshake allows it.
+    /// The encoder (the peer's frame limit, compression).
+    pub fn encoder(&self) -> &FrameEncoder {
+        &self.encoder
+    }
+
+    /// The encoder, to change (copied from the listener's shared one on the first change).
+    /// Switch compression on here once the protocol handshake allows it, and lower the frame
+    /// limit to the one the peer announced.
     pub fn encoder_mut(&mut self) -> &mut FrameEncoder {
         Arc::make_mut(&mut self.encoder)
     }

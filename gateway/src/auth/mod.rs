@@ -34,7 +34,9 @@ pub use jwt::{
 pub use per_app::PerApp;
 pub use static_tokens::StaticTokens;
 
-/// Longest user id (`sub` claim) accepted, in bytes.
+/// Longest user id accepted, in bytes: the JWT authenticator refuses a longer `sub` claim,
+/// and the gateway refuses a connection whose authenticator returned a longer id (it
+/// travels in `Welcome`, which must fit the smallest frame limit a client may announce).
 pub const MAX_USER_ID_LEN: usize = 256;
 
 /// What a client presented in `Hello`, for an [`Authenticator`] to verify.

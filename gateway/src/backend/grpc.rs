@@ -721,6 +721,7 @@ impl Backend for GrpcBackend {
             UndeliveredReason::BufferOverflow => proto::UndeliveredReason::BufferOverflow,
             UndeliveredReason::SessionEnded => proto::UndeliveredReason::SessionEnded,
             UndeliveredReason::NoSession => proto::UndeliveredReason::NoSession,
+            UndeliveredReason::TooLarge => proto::UndeliveredReason::TooLarge,
         };
         let event = EventKind::Undelivered(proto::Undelivered {
             app: app.to_string(),

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::ServerConfig;
 use super::driver::{Connection, Driver};
 use crate::app::App;
-use crate::auth::AuthRequest;
+use crate::auth::{AuthRequest, MAX_USER_ID_LEN};
 use crate::backend::Origin;
 use crate::handle::{GatewayHandle, wall_ms};
 use crate::ids::{AppId, DeviceId, SessionId};
@@ -41,6 +41,14 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
         peer: Some(peer),
     };
     let authenticated = match app.authenticator.authenticate(&request).await {
+        // The `Welcome` carries the user id and must fit the smallest frame limit a client
+        // may announce (§12): an authenticator's longer id is a server fault.
+        Ok(authenticated) if authenticated.user.as_str().len() > MAX_USER_ID_LEN => {
+            Metrics::count(&handle.metrics().handshakes, CloseCode::INTERNAL.name());
+            tracing::error!(app = %app.id, "the authenticator returned a user id over {MAX_USER_ID_LEN} bytes");
+            let _ = writer.close(CloseCode::INTERNAL, "internal error").await;
+            return;
+        }
         Ok(authenticated) => authenticated,
         Err(error) => {
             Metrics::count(&handle.metrics().handshakes, error.close_code().name());
@@ -66,6 +74,7 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
             return;
         }
     };
+    limit_frames(&mut writer, hello.max_frame);
     Metrics::count(&handle.metrics().handshakes, "ok");
     tracing::Span::current().record("session.id", tracing::field::display(cell.id()));
     tracing::debug!(
@@ -186,11 +195,15 @@ async fn handshake(
     None
 }
 
-/// Compression the client can take: LZ4 if it lists the feature, with the built-in
-/// dictionary if it holds it.
+/// Compression the client can take (LZ4 if it lists the feature, with the built-in
+/// dictionary if it holds it) and the largest frame it takes.
 fn negotiate(hello: &Hello) -> (Negotiated, Option<Compression>) {
     if !hello.features.iter().any(|f| f == FEATURE_LZ4) {
-        return (Negotiated::default(), None);
+        let negotiated = Negotiated {
+            max_frame: hello.max_frame,
+            ..Negotiated::default()
+        };
+        return (negotiated, None);
     }
     let builtin = Dictionary::builtin();
     let dictionary = hello
@@ -200,6 +213,7 @@ fn negotiate(hello: &Hello) -> (Negotiated, Option<Compression>) {
     let negotiated = Negotiated {
         features: vec![FEATURE_LZ4.to_owned()],
         dictionary_id: dictionary.as_ref().map_or(0, |d| d.id().0),
+        max_frame: hello.max_frame,
     };
     let compression = Compression {
         dictionary,
@@ -293,6 +307,17 @@ fn attach(
     let cell = SessionCell::new(session);
     registry.insert(cell.clone());
     Ok((cell, true))
+}
+
+/// Holds everything sent on the connection from its `Welcome` on to the client's frame
+/// limit. The session keeps `Deliver` frames within it; a frame over it would fail to
+/// queue, so this only guards the limit (§12).
+fn limit_frames(writer: &mut FrameWriter, client_max_frame: u32) {
+    let limit = client_max_frame as usize;
+    // Only a smaller limit copies the listener's shared encoder.
+    if limit != 0 && limit < writer.encoder().max_frame() {
+        writer.encoder_mut().set_max_frame(limit);
+    }
 }
 
 fn random_bytes<const N: usize>() -> Option<[u8; N]> {

@@ -497,12 +497,45 @@ fn takeover_go_away() -> imgate_codec::Frame {
     .into()
 }
 
+/// Longest `Receipt.reason` sent, in bytes: a backend's reason is cut to it, so that a
+/// receipt fits the smallest frame limit a client may announce (§12).
+const MAX_REASON_LEN: usize = 256;
+
 fn receipt(msg_id: u64, outcome: UpstreamOutcome) -> Receipt {
+    let mut reason = outcome.reason;
+    if reason.len() > MAX_REASON_LEN {
+        let cut = (0..=MAX_REASON_LEN)
+            .rev()
+            .find(|&i| reason.is_char_boundary(i))
+            .unwrap_or(0);
+        reason.truncate(cut);
+    }
     Receipt {
         msg_id,
         status: outcome.status.into(),
         reason_code: outcome.reason_code.map_or(0, u32::from),
-        reason: outcome.reason,
+        reason,
         message_id: outcome.message_id.map_or(0, |m| m.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn a_receipt_with_a_long_backend_reason_fits_the_smallest_frame_limit() {
+        // Two-byte characters, so that the cut must fall on a character boundary.
+        let outcome = UpstreamOutcome {
+            message_id: Some(crate::ids::MessageId(u64::MAX)),
+            ..UpstreamOutcome::rejected(CloseCode(u16::MAX), "é".repeat(1000))
+        };
+        let receipt = receipt(u64::MAX, outcome);
+        assert_eq!(receipt.reason, "é".repeat(MAX_REASON_LEN / 2));
+        // Flags byte + body.
+        let frame_len = 1 + imgate_codec::Frame::from(receipt).encoded_len();
+        assert!(frame_len <= imgate_codec::MIN_MAX_FRAME, "{frame_len}");
     }
 }

@@ -52,6 +52,9 @@ pub enum UndeliveredReason {
     SessionEnded,
     /// The user had no session to deliver to.
     NoSession,
+    /// The message's frame would exceed the frame limit the device's client announced
+    /// (`Hello.max_frame`): it was never sent to that device.
+    TooLarge,
 }
 
 /// One message the session hands to the offline path.

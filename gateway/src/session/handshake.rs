@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use imgate_codec::{CloseCode, Frame, Hello, Kind, PROTOCOL_VERSION};
+use imgate_codec::{CloseCode, Frame, Hello, Kind, MIN_MAX_FRAME, PROTOCOL_VERSION};
 use tokio::time::Instant;
 
 /// Longest `app_id`, `device_id` or token accepted, in bytes.
@@ -56,7 +56,8 @@ impl Handshake {
         })
     }
 
-    /// Validates the first frame: it must be a well-formed `Hello` of a supported version.
+    /// Validates the first frame: it must be a well-formed `Hello` of a supported version,
+    /// with a `max_frame` of 0 or at least [`MIN_MAX_FRAME`].
     pub fn handle_frame(&self, frame: Frame) -> Result<Hello, HandshakeRefused> {
         let Some(Kind::Hello(hello)) = frame.kind else {
             return Err(HandshakeRefused::new(
@@ -84,6 +85,13 @@ impl Handshake {
             return Err(HandshakeRefused::new(
                 CloseCode::PROTOCOL_ERROR,
                 format!("device_id must be 1..={MAX_ID_LEN} bytes"),
+            ));
+        }
+        if hello.max_frame != 0 && (hello.max_frame as usize) < MIN_MAX_FRAME {
+            // Below it not even the server's own frames (receipts, errors) would fit.
+            return Err(HandshakeRefused::new(
+                CloseCode::PROTOCOL_ERROR,
+                format!("max_frame must be 0 or at least {MIN_MAX_FRAME} bytes"),
             ));
         }
         if too_long(&hello.token, MAX_TOKEN_LEN) {

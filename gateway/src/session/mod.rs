@@ -56,6 +56,20 @@ pub struct Negotiated {
     pub features: Vec<String>,
     /// Compression dictionary the server will use (0: none).
     pub dictionary_id: u32,
+    /// Largest frame the client accepts (flags byte + uncompressed body), from
+    /// `Hello.max_frame`; 0: the protocol default, [`imgate_codec::DEFAULT_MAX_FRAME`].
+    pub max_frame: u32,
+}
+
+impl Negotiated {
+    /// The client's frame limit in bytes, never above the protocol default.
+    fn frame_limit(&self) -> u32 {
+        let default = u32::try_from(imgate_codec::DEFAULT_MAX_FRAME).unwrap_or(u32::MAX);
+        match self.max_frame {
+            0 => default,
+            limit => limit.min(default),
+        }
+    }
 }
 
 /// A message to deliver to the session's client.
@@ -92,6 +106,9 @@ pub enum DeliverOutcome {
     /// The unacknowledged buffer is full: the message is the offline path's. If the client
     /// was attached it is disconnected as a slow consumer, and its next resume is refused.
     Overflow,
+    /// The message's `Deliver` frame would exceed the frame limit the client announced: it
+    /// gets no sequence number and is the offline path's; the session is unaffected.
+    TooLarge,
     /// The session has ended; route the message to another session or the offline path.
     Ended,
 }
@@ -126,6 +143,9 @@ pub struct Session {
     generation: u64,
     /// The buffer overflowed: messages went to the offline path, so a resume would leave a hole.
     overflowed: bool,
+    /// Largest frame the client accepts (`Negotiated::max_frame`, defaulted): kept while
+    /// detached, so deliveries meanwhile are held to the last client's limit.
+    client_max_frame: u32,
     push_grace_reported: bool,
     /// The upstream request handed to the runtime and not yet answered. Only one is out at a
     /// time, so that a request collected by a connection's driver just before a resume
@@ -169,6 +189,7 @@ impl Session {
             last_rx: now,
             generation: 1,
             overflowed: false,
+            client_max_frame: negotiated.frame_limit(),
             push_grace_reported: false,
             forwarding: None,
             mono_base: now,
@@ -224,6 +245,8 @@ impl Session {
             last_rx: now,
             generation: 1,
             overflowed: stored.overflowed || !rest.is_empty(),
+            // Unknown until the client resumes (a resume checks the buffer against its limit).
+            client_max_frame: Negotiated::default().frame_limit(),
             push_grace_reported: false,
             forwarding: None,
             mono_base: now,
@@ -381,7 +404,8 @@ impl Session {
             return DeliverOutcome::Ended;
         }
         let deliver = Deliver {
-            seq: 0,
+            // The seq it will get, so that its size below is exact.
+            seq: self.outbox.last_seq() + 1,
             payload: message.payload,
             from: message
                 .from
@@ -394,6 +418,9 @@ impl Session {
             message_id: message.message_id.0,
             sent_at_ms: message.sent_at_ms,
         };
+        if imgate_codec::deliver_frame_len(&deliver) > self.client_max_frame as usize {
+            return DeliverOutcome::TooLarge;
+        }
         match self.outbox.push(deliver) {
             Ok(seq) => match self.state {
                 State::Attached => DeliverOutcome::Sent { seq },
@@ -493,7 +520,9 @@ impl Session {
     ///
     /// On success the session is attached to the new connection (any previous connection
     /// is stale: see [`Session::generation`]), `Welcome{resumed: true}` is queued, then every
-    /// message after `last_seq`, in order. On refusal the caller creates a fresh session; a
+    /// message after `last_seq`, in order. A buffered message larger than the new
+    /// connection's frame limit (`negotiated.max_frame`) refuses the resume as an overflow.
+    /// On refusal the caller creates a fresh session; a
     /// refusal for a buffer overflow or a bad sequence number also ends this session and
     /// hands its messages to the offline path, while a bad secret or owner leaves it alone
     /// (a thief must not be able to end a victim's session).
@@ -536,6 +565,14 @@ impl Session {
                 message_ids: released,
             });
         }
+        let limit = negotiated.frame_limit();
+        if self.outbox.largest_frame() > limit as usize {
+            // The replay would hold a frame the new connection cannot take: the buffer
+            // cannot be delivered whole, as after an overflow.
+            self.end(UndeliveredReason::BufferOverflow);
+            return Err(ResumeRefused::BufferOverflow);
+        }
+        self.client_max_frame = limit;
         self.detach(now);
         self.state = State::Attached;
         self.generation += 1;
@@ -801,6 +838,9 @@ mod tests;
 
 #[cfg(test)]
 mod restore_tests;
+
+#[cfg(test)]
+mod max_frame_tests;
 
 /// Whether `frame` is what a connection usually sends last before it goes quiet: its
 /// `Welcome`, or the `Pong` answering a heartbeat. The session frees its queue buffers after

@@ -209,6 +209,15 @@ impl Outbox {
             .map(|sent| sent + timeout)
     }
 
+    /// The largest buffered message's frame length (0: none), as the client's limit counts it.
+    pub(crate) fn largest_frame(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| imgate_codec::deliver_frame_len(&e.deliver))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Ids of every buffered message, in order.
     pub(crate) fn message_ids(&self) -> Vec<MessageId> {
         self.entries

@@ -9,6 +9,7 @@ mod support;
 mod errors;
 mod handshake;
 mod limits;
+mod max_frame;
 mod resume;
 mod upstream;
 mod wire;
@@ -52,10 +53,19 @@ impl Server {
         session: SessionConfig,
         listener: impl Fn(&mut ListenerConfig),
     ) -> Self {
+        Self::start_with_backend(Arc::new(RelayBackend::default()), session, listener).await
+    }
+
+    /// As [`Server::start_with`], with `backend` instead of the plain relay.
+    pub(crate) async fn start_with_backend(
+        backend: Arc<dyn imgate::backend::Backend>,
+        session: SessionConfig,
+        listener: impl Fn(&mut ListenerConfig),
+    ) -> Self {
         let identity = Identity::self_signed(&["localhost"]).expect("certificate");
         let roots = identity.root_store();
         let mut builder = Gateway::builder()
-            .app(support::app(Arc::new(RelayBackend::default()), session))
+            .app(support::app(backend, session))
             .config(ServerConfig::default());
         for kind in ALL {
             let mut config =

@@ -67,6 +67,8 @@ pub(crate) struct Wire {
     pub(crate) kind: TransportKind,
     io: Io,
     buf: BytesMut,
+    /// The longest frame received so far (flags byte + body), as a frame limit counts it.
+    pub(crate) largest_frame: usize,
 }
 
 /// ALPN the TLS client offers.
@@ -192,6 +194,7 @@ impl Wire {
             kind,
             io,
             buf: BytesMut::new(),
+            largest_frame: 0,
         })
     }
 
@@ -255,7 +258,10 @@ impl Wire {
             Io::Ws(ws) => match ws.next().await {
                 None => Got::End(End::Eof),
                 Some(Err(e)) => Got::End(End::Broken(e.to_string())),
-                Some(Ok(Message::Binary(bytes))) => Got::Frame(decode(&bytes)),
+                Some(Ok(Message::Binary(bytes))) => {
+                    self.largest_frame = self.largest_frame.max(bytes.len());
+                    Got::Frame(decode(&bytes))
+                }
                 Some(Ok(Message::Close(close))) => Got::End(match close {
                     Some(close) => End::Ws {
                         status: u16::from(close.code),
@@ -274,6 +280,7 @@ impl Wire {
                     if self.buf.len() >= 4 + len {
                         self.buf.advance(4);
                         let frame = self.buf.split_to(len);
+                        self.largest_frame = self.largest_frame.max(len);
                         return Got::Frame(decode(&frame));
                     }
                 }

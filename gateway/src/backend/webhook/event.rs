@@ -154,6 +154,7 @@ impl<'a> Event<'a> {
                 UndeliveredReason::BufferOverflow => "buffer_overflow",
                 UndeliveredReason::SessionEnded => "session_ended",
                 UndeliveredReason::NoSession => "no_session",
+                UndeliveredReason::TooLarge => "too_large",
             }),
             messages: Some(
                 messages
