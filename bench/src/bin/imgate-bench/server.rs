@@ -288,6 +288,14 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let started = Instant::now();
+        // A process holding 10,000 sockets takes a while to die, and it holds the store's
+        // lock until it has: start the new one only then (as a supervisor would).
+        while self.alive() {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!("imgate (pid {}) survived SIGKILL for 30 s", self.pid));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let mut cmd = timeout_command(max_secs);
         imgate_args(&mut cmd, imgate, &self.dir.join("imgate.toml"))?;
         let (child, pid, addr, transport_addr) =
@@ -333,9 +341,13 @@ fn launch(
     transport: TransportKind,
 ) -> Result<(Child, u32, SocketAddr, SocketAddr), String> {
     {
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        // IMGATE_BENCH_SERVER_STDERR=1 shows the servers' logs (debugging a failed run).
+        let stderr = if std::env::var_os("IMGATE_BENCH_SERVER_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
         let mut child = cmd.spawn().map_err(|e| format!("starting {kind:?}: {e}"))?;
         let wrapper = child.id();
         let (addr, transport_addr) = if kind == ServerKind::Imgate {
