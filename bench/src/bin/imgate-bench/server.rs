@@ -292,7 +292,10 @@ impl Server {
         // lock until it has: start the new one only then (as a supervisor would).
         while self.alive() {
             if started.elapsed() > Duration::from_secs(30) {
-                return Err(format!("imgate (pid {}) survived SIGKILL for 30 s", self.pid));
+                return Err(format!(
+                    "imgate (pid {}) survived SIGKILL for 30 s",
+                    self.pid
+                ));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -340,41 +343,41 @@ fn launch(
     port: u16,
     transport: TransportKind,
 ) -> Result<(Child, u32, SocketAddr, SocketAddr), String> {
-    {
-        // IMGATE_BENCH_SERVER_STDERR=1 shows the servers' logs (debugging a failed run).
-        let stderr = if std::env::var_os("IMGATE_BENCH_SERVER_STDERR").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        };
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(stderr);
-        let mut child = cmd.spawn().map_err(|e| format!("starting {kind:?}: {e}"))?;
-        let wrapper = child.id();
-        let (addr, transport_addr) = if kind == ServerKind::Imgate {
-            let stdout = child.stdout.take().ok_or("stdout")?;
-            match reported_listeners(stdout, transport) {
-                Ok(addrs) => addrs,
-                Err(e) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(e);
-                }
-            }
-        } else {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            (addr, addr)
-        };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            if started.elapsed() > Duration::from_secs(20) {
+    // IMGATE_BENCH_SERVER_STDERR=1 shows the servers' logs (debugging a failed run).
+    let stderr = if std::env::var_os("IMGATE_BENCH_SERVER_STDERR").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    };
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
+    let mut child = cmd.spawn().map_err(|e| format!("starting {kind:?}: {e}"))?;
+    let wrapper = child.id();
+    let (addr, transport_addr) = if kind == ServerKind::Imgate {
+        let stdout = child.stdout.take().ok_or("stdout")?;
+        match reported_listeners(stdout, transport) {
+            Ok(addrs) => addrs,
+            Err(e) => {
                 let _ = child.kill();
-                return Err(format!("{kind:?} is not accepting on {addr}"));
+                let _ = child.wait();
+                return Err(e);
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        let pid = child_of(wrapper).unwrap_or(wrapper);
-        Ok((child, pid, addr, transport_addr))
+    } else {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        (addr, addr)
+    };
+    let started = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            return Err(format!("{kind:?} is not accepting on {addr}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let pid = child_of(wrapper).unwrap_or(wrapper);
+    Ok((child, pid, addr, transport_addr))
 }
 
 impl Server {
