@@ -286,7 +286,7 @@ pub fn roundtrip(input: RoundTrip) {
         3 if !input.adhoc_dictionary.is_empty() => Some(Dictionary::new(input.adhoc_dictionary)),
         _ => None,
     };
-    let compression = (input.compression % 4 != 0).then(|| Compression {
+    let compression = (!input.compression.is_multiple_of(4)).then(|| Compression {
         threshold: usize::from(input.threshold),
         dictionary: dictionary.clone(),
     });

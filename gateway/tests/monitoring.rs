@@ -56,10 +56,10 @@ fn families(text: &str, into: &mut Registered) {
 /// The family a sample name belongs to (strips the type suffix if that family exists).
 fn base_name(sample: &str, registered: &Registered) -> String {
     for suffix in ["_total", "_bucket", "_sum", "_count", "_created"] {
-        if let Some(base) = sample.strip_suffix(suffix) {
-            if registered.contains_key(base) {
-                return base.to_owned();
-            }
+        if let Some(base) = sample.strip_suffix(suffix)
+            && registered.contains_key(base)
+        {
+            return base.to_owned();
         }
     }
     sample.to_owned()
@@ -148,17 +148,17 @@ fn family_of<'a>(
         ("_count", &["histogram"]),
     ];
     for (suffix, kinds) in candidates {
-        if let Some(base) = series.strip_suffix(suffix) {
-            if let Some((name, family)) = registered.get_key_value(base) {
-                return if kinds.contains(&family.kind.as_str()) {
-                    Ok((name, family))
-                } else {
-                    Err(format!(
-                        "{series}: {base} is a {}, not {kinds:?}",
-                        family.kind
-                    ))
-                };
-            }
+        if let Some(base) = series.strip_suffix(suffix)
+            && let Some((name, family)) = registered.get_key_value(base)
+        {
+            return if kinds.contains(&family.kind.as_str()) {
+                Ok((name, family))
+            } else {
+                Err(format!(
+                    "{series}: {base} is a {}, not {kinds:?}",
+                    family.kind
+                ))
+            };
         }
     }
     match registered.get_key_value(series) {

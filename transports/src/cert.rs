@@ -72,10 +72,10 @@ impl Identity {
     /// server across restarts. Returns whether it was generated.
     pub fn dev_in(dir: &Path, names: &[&str]) -> Result<(Self, bool), TransportError> {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        if let Ok(identity) = Self::from_pem_files(&cert, &key) {
-            if identity.server_config(crate::ALPN_IMGATE, false).is_ok() {
-                return Ok((identity, false));
-            }
+        if let Ok(identity) = Self::from_pem_files(&cert, &key)
+            && identity.server_config(crate::ALPN_IMGATE, false).is_ok()
+        {
+            return Ok((identity, false));
         }
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let certified = rcgen::generate_simple_self_signed(names)

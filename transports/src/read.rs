@@ -254,15 +254,15 @@ fn poll_stream(
     mut read: impl FnMut(&mut Context<'_>, &mut [u8]) -> Poll<io::Result<usize>>,
 ) -> Poll<Result<Option<Frame>, TransportError>> {
     loop {
-        if let Some(buf) = pending.as_deref_mut() {
-            if let Some(frame) = decoder.decode_stream(buf)? {
-                if buf.is_empty() {
-                    // Drop our handle on the allocation: the frame's payload may still
-                    // share it, but an idle reader must not.
-                    *pending = None;
-                }
-                return Poll::Ready(Ok(Some(frame)));
+        if let Some(buf) = pending.as_deref_mut()
+            && let Some(frame) = decoder.decode_stream(buf)?
+        {
+            if buf.is_empty() {
+                // Drop our handle on the allocation: the frame's payload may still
+                // share it, but an idle reader must not.
+                *pending = None;
             }
+            return Poll::Ready(Ok(Some(frame)));
         }
         let read = SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => read_into(&mut read, &mut scratch, pending, cx),

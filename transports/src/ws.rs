@@ -145,10 +145,9 @@ fn check_request(
     if let (Some(allowed), Some(origin)) = (
         &config.allowed_origins,
         request.headers().get(header::ORIGIN),
-    ) {
-        if !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
-            return Err((HandshakeFailure::WsOrigin, StatusCode::FORBIDDEN));
-        }
+    ) && !allowed.iter().any(|a| a.as_bytes() == origin.as_bytes())
+    {
+        return Err((HandshakeFailure::WsOrigin, StatusCode::FORBIDDEN));
     }
     let offered = request
         .headers()

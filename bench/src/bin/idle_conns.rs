@@ -117,10 +117,10 @@ fn main() {
 /// Each connection needs a descriptor; lift the soft limit towards the hard one.
 fn raise_fd_limit(conns: usize) {
     let want = conns as u64 + 1024;
-    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() {
-        if soft < want {
-            let _ = rlimit::Resource::NOFILE.set(want.min(hard), hard);
-        }
+    if let Ok((soft, hard)) = rlimit::Resource::NOFILE.get()
+        && soft < want
+    {
+        let _ = rlimit::Resource::NOFILE.set(want.min(hard), hard);
     }
 }
 
@@ -339,10 +339,10 @@ async fn client(args: &Args) -> Result<(), String> {
     let mut pending = tokio::task::JoinSet::new();
     let ping: imgate_codec::Frame = imgate_codec::Ping::default().into();
     for i in 0..args.conns {
-        if pending.len() >= 64 {
-            if let Some(done) = pending.join_next().await {
-                conns.push(done.map_err(|e| e.to_string())??);
-            }
+        if pending.len() >= 64
+            && let Some(done) = pending.join_next().await
+        {
+            conns.push(done.map_err(|e| e.to_string())??);
         }
         let connector = Arc::clone(&connector);
         let ping = ping.clone();

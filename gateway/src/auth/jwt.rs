@@ -253,14 +253,13 @@ impl JwtAuthenticator {
         {
             return Err(AuthError::UntrustedIssuer);
         }
-        if let Some(audience) = &self.audience {
-            if !claims
+        if let Some(audience) = &self.audience
+            && !claims
                 .aud
                 .as_ref()
                 .is_some_and(|aud| aud.contains(audience))
-            {
-                return Err(AuthError::WrongAudience);
-            }
+        {
+            return Err(AuthError::WrongAudience);
         }
         let app = claims.app_id.ok_or(AuthError::MissingClaim("app_id"))?;
         // Multi-app isolation: a token minted for app A must never open a session in app B,

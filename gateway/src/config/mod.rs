@@ -278,10 +278,10 @@ impl ConfigFile {
                 }
                 config.ws.path = path;
             }
-            if listener.transport.uses_tls() || listener.transport == TransportKind::Quic {
-                if let Some(cert) = &certificate {
-                    config = config.with_identity(cert.clone());
-                }
+            if (listener.transport.uses_tls() || listener.transport == TransportKind::Quic)
+                && let Some(cert) = &certificate
+            {
+                config = config.with_identity(cert.clone());
             }
             listeners.push(config);
         }

@@ -282,11 +282,11 @@ impl PolicyState {
     /// and the badge drops by the unread ones among them.
     pub(crate) fn acked(&mut self, user: &UserId, messages: &[MessageId]) {
         for id in messages {
-            if let Some(entry) = self.messages.get_mut(id) {
-                if !entry.acked.contains(user) {
-                    entry.acked.push(user.clone());
-                    self.dirty_messages.insert(*id);
-                }
+            if let Some(entry) = self.messages.get_mut(id)
+                && !entry.acked.contains(user)
+            {
+                entry.acked.push(user.clone());
+                self.dirty_messages.insert(*id);
             }
         }
         if let Some(unread) = self.unread.get_mut(user) {

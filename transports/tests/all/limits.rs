@@ -75,16 +75,15 @@ async fn per_ip_limit_refuses_and_counts() {
         let mut ok = false;
         for _ in 0..50 {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            if let Ok(mut conn) = connector.connect(addr).await {
-                if conn.send(&deliver(3, 1)).await.is_ok()
-                    && matches!(
-                        tokio::time::timeout(Duration::from_millis(500), conn.recv()).await,
-                        Ok(Ok(Some(_)))
-                    )
-                {
-                    ok = true;
-                    break;
-                }
+            if let Ok(mut conn) = connector.connect(addr).await
+                && conn.send(&deliver(3, 1)).await.is_ok()
+                && matches!(
+                    tokio::time::timeout(Duration::from_millis(500), conn.recv()).await,
+                    Ok(Ok(Some(_)))
+                )
+            {
+                ok = true;
+                break;
             }
         }
         assert!(ok, "{kind}: slot never released");

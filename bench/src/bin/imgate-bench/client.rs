@@ -328,10 +328,11 @@ fn connector_for(transport: TransportKind, ca: Option<&Path>) -> Result<Arc<Conn
     }
     CONNECTOR.with(|cache| {
         let mut cache = cache.borrow_mut();
-        if let Some((kind, path, connector)) = cache.as_ref() {
-            if *kind == transport && path.as_deref() == ca {
-                return Ok(Arc::clone(connector));
-            }
+        if let Some((kind, path, connector)) = cache.as_ref()
+            && *kind == transport
+            && path.as_deref() == ca
+        {
+            return Ok(Arc::clone(connector));
         }
         let roots = match ca {
             Some(path) => {

@@ -655,10 +655,10 @@ impl Ledger {
                 ledger.duplicates.fetch_add(1, Ordering::Relaxed);
             }
             ledger.last_ns.fetch_max(now, Ordering::Relaxed);
-            if let Some(hist) = &ledger.hist {
-                if let Ok(mut h) = hist.lock() {
-                    let _ = h.record((now.saturating_sub(sent) / 1000).max(1));
-                }
+            if let Some(hist) = &ledger.hist
+                && let Ok(mut h) = hist.lock()
+            {
+                let _ = h.record((now.saturating_sub(sent) / 1000).max(1));
             }
         })
     }

@@ -454,10 +454,10 @@ pub(crate) fn installed(kind: ServerKind) -> bool {
 
 fn child_of(pid: u32) -> Option<u32> {
     for _ in 0..100 {
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-            if let Some(child) = children.split_whitespace().next() {
-                return child.parse().ok();
-            }
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            && let Some(child) = children.split_whitespace().next()
+        {
+            return child.parse().ok();
         }
         std::thread::sleep(Duration::from_millis(10));
     }
