@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     /// Notified whenever a connection detaches from its session.
     pub(crate) detached: Notify,
     pub(crate) handshake_limit: SharedBucket,
+    /// Samples the `info` lines of connections and refusals: useful at a glance, never a
+    /// flood (the metrics count every one).
+    pub(crate) log_sample: SharedBucket,
     /// Where the sessions of apps with `Durability::Disk` live.
     pub(crate) store: Option<Arc<dyn SessionStore>>,
 }
@@ -71,6 +74,9 @@ impl Shared {
         }
     }
 }
+
+/// `info` lines per second for connections and refusals (bursts of twice that).
+const LOG_LINES_PER_SEC: f64 = 10.0;
 
 /// A cheap, cloneable handle to a running gateway.
 #[derive(Clone, Debug)]
@@ -101,6 +107,10 @@ impl GatewayHandle {
                 next_message_id: AtomicU64::new(wall_ms().saturating_mul(1000)),
                 metrics,
                 handshake_limit: SharedBucket::new(config.handshake_rate),
+                log_sample: SharedBucket::new(crate::rate_limit::RateLimit::new(
+                    LOG_LINES_PER_SEC,
+                    2.0 * LOG_LINES_PER_SEC,
+                )),
                 config,
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),

@@ -23,7 +23,16 @@ secret = "a-secret-of-at-least-thirty-two-bytes"
 /// Runs `imgate serve` with `format` until it announced its admin address, drains it with
 /// SIGTERM, and returns every stdout line.
 fn serve_and_drain(format: &str) -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("imgate-logs-{format}-{}", std::process::id()));
+    serve_and_drain_after(format, |_| {})
+}
+
+/// [`serve_and_drain`], running `clients` against the TCP listener before the drain.
+fn serve_and_drain_after(format: &str, clients: impl FnOnce(std::net::SocketAddr)) -> Vec<String> {
+    // One directory per run: parallel tests must not share a session store.
+    static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("imgate-logs-{format}-{}-{run}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("imgate.toml");
     std::fs::write(&config, CONFIG).expect("write config");
@@ -37,15 +46,24 @@ fn serve_and_drain(format: &str) -> Vec<String> {
         .expect("spawn imgate");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = Vec::new();
+    let mut tcp = None;
     let mut reader = BufReader::new(stdout).lines();
     for line in reader.by_ref() {
         let line = line.expect("line");
         let admin = line.contains("imgate admin: http://");
+        if let Some((_, addr)) = line.split_once("imgate listening: tcp on ") {
+            let addr: String = addr
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            tcp = addr.parse().ok();
+        }
         lines.push(line);
         if admin {
             break;
         }
     }
+    clients(tcp.expect("a tcp listener"));
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -102,4 +120,47 @@ fn an_unknown_format_is_refused() {
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("yaml"));
+}
+
+/// What an operator sees at `info`: refused tokens (and new sessions), sampled (ten lines a
+/// second, bursts of twenty) so that a flood of bad tokens cannot flood the log.
+#[test]
+fn refused_tokens_are_logged_at_info_sampled() {
+    const ATTEMPTS: usize = 60;
+    let lines = serve_and_drain_after("json", |addr| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let connector =
+                imgate_transports::Connector::new(imgate_transports::ConnectorConfig::new(
+                    imgate_transports::TransportKind::Tcp,
+                    rustls::RootCertStore::empty(),
+                ))
+                .expect("connector");
+            for attempt in 0..ATTEMPTS {
+                let mut conn = connector.connect(addr).await.expect("connect");
+                let hello = imgate_codec::Hello {
+                    version: 1,
+                    token: format!("not-a-token-{attempt}"),
+                    app_id: "default".into(),
+                    device_id: "phone".into(),
+                    ..Default::default()
+                };
+                conn.send(&hello.into()).await.expect("hello");
+                // The refusal, then the close: the attempt is over before the next one.
+                while let Ok(Some(_)) = conn.recv().await {}
+            }
+        });
+    });
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("token refused") && l.contains("\"level\":\"INFO\""))
+        .count();
+    assert!(refused >= 1, "no refusal at info: {lines:?}");
+    assert!(
+        refused <= 25,
+        "{refused} info lines for {ATTEMPTS} refusals: not sampled"
+    );
 }

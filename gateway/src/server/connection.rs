@@ -52,7 +52,17 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
         Ok(authenticated) => authenticated,
         Err(error) => {
             Metrics::count(&handle.metrics().handshakes, error.close_code().name());
-            tracing::debug!(client.addr = %peer, %error, "authentication failed");
+            if handle.shared.log_sample.try_take(Instant::now()) {
+                tracing::info!(
+                    client.addr = %peer,
+                    app = %app.id,
+                    code = error.close_code().name(),
+                    %error,
+                    "token refused (sampled; imgate_handshakes_total counts every one)"
+                );
+            } else {
+                tracing::debug!(client.addr = %peer, %error, "token refused");
+            }
             let _ = writer.close(error.close_code(), &error.to_string()).await;
             return;
         }
@@ -77,12 +87,22 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
     limit_frames(&mut writer, hello.max_frame);
     Metrics::count(&handle.metrics().handshakes, "ok");
     tracing::Span::current().record("session.id", tracing::field::display(cell.id()));
-    tracing::debug!(
-        user = %cell.identity().user,
-        device = %cell.identity().device,
-        resumed = !fresh,
-        "session attached"
-    );
+    if handle.shared.log_sample.try_take(now) {
+        tracing::info!(
+            client.addr = %peer,
+            user = %cell.identity().user,
+            device = %cell.identity().device,
+            resumed = !fresh,
+            "session attached (sampled; imgate_handshakes_total counts every one)"
+        );
+    } else {
+        tracing::debug!(
+            user = %cell.identity().user,
+            device = %cell.identity().device,
+            resumed = !fresh,
+            "session attached"
+        );
+    }
     let origin = Origin {
         session: cell.id(),
         identity: cell.identity().clone(),
