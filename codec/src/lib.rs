@@ -15,7 +15,7 @@
 //! The wire format is specified in `docs/protocol.md` at the repository root.
 //!
 //! # Features
-//! - `tokio-codec`: [`tokio_codec::StreamCodec`], a `tokio_util::codec` adapter.
+//! - `tokio-codec`: `StreamCodec`, a `tokio_util::codec` adapter (documented with the feature on).
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 

@@ -9,6 +9,46 @@
 //! - [`GatewayHandle`]: delivery to users, devices, sessions and rooms; room membership;
 //!   session listing and kicking.
 //! - [`ids`]: newtype identifiers.
+//!
+//! # A backend in twenty lines
+//! An echo service: every message a client sends comes back to the same user's devices.
+//!
+//! ```no_run
+//! use imgate::backend::{Backend, BoxFuture, Origin, UpstreamOutcome};
+//! use imgate::deliver::{Delivery, DeliveryOptions, Target};
+//! use imgate::session::Upstream;
+//! use imgate::{App, Gateway, GatewayHandle, ListenerConfig, TransportKind, auth::StaticTokens};
+//!
+//! #[derive(Debug)]
+//! struct Echo;
+//!
+//! impl Backend for Echo {
+//!     fn on_upstream<'a>(&'a self, gateway: &'a GatewayHandle, origin: &'a Origin, request: Upstream)
+//!         -> BoxFuture<'a, UpstreamOutcome> {
+//!         Box::pin(async move {
+//!             let Upstream::Message { payload, .. } = request else {
+//!                 return UpstreamOutcome::ok(imgate::codec::ReceiptStatus::Accepted, None);
+//!             };
+//!             let target = Target::User(origin.identity.user.clone());
+//!             let delivery = Delivery { target, payload, options: DeliveryOptions::default() };
+//!             match gateway.deliver(&origin.identity.app, delivery).await {
+//!                 Ok(report) => UpstreamOutcome::ok(imgate::codec::ReceiptStatus::Delivered, Some(report.message_id)),
+//!                 Err(e) => UpstreamOutcome::rejected(imgate::codec::CloseCode::INTERNAL, e.to_string()),
+//!             }
+//!         })
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), imgate::GatewayError> {
+//! let mut tokens = StaticTokens::new();
+//! tokens.insert("tok-alice", "alice".into());
+//! let gateway = Gateway::builder()
+//!     .app(App::new("echo", tokens).with_backend(Echo))
+//!     .listener(ListenerConfig::new(TransportKind::Tcp, "127.0.0.1:7100".parse().unwrap()))
+//!     .start()
+//!     .await?;
+//! # drop(gateway); Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_debug_implementations)]
 
@@ -33,5 +73,11 @@ pub mod store;
 mod until_cancelled;
 
 pub use app::App;
+/// Payloads are [`bytes::Bytes`], shared without copying.
+pub use bytes;
 pub use handle::{DeliverError, GatewayHandle, SessionInfo};
+/// The wire types and error codes a backend names (`ReceiptStatus`, `CloseCode`, frames).
+pub use imgate_codec as codec;
+/// Listener settings, for [`GatewayBuilder::listener`].
+pub use imgate_transports::{ListenerConfig, TransportKind};
 pub use server::{Gateway, GatewayBuilder, GatewayError, RunningGateway, ServerConfig};

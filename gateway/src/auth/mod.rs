@@ -1,6 +1,6 @@
 //! Token verification: who is this client, and may it use the app it named in `Hello`?
 //!
-//! Runs right after [`crate::session::handshake::Handshake`] has checked the shape of `Hello`.
+//! Runs right after [`crate::session::Handshake`] has checked the shape of `Hello`.
 //! The gateway keeps one [`Authenticator`] per app (see [`PerApp`]), so a token verified here
 //! was always checked against the app the client asked for.
 //!
