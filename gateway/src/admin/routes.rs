@@ -29,7 +29,7 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
             }
         }
         _ if !authorized(state, &request) => {
-            text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n")
+            error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
         }
         (&Method::GET, ["metrics"]) => metrics(state),
         (&Method::POST, ["v1", "deliver"]) => deliver(state, request).await,
@@ -51,11 +51,35 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
         }
         (&Method::DELETE, ["v1", "sessions", id]) => match u64::from_str_radix(id, 16) {
             Ok(id) if state.gateway.kick(SessionId(id)) => text(StatusCode::NO_CONTENT, ""),
-            Ok(_) => text(StatusCode::NOT_FOUND, "no such session\n"),
-            Err(_) => text(StatusCode::BAD_REQUEST, "session ids are 16 hex digits\n"),
+            Ok(_) => error(StatusCode::NOT_FOUND, "no such session"),
+            Err(_) => error(StatusCode::BAD_REQUEST, "session ids are 16 hex digits"),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        (method, path) => match allowed(path) {
+            // A known path asked with the wrong method: say which one it takes.
+            Some(allow) if method != allow => {
+                let mut reply = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("this path takes {allow}"),
+                );
+                if let Ok(value) = header::HeaderValue::from_str(allow.as_str()) {
+                    reply.headers_mut().insert(header::ALLOW, value);
+                }
+                reply
+            }
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        },
     }
+}
+
+/// The method a known path takes.
+fn allowed(path: &[&str]) -> Option<Method> {
+    Some(match path {
+        ["healthz"] | ["readyz"] | ["metrics"] => Method::GET,
+        ["v1", "deliver"] => Method::POST,
+        ["v1", "users", _, _, "sessions"] => Method::GET,
+        ["v1", "sessions", _] => Method::DELETE,
+        _ => return None,
+    })
 }
 
 fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
@@ -145,31 +169,28 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => {
-            return text(
+            return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body too large or unreadable\n",
+                "body too large or unreadable",
             );
         }
     };
     let parsed: DeliverRequest = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
-        Err(error) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request: {error}\n"),
-            );
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, &format!("invalid request: {e}"));
         }
     };
     let payload = match (parsed.text, parsed.payload_base64) {
         (Some(text), None) => Bytes::from(text),
         (None, Some(b64)) => match base64::engine::general_purpose::STANDARD.decode(b64) {
             Ok(bytes) => Bytes::from(bytes),
-            Err(_) => return text(StatusCode::BAD_REQUEST, "payload_base64 is not base64\n"),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "payload_base64 is not base64"),
         },
         _ => {
-            return text(
+            return error(
                 StatusCode::BAD_REQUEST,
-                "give exactly one of text, payload_base64\n",
+                "give exactly one of text, payload_base64",
             );
         }
     };
@@ -181,7 +202,7 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
         TargetJson::Room(room) => Target::Room(RoomId::new(room)),
         TargetJson::Session(id) => match u64::from_str_radix(&id, 16) {
             Ok(id) => Target::Session(SessionId(id)),
-            Err(_) => return text(StatusCode::BAD_REQUEST, "session ids are 16 hex digits\n"),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "session ids are 16 hex digits"),
         },
     };
     let push = parsed.push.map(|p| PushOptions {
@@ -235,12 +256,10 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
                 &serde_json::json!({ "message_id": report.message_id.0, "devices": devices }),
             )
         }
-        Err(error @ crate::DeliverError::UnknownApp(_)) => {
-            text(StatusCode::NOT_FOUND, &format!("{error}\n"))
-        }
+        Err(e @ crate::DeliverError::UnknownApp(_)) => error(StatusCode::NOT_FOUND, &e.to_string()),
         // Delivered from memory but not durable: the caller should retry if it needs the
         // guarantee (the device may then see the message twice).
-        Err(error) => text(StatusCode::SERVICE_UNAVAILABLE, &format!("{error}\n")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 
@@ -252,6 +271,11 @@ fn text(status: StatusCode, body: &str) -> Reply {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     reply
+}
+
+/// An error of the JSON API: `{"error": message}` (clients parse one format, not two).
+fn error(status: StatusCode, message: &str) -> Reply {
+    json(status, &serde_json::json!({ "error": message }))
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
