@@ -307,7 +307,7 @@ impl Model {
 
     fn msg_id(&mut self, arg: IdArg) -> u64 {
         let id = match arg {
-            IdArg::Next => self.msg_id + 1,
+            IdArg::Next => self.msg_id.saturating_add(1),
             IdArg::Resend(back) => self.msg_id.saturating_sub(u64::from(back)),
             IdArg::Any(id) => id,
         };
@@ -429,7 +429,7 @@ impl Model {
             Op::StrayAnswer(id) => {
                 let msg_id = match id {
                     IdArg::Any(id) => id,
-                    _ => self.msg_id + 1,
+                    _ => self.msg_id.saturating_add(1),
                 };
                 if !self.sent_ids.contains(&msg_id) {
                     let receipt = Receipt {
@@ -743,7 +743,7 @@ impl Model {
         );
         let bytes: usize = self
             .messages
-            .range(acked + 1..=last)
+            .range(acked + 1..last + 1)
             .map(|(_, (_, len))| len)
             .sum();
         assert!(bytes <= self.config.max_unacked_bytes, "outbox bytes {bytes}");
