@@ -35,8 +35,8 @@ use imgate::store::Durability;
 use imgate_codec::proto::send::To;
 use imgate_codec::{
     Ack, CloseCode, DEFAULT_MAX_FRAME, Frame, FrameDecoder, FrameEncoder, GoAwayReason, JoinRoom,
-    Kind, LeaveRoom, MIN_MAX_FRAME, PROTOCOL_VERSION, Ping, Platform, Pong, Receipt,
-    RegisterPush, ResumeRefused, Send,
+    Kind, LeaveRoom, MIN_MAX_FRAME, PROTOCOL_VERSION, Ping, Platform, Pong, Receipt, RegisterPush,
+    ResumeRefused, Send,
 };
 use tokio::time::Instant;
 
@@ -405,8 +405,8 @@ impl Model {
             Op::Raw(bytes) => {
                 let decoded = FrameDecoder::new(64 * 1024).decode_message(Bytes::from(bytes));
                 if let Ok(frame) = decoded {
-                    let client_error = matches!(frame.kind, Some(Kind::Error(_)))
-                        && self.session.is_attached();
+                    let client_error =
+                        matches!(frame.kind, Some(Kind::Error(_))) && self.session.is_attached();
                     self.frame(frame);
                     return client_error;
                 }
@@ -462,8 +462,7 @@ impl Model {
                 self.session.mark_durable(seq);
             }
             Op::Drain(ms) => {
-                self.session
-                    .drain(Duration::from_millis(u64::from(ms)));
+                self.session.drain(Duration::from_millis(u64::from(ms)));
             }
             Op::EndDrain => {
                 // The runtime ends a drain it started: only after `drain`.
@@ -528,12 +527,15 @@ impl Model {
             self.session.wants_transmit(),
         );
         let last_seq = self.seq(last_seq);
-        let result =
-            self.session
-                .resume(self.now, &identity(user), &secret, last_seq, &negotiated);
+        let result = self
+            .session
+            .resume(self.now, &identity(user), &secret, last_seq, &negotiated);
         match result {
             Ok(()) => {
-                assert!(secret_ok && owner_ok, "resume accepted a wrong secret or owner");
+                assert!(
+                    secret_ok && owner_ok,
+                    "resume accepted a wrong secret or owner"
+                );
                 let next = self.session.acked_seq() + 1;
                 self.attach(true, next, max_frame);
             }
@@ -546,7 +548,10 @@ impl Model {
                     self.session.wants_transmit(),
                 );
                 assert_eq!(before, after, "a refused thief changed the session");
-                assert!(self.session.poll_event().is_none(), "a refused thief made events");
+                assert!(
+                    self.session.poll_event().is_none(),
+                    "a refused thief made events"
+                );
             }
             Err(_) => {}
         }
@@ -580,7 +585,10 @@ impl Model {
             .attachment
             .as_mut()
             .expect("a frame with no connection attached");
-        assert!(!attachment.closed, "a frame after the server's close: {frame:?}");
+        assert!(
+            !attachment.closed,
+            "a frame after the server's close: {frame:?}"
+        );
         let encoded = FrameEncoder::new(DEFAULT_MAX_FRAME)
             .encode_message(frame)
             .expect("every server frame encodes");
@@ -606,17 +614,24 @@ impl Model {
             Kind::Deliver(deliver) => {
                 assert_eq!(deliver.seq, attachment.next_seq, "Deliver out of order");
                 attachment.next_seq += 1;
-                let (message_id, len) = self.messages.get(&deliver.seq).copied().unwrap_or_else(
-                    || panic!("Deliver seq {} the session never assigned", deliver.seq),
+                let (message_id, len) =
+                    self.messages.get(&deliver.seq).copied().unwrap_or_else(|| {
+                        panic!("Deliver seq {} the session never assigned", deliver.seq)
+                    });
+                assert_eq!(
+                    deliver.message_id, message_id,
+                    "seq delivers another message"
                 );
-                assert_eq!(deliver.message_id, message_id, "seq delivers another message");
                 assert_eq!(deliver.payload.len(), len, "payload changed");
                 assert!(
                     !self.settled.contains(&message_id),
                     "a message delivered after it was acked or handed to the offline path"
                 );
                 if self.config.durability == Durability::Disk {
-                    assert!(deliver.seq <= self.durable, "transmitted before it was durable");
+                    assert!(
+                        deliver.seq <= self.durable,
+                        "transmitted before it was durable"
+                    );
                 }
                 self.client_seq = self.client_seq.max(deliver.seq);
             }
@@ -651,9 +666,15 @@ impl Model {
     fn check_event(&mut self, event: Event) {
         match event {
             Event::Upstream { msg_id, .. } => {
-                assert!(self.in_flight.is_none(), "two upstream requests out at once");
+                assert!(
+                    self.in_flight.is_none(),
+                    "two upstream requests out at once"
+                );
                 assert!(msg_id != 0, "msg_id 0 forwarded");
-                assert!(self.forwarded.insert(msg_id), "msg_id {msg_id} forwarded twice");
+                assert!(
+                    self.forwarded.insert(msg_id),
+                    "msg_id {msg_id} forwarded twice"
+                );
                 self.in_flight = Some(msg_id);
             }
             Event::Acked { seq, message_ids } => {
@@ -663,7 +684,10 @@ impl Model {
                     .range(self.acked + 1..=seq)
                     .map(|(_, (id, _))| MessageId(*id))
                     .collect();
-                assert_eq!(message_ids, expected, "Acked releases exactly acked < seq ≤ ack");
+                assert_eq!(
+                    message_ids, expected,
+                    "Acked releases exactly acked < seq ≤ ack"
+                );
                 for id in &message_ids {
                     self.settle(id.0, "acked");
                 }
@@ -672,7 +696,10 @@ impl Model {
             Event::AckOverdue { message_ids } => {
                 for id in message_ids {
                     assert!(self.overdue.insert(id.0), "ack time-out reported twice");
-                    assert!(!self.settled.contains(&id.0), "overdue after it was settled");
+                    assert!(
+                        !self.settled.contains(&id.0),
+                        "overdue after it was settled"
+                    );
                 }
             }
             Event::PushGraceElapsed { message_ids } => {
@@ -746,7 +773,10 @@ impl Model {
             .range(acked + 1..last + 1)
             .map(|(_, (_, len))| len)
             .sum();
-        assert!(bytes <= self.config.max_unacked_bytes, "outbox bytes {bytes}");
+        assert!(
+            bytes <= self.config.max_unacked_bytes,
+            "outbox bytes {bytes}"
+        );
         for seq in acked + 1..=last {
             let (id, _) = self.messages[&seq];
             assert_eq!(
@@ -881,7 +911,10 @@ pub fn jwt(data: &[u8]) {
     let user = authenticated.user.as_str();
     assert!(!user.is_empty() && user.len() <= MAX_USER_ID_LEN);
     let expires = authenticated.expires_at.expect("an accepted token has exp");
-    assert!(expires.saturating_add(60) > JWT_NOW, "expired token accepted");
+    assert!(
+        expires.saturating_add(60) > JWT_NOW,
+        "expired token accepted"
+    );
     let claims = token.split('.').nth(1).unwrap_or_default();
     let claims = URL_SAFE_NO_PAD
         .decode(claims)
@@ -892,7 +925,10 @@ pub fn jwt(data: &[u8]) {
         return;
     };
     assert_eq!(claims["app_id"], APP, "token for another app accepted");
-    assert_eq!(claims["iss"], "https://id.example", "untrusted issuer accepted");
+    assert_eq!(
+        claims["iss"], "https://id.example",
+        "untrusted issuer accepted"
+    );
     assert_eq!(claims["sub"], user);
     if let Some(device) = claims.get("device_id") {
         assert_eq!(device, DEVICE, "token for another device accepted");
@@ -902,8 +938,11 @@ pub fn jwt(data: &[u8]) {
 /// `signing_input.signature` with the target's key.
 fn sign(signing_input: &str) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET);
-    let signature =
-        jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-            .expect("HS256 signs any input");
+    let signature = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &key,
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("HS256 signs any input");
     format!("{signing_input}.{signature}")
 }

@@ -100,8 +100,7 @@ fn signed_token(claims: &[u8]) -> String {
     );
     let key = jsonwebtoken::EncodingKey::from_secret(harness::JWT_SECRET);
     let signature =
-        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256)
-            .unwrap();
+        jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
     format!("{input}.{signature}")
 }
 
@@ -157,7 +156,11 @@ fn write_seed_corpus() {
     let mut raw = vec![0];
     raw.extend_from_slice(signed_token(valid_claims().as_bytes()).as_bytes());
     write("jwt", "raw", &raw);
-    write("jwt", "header", b"\x02{\"alg\":\"none\"}\n{\"sub\":\"alice\"}");
+    write(
+        "jwt",
+        "header",
+        b"\x02{\"alg\":\"none\"}\n{\"sub\":\"alice\"}",
+    );
     write("jwt", "text", b"\x03eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0");
     // session: `Arbitrary` reads any bytes; varied seeds give it a start.
     for (i, seed) in [
