@@ -330,6 +330,10 @@ impl Session {
                 ack,
             }) => {
                 self.handle_ack(now, ack);
+                if self.state != State::Attached {
+                    // The ack closed the connection: its `Error` is the last frame (§13).
+                    return;
+                }
                 let server_time_ms = self.wall_ms(now);
                 self.transmit.push_back(
                     Pong {
@@ -342,6 +346,11 @@ impl Session {
             Kind::Ack(Ack { seq }) => self.handle_ack(now, seq),
             Kind::Send(send) => {
                 self.handle_ack(now, send.ack);
+                if self.state != State::Attached {
+                    // A frame that closed the connection is not forwarded: the client never
+                    // gets its receipt there, and its `Error` is the last frame (§13).
+                    return;
+                }
                 let to = match send.to {
                     Some(imgate_codec::proto::send::To::User(user)) => {
                         UpstreamTarget::User(UserId::new(user))

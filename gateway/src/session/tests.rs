@@ -239,6 +239,42 @@ fn deliveries_are_sequenced_and_released_by_cumulative_acks() {
     ));
 }
 
+/// Found by the `session` fuzz target: a `Ping` or `Send` whose piggy-backed ack is beyond
+/// what was sent closes the connection with `Error` as the last frame (§13): no `Pong`
+/// after it, and the request it carried is not forwarded.
+#[test]
+fn bad_piggy_backed_ack_closes_with_error_last() {
+    let t0 = Instant::now();
+    for frame in [
+        Frame::from(Ping {
+            client_time_ms: 1,
+            ack: 9,
+        }),
+        Frame::from(Send {
+            msg_id: 1,
+            to: None,
+            payload: Bytes::from_static(b"hi"),
+            ack: 9,
+        }),
+    ] {
+        let mut s = session(t0);
+        s.handle_frame(t0, frame);
+        let frames = drain_frames(&mut s, t0);
+        assert!(
+            matches!(&frames[..], [Frame { kind: Some(Kind::Error(e)) }]
+                if e.close_code() == CloseCode::PROTOCOL_ERROR),
+            "{frames:?}"
+        );
+        assert_eq!(
+            drain_events(&mut s),
+            vec![Event::CloseConnection {
+                code: CloseCode::PROTOCOL_ERROR,
+                go_away: None
+            }]
+        );
+    }
+}
+
 #[test]
 fn piggy_backed_ack_in_send_counts() {
     let t0 = Instant::now();
