@@ -11,7 +11,7 @@ use imgate::auth::StaticTokens;
 use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
 use imgate::deliver::{Delivery, DeliveryOptions, PushAlert, PushOptions, Target};
 use imgate::ids::{AppId, DeviceId, UserId};
-use imgate::offline::PushRegistration;
+use imgate::offline::{PushPolicy, PushRegistration};
 use imgate::push_policy::{
     ApnsEnvironment, ApnsSettings, PushLimits, PushService, PushServiceMetrics,
 };
@@ -211,6 +211,13 @@ async fn until(what: &str, n: usize, count: impl Fn() -> usize) {
     assert!(reached.is_ok(), "{what}: {} of {n}", count());
 }
 
+/// How many pushes `push` submitted, once it has taken in every push the gateway asked for
+/// so far (its flush): what the gateway asked before this call can no longer add to it.
+async fn submitted(push: &PushService) -> u64 {
+    push.flush().await;
+    push.metrics().event_count(&AppId::new(APP), "submitted")
+}
+
 async fn until_ended(gw: &RunningGateway) {
     until("sessions ended", 1, || {
         usize::from(gw.handle().session_count() == 0)
@@ -279,7 +286,9 @@ async fn offline_user_gets_one_push_per_message_with_rising_badges() {
         ids.push(deliver(&f.gw, "ann", b, None).await);
     }
     until("pushes", 3, || f.apns.requests().len()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The user has no session, so nothing but these deliveries asks for a push; the mock
+    // answers each 200, so each submitted push is one request.
+    assert_eq!(submitted(&f.push).await, 3, "exactly one push per message");
     let requests = f.apns.requests();
     assert_eq!(requests.len(), 3, "exactly one push per message");
     assert!(f.apns.violations().is_empty(), "{:?}", f.apns.violations());
@@ -379,7 +388,7 @@ async fn a_user_who_never_connected_gets_fcm_and_apns_pushes() {
     deliver(&gw, "ann", "again", Some("conv-1")).await;
     until("apns", 2, || apns.requests().len()).await;
     until("fcm", 2, || fcm.requests().len()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(submitted(&push).await, 4, "one push per message and device");
     assert_eq!((apns.requests().len(), fcm.requests().len()), (2, 2));
     for (i, r) in fcm.requests().iter().enumerate() {
         let m = &r.message;
@@ -525,7 +534,13 @@ async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
     );
     // Nothing more goes to the dead token.
     deliver(&f.gw, "ann", "still?", None).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        submitted(&f.push).await,
+        1,
+        "the second message is not pushed"
+    );
+    let app = AppId::new(APP);
+    assert_eq!(f.push.metrics().event_count(&app, "no_device"), 1);
     assert_eq!(f.apns.requests().len(), 1);
     f.stop().await;
 }
@@ -570,7 +585,8 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
             metrics.event_count(&app, "submitted") as usize
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Durable before the stop, as a drain would make them.
+        push.flush().await;
         gw.shutdown().await;
         push.shutdown().await;
     }
