@@ -225,14 +225,19 @@ async fn slow_consumer_is_disconnected_and_loses_nothing_after_resume() {
     // Bob still does not read; past the stall timeout the server gives up on him: his
     // session detaches, which the push policy hears of (push grace zero). What the kernel
     // already holds can still be read, then the connection ends.
+    let detached =
+        |(_, _, trigger): &(String, _, PushTrigger)| *trigger == PushTrigger::DetachedGrace;
     let log = push
         .until("the slow consumer's session detaches", |log| {
-            log.pushes
-                .iter()
-                .any(|(_, _, trigger)| *trigger == PushTrigger::DetachedGrace)
+            log.pushes.iter().any(detached)
         })
         .await;
-    assert_eq!(log.pushes[0].1.len() as u64, MESSAGES, "all still buffered");
+    let (user, pending, _) = log.pushes.iter().find(|p| detached(p)).expect("found");
+    assert_eq!(
+        (user.as_str(), pending.len() as u64),
+        ("bob", MESSAGES),
+        "all still buffered"
+    );
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         while let Ok(Some(_)) = bob.recv().await {}
     })
