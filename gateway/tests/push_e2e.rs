@@ -629,7 +629,17 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
         .start(&metrics)
         .expect("push service");
     reached("sent after restart", up.answered(3)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let devices = push.devices(&ann).await.expect("devices");
+    assert_eq!(devices.len(), 1, "the registration survived the restart");
+    assert_eq!(devices[0].registration.token, apns_token(5));
+    // Stopped, the service sends nothing more; an empty queue means nothing was left to send.
+    push.shutdown().await;
+    let queue = imgate_push::RedbQueue::open(dir.join("push-queue.redb")).expect("queue");
+    assert_eq!(
+        imgate_push::PushQueue::len(&queue).expect("len"),
+        0,
+        "all sent"
+    );
     let mut badges: Vec<u64> = up
         .requests()
         .iter()
@@ -637,10 +647,7 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
         .collect();
     badges.sort_unstable();
     assert_eq!(badges, [1, 2, 3], "each queued push sent once");
-    let devices = push.devices(&ann).await.expect("devices");
-    assert_eq!(devices.len(), 1, "the registration survived the restart");
-    assert_eq!(devices[0].registration.token, apns_token(5));
-    push.shutdown().await;
+    drop(queue);
     let _ = std::fs::remove_dir_all(dir);
 }
 
