@@ -10,6 +10,8 @@ use imgate_client::{
     Client, ClientError, ConnectCause, ConnectFailure, ConnectionState, Event, ReceiptStatus,
     StopReason, Target, TransportKind,
 };
+use imgate_codec::{CloseCode, Hello, Kind};
+use imgate_transports::{Connector, ConnectorConfig};
 use support::{payload, payload_id};
 
 const STEP: Duration = Duration::from_secs(10);
@@ -246,6 +248,34 @@ async fn a_bad_token_stops_the_client() {
     t.gw.shutdown().await;
 }
 
+/// Says `Hello` as carol on `device`, then nothing; returns once the server has closed the
+/// connection for its silence (so a whole liveness window has passed since it connected).
+async fn silent_connection_is_closed(t: &support::TestGateway, device: &str) {
+    let connector = Connector::new(ConnectorConfig::new(TransportKind::Tcp, t.roots.clone()))
+        .expect("connector");
+    let addr = t.gw.local_addr(TransportKind::Tcp).expect("tcp");
+    let mut conn = connector.connect(addr).await.expect("connect");
+    let hello = Hello {
+        version: 1,
+        token: "tok-carol".into(),
+        app_id: "chat".into(),
+        device_id: device.into(),
+        ..Hello::default()
+    };
+    conn.send(&hello.into()).await.expect("hello");
+    let mut code = None;
+    while let Ok(Ok(Some(frame))) = tokio::time::timeout(STEP, conn.recv()).await {
+        if let Some(Kind::Error(error)) = frame.kind {
+            code = Some(error.close_code());
+        }
+    }
+    assert_eq!(
+        code,
+        Some(CloseCode::HEARTBEAT_TIMEOUT),
+        "closed for silence"
+    );
+}
+
 #[tokio::test]
 async fn heartbeats_keep_an_idle_connection_alive() {
     let session = SessionConfig {
@@ -257,8 +287,17 @@ async fn heartbeats_keep_an_idle_connection_alive() {
         .await
         .expect("alice");
     let mut events = alice.events();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Four liveness windows (250 ms each) pass, each shown by a connection opened after alice
+    // that stays silent and is closed for it: alice, idle as long, is not.
+    for device in ["silent-1", "silent-2", "silent-3", "silent-4"] {
+        silent_connection_is_closed(&t, device).await;
+    }
     assert!(events.try_recv().is_err(), "no reconnect while idle");
+    let sessions = t.gw.handle().user_sessions(&"chat".into(), &"alice".into());
+    assert!(
+        matches!(&sessions[..], [s] if s.attached),
+        "alice stays attached: {sessions:?}"
+    );
     alice
         .send(Target::user("alice"), "self")
         .await

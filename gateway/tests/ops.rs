@@ -8,6 +8,7 @@ use std::time::Duration;
 use imgate::ServerConfig;
 use imgate::admin::{AdminConfig, AdminServer};
 use imgate::metrics::Metrics;
+use imgate::offline::PushTrigger;
 use imgate::rate_limit::RateLimit;
 use imgate::session::{SessionConfig, UndeliveredReason};
 use imgate_codec::{Ack, CloseCode, GoAwayReason, Kind, Ping};
@@ -179,13 +180,19 @@ async fn slow_consumer_is_disconnected_and_loses_nothing_after_resume() {
         max_unacked_bytes: 64 * 1024 * 1024,
         ..SessionConfig::default()
     };
+    let session = SessionConfig {
+        // Reported at once on detach: the report is the test's sign that the server gave up.
+        push_grace: Duration::ZERO,
+        ..session
+    };
+    let push = Arc::new(WatchedPush::default());
     let mut listener = ListenerConfig::new(TransportKind::Tcp, loopback());
     listener.max_outbound_bytes = 64 * 1024;
     let gw = imgate::Gateway::builder()
-        .app(app(
-            Arc::new(imgate::backend::RelayBackend::default()),
-            session,
-        ))
+        .app(imgate::App {
+            push: push.clone(),
+            ..app(Arc::new(imgate::backend::RelayBackend::default()), session)
+        })
         .config(ServerConfig {
             write_stall_timeout: Duration::from_millis(500),
             ..ServerConfig::default()
@@ -215,9 +222,22 @@ async fn slow_consumer_is_disconnected_and_loses_nothing_after_resume() {
             tokio::task::yield_now().await;
         }
     }
-    // Bob still does not read; past the stall timeout the server gives up on him. What the
-    // kernel already holds can still be read, then the connection ends.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Bob still does not read; past the stall timeout the server gives up on him: his
+    // session detaches, which the push policy hears of (push grace zero). What the kernel
+    // already holds can still be read, then the connection ends.
+    let detached =
+        |(_, _, trigger): &(String, _, PushTrigger)| *trigger == PushTrigger::DetachedGrace;
+    let log = push
+        .until("the slow consumer's session detaches", |log| {
+            log.pushes.iter().any(detached)
+        })
+        .await;
+    let (user, pending, _) = log.pushes.iter().find(|p| detached(p)).expect("found");
+    assert_eq!(
+        (user.as_str(), pending.len() as u64),
+        ("bob", MESSAGES),
+        "all still buffered"
+    );
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         while let Ok(Some(_)) = bob.recv().await {}
     })
@@ -247,8 +267,12 @@ async fn slow_consumer_is_disconnected_and_loses_nothing_after_resume() {
 #[tokio::test]
 async fn drain_sends_go_away_and_hands_unacked_messages_to_the_offline_path() {
     let backend = RecordingRelay::default();
+    let push = Arc::new(WatchedPush::default());
     let gw = builder(
-        app(Arc::new(backend.clone()), SessionConfig::default()),
+        imgate::App {
+            push: push.clone(),
+            ..app(Arc::new(backend.clone()), SessionConfig::default())
+        },
         ServerConfig::default(),
     )
     .start()
@@ -265,7 +289,11 @@ async fn drain_sends_go_away_and_hands_unacked_messages_to_the_offline_path() {
         assert!(matches!(recv(&mut bob).await, Kind::Deliver(_)));
     }
     bob.send(&Ack { seq: 1 }.into()).await.expect("ack");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The drain must find the ack processed: only message 2 is then unacknowledged.
+    push.until("bob's ack reaches the session", |log| {
+        log.acked.iter().any(|(user, _)| user == "bob")
+    })
+    .await;
     let drained = tokio::spawn(gw.drain(Duration::from_secs(5), Duration::from_millis(250)));
     for conn in [&mut alice, &mut bob] {
         loop {

@@ -92,12 +92,8 @@ impl Provider {
 
     /// Waits (bounded) for the `n`th push.
     async fn until(&self, n: usize) {
-        let reached = tokio::time::timeout(Duration::from_secs(10), async {
-            while self.mock.requests().len() < n {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await;
+        let reached =
+            tokio::time::timeout(Duration::from_secs(10), self.mock.answered(n as u64)).await;
         assert!(
             reached.is_ok(),
             "{} of {n} pushes",

@@ -11,13 +11,13 @@ use imgate::auth::StaticTokens;
 use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
 use imgate::deliver::{Delivery, DeliveryOptions, PushAlert, PushOptions, Target};
 use imgate::ids::{AppId, DeviceId, UserId};
-use imgate::offline::PushRegistration;
+use imgate::offline::{PushPolicy, PushRegistration};
 use imgate::push_policy::{
     ApnsEnvironment, ApnsSettings, PushLimits, PushService, PushServiceMetrics,
 };
 use imgate::session::{SessionConfig, Upstream};
 use imgate::{App, GatewayHandle, RunningGateway};
-use imgate_codec::{Ack, Frame, Kind, PushProvider, ReceiptStatus, RegisterPush};
+use imgate_codec::{Ack, Frame, Kind, Ping, PushProvider, ReceiptStatus, RegisterPush};
 use imgate_push::mock::{
     ApnsRecord, ApnsReply, ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig,
     RsaTestKey, TestPki,
@@ -27,6 +27,7 @@ use imgate_transports::FramedConn;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 use support::{connect, hello_frame, login, recv, start_app};
+use tokio::sync::watch;
 
 const APP: &str = "chat";
 const TOPIC: &str = "com.example.chat";
@@ -42,6 +43,23 @@ fn apns_token(n: u64) -> String {
 struct TestBackend {
     relay: RelayBackend,
     invalid: Mutex<Vec<(String, String, String, String)>>,
+    /// Ticks on every notice (a session ended, a token died): what tests wait on.
+    noticed: watch::Sender<u64>,
+}
+
+impl TestBackend {
+    /// Waits until `reached()` holds, checked on every notice (`WAIT` at most).
+    async fn until(&self, what: &str, mut reached: impl FnMut() -> bool) {
+        let mut noticed = self.noticed.subscribe();
+        tokio::time::timeout(WAIT, noticed.wait_for(|_| reached()))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"))
+            .expect("the backend lives");
+    }
+
+    fn notice(&self) {
+        self.noticed.send_modify(|n| *n += 1);
+    }
 }
 
 impl Backend for TestBackend {
@@ -52,6 +70,15 @@ impl Backend for TestBackend {
         request: Upstream,
     ) -> BoxFuture<'a, UpstreamOutcome> {
         self.relay.on_upstream(gateway, origin, request)
+    }
+
+    fn on_disconnect<'a>(
+        &'a self,
+        _gateway: &'a GatewayHandle,
+        _origin: &'a Origin,
+    ) -> BoxFuture<'a, ()> {
+        self.notice();
+        Box::pin(async {})
     }
 
     fn on_push_token_invalid<'a>(
@@ -68,6 +95,7 @@ impl Backend for TestBackend {
             token.to_owned(),
             reason.to_owned(),
         ));
+        self.notice();
         Box::pin(async {})
     }
 }
@@ -200,22 +228,25 @@ async fn deliver(gw: &RunningGateway, to: &str, body: &str, collapse: Option<&st
     report.message_id.0
 }
 
-/// Waits until `count()` reaches `n`.
-async fn until(what: &str, n: usize, count: impl Fn() -> usize) {
-    let reached = tokio::time::timeout(WAIT, async {
-        while count() < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(reached.is_ok(), "{what}: {} of {n}", count());
+/// Waits for `what` to happen (`WAIT` at most).
+async fn reached(what: &str, happens: impl std::future::Future<Output = ()>) {
+    tokio::time::timeout(WAIT, happens)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"));
 }
 
-async fn until_ended(gw: &RunningGateway) {
-    until("sessions ended", 1, || {
-        usize::from(gw.handle().session_count() == 0)
-    })
-    .await;
+/// How many pushes `push` submitted, once it has taken in every push the gateway asked for
+/// so far (its flush): what the gateway asked before this call can no longer add to it.
+async fn submitted(push: &PushService) -> u64 {
+    push.flush().await;
+    push.metrics().event_count(&AppId::new(APP), "submitted")
+}
+
+/// Waits until every session has ended (the backend hears of each end).
+async fn until_ended(backend: &TestBackend, gw: &RunningGateway) {
+    backend
+        .until("sessions ended", || gw.handle().session_count() == 0)
+        .await;
 }
 
 fn body(record: &ApnsRecord) -> Value {
@@ -272,14 +303,16 @@ async fn offline_user_gets_one_push_per_message_with_rising_badges() {
     let mut phone = login(&f.gw, "tok-ann").await;
     register(&mut phone, PushProvider::Apns, &apns_token(1)).await;
     drop(phone);
-    until_ended(&f.gw).await;
+    until_ended(&f.backend, &f.gw).await;
 
     let mut ids = Vec::new();
     for b in ["one", "two", "three"] {
         ids.push(deliver(&f.gw, "ann", b, None).await);
     }
-    until("pushes", 3, || f.apns.requests().len()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    reached("pushes", f.apns.answered(3)).await;
+    // The user has no session, so nothing but these deliveries asks for a push; the mock
+    // answers each 200, so each submitted push is one request.
+    assert_eq!(submitted(&f.push).await, 3, "exactly one push per message");
     let requests = f.apns.requests();
     assert_eq!(requests.len(), 3, "exactly one push per message");
     assert!(f.apns.violations().is_empty(), "{:?}", f.apns.violations());
@@ -377,9 +410,9 @@ async fn a_user_who_never_connected_gets_fcm_and_apns_pushes() {
 
     deliver(&gw, "ann", "hello", Some("conv-1")).await;
     deliver(&gw, "ann", "again", Some("conv-1")).await;
-    until("apns", 2, || apns.requests().len()).await;
-    until("fcm", 2, || fcm.requests().len()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    reached("apns", apns.answered(2)).await;
+    reached("fcm", fcm.answered(2)).await;
+    assert_eq!(submitted(&push).await, 4, "one push per message and device");
     assert_eq!((apns.requests().len(), fcm.requests().len()), (2, 2));
     for (i, r) in fcm.requests().iter().enumerate() {
         let m = &r.message;
@@ -413,7 +446,7 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
     for b in ["a", "b", "c"] {
         deliver(&f.gw, "ann", b, Some("conv-9")).await;
     }
-    until("ack-timeout push", 1, || f.apns.requests().len()).await;
+    reached("ack-timeout push", f.apns.answered(1)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let requests = f.apns.requests();
     assert_eq!(requests.len(), 1, "one collapsed push, no duplicates");
@@ -431,17 +464,19 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
         }
     }
     phone.send(&Ack { seq: last }.into()).await.expect("ack");
-    let reset = tokio::time::timeout(WAIT, async {
-        while f.push.badge(&ann).await.expect("badge") != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert!(reset.is_ok(), "acks reset the badge");
+    // The Pong comes after the session handled the ack and told the push service, whose
+    // commands run in order: the badge query sees the ack.
+    phone.send(&Ping::default().into()).await.expect("ping");
+    while !matches!(recv(&mut phone).await, Kind::Pong(_)) {}
+    assert_eq!(
+        f.push.badge(&ann).await.expect("badge"),
+        0,
+        "acks reset the badge"
+    );
 
     // Silent again: the next push carries badge 1.
     deliver(&f.gw, "ann", "d", None).await;
-    until("second push", 2, || f.apns.requests().len()).await;
+    reached("second push", f.apns.answered(2)).await;
     assert_eq!(body(&f.apns.requests()[1])["aps"]["badge"], 1);
     drop(phone);
     f.stop().await;
@@ -454,7 +489,7 @@ async fn a_silent_tablet_lets_the_sessionless_phone_be_pushed_an_acking_one_keep
     let mut phone = login(&f.gw, "tok-ann").await;
     register(&mut phone, PushProvider::Apns, &apns_token(7)).await;
     drop(phone);
-    until_ended(&f.gw).await;
+    until_ended(&f.backend, &f.gw).await;
     // The tablet (no push token) is attached and takes the first message.
     let mut pad = connect(&f.gw).await;
     pad.send(&hello_frame("tok-ann", "pad", None))
@@ -472,7 +507,7 @@ async fn a_silent_tablet_lets_the_sessionless_phone_be_pushed_an_acking_one_keep
     // the phone, which has no session, is pushed. Pushes arrive in order, so a push of the
     // acknowledged first message would have come first.
     deliver(&f.gw, "ann", "two", None).await;
-    until("phone pushed", 1, || f.apns.requests().len()).await;
+    reached("phone pushed", f.apns.answered(1)).await;
     let r = &f.apns.requests()[0];
     assert_eq!(r.device_token, apns_token(7));
     assert_eq!(
@@ -492,7 +527,7 @@ async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
     let mut phone = login(&f.gw, "tok-ann").await;
     register(&mut phone, PushProvider::Apns, &apns_token(3)).await;
     drop(phone);
-    until_ended(&f.gw).await;
+    until_ended(&f.backend, &f.gw).await;
     let later = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -505,10 +540,11 @@ async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
         }],
     );
     deliver(&f.gw, "ann", "anyone?", None).await;
-    until("backend told", 1, || {
-        f.backend.invalid.lock().expect("lock").len()
-    })
-    .await;
+    f.backend
+        .until("backend told", || {
+            !f.backend.invalid.lock().expect("lock").is_empty()
+        })
+        .await;
     let notice = f.backend.invalid.lock().expect("lock")[0].clone();
     assert_eq!(
         notice,
@@ -525,7 +561,13 @@ async fn unregistered_token_push_prunes_it_and_tells_the_backend() {
     );
     // Nothing more goes to the dead token.
     deliver(&f.gw, "ann", "still?", None).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        submitted(&f.push).await,
+        1,
+        "the second message is not pushed"
+    );
+    let app = AppId::new(APP);
+    assert_eq!(f.push.metrics().event_count(&app, "no_device"), 1);
     assert_eq!(f.apns.requests().len(), 1);
     f.stop().await;
 }
@@ -558,19 +600,16 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
             .limits(limits())
             .start(&metrics)
             .expect("push service");
-        let gw = gateway(&push, backend).await;
+        let gw = gateway(&push, backend.clone()).await;
         let mut phone = login(&gw, "tok-ann").await;
         register(&mut phone, PushProvider::Apns, &apns_token(5)).await;
         drop(phone);
-        until_ended(&gw).await;
+        until_ended(&backend, &gw).await;
         for b in ["1", "2", "3"] {
             deliver(&gw, "ann", b, None).await;
         }
-        until("queued", 3, || {
-            metrics.event_count(&app, "submitted") as usize
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Queued and durable before the stop, as a drain would make them.
+        assert_eq!(submitted(&push).await, 3, "queued");
         gw.shutdown().await;
         push.shutdown().await;
     }
@@ -589,8 +628,18 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
         .limits(limits())
         .start(&metrics)
         .expect("push service");
-    until("sent after restart", 3, || up.requests().len()).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    reached("sent after restart", up.answered(3)).await;
+    let devices = push.devices(&ann).await.expect("devices");
+    assert_eq!(devices.len(), 1, "the registration survived the restart");
+    assert_eq!(devices[0].registration.token, apns_token(5));
+    // Stopped, the service sends nothing more; an empty queue means nothing was left to send.
+    push.shutdown().await;
+    let queue = imgate_push::RedbQueue::open(dir.join("push-queue.redb")).expect("queue");
+    assert_eq!(
+        imgate_push::PushQueue::len(&queue).expect("len"),
+        0,
+        "all sent"
+    );
     let mut badges: Vec<u64> = up
         .requests()
         .iter()
@@ -598,10 +647,7 @@ async fn pushes_queued_while_apns_is_down_are_sent_after_a_restart() {
         .collect();
     badges.sort_unstable();
     assert_eq!(badges, [1, 2, 3], "each queued push sent once");
-    let devices = push.devices(&ann).await.expect("devices");
-    assert_eq!(devices.len(), 1, "the registration survived the restart");
-    assert_eq!(devices[0].registration.token, apns_token(5));
-    push.shutdown().await;
+    drop(queue);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -656,16 +702,9 @@ async fn a_thousand_message_burst_to_a_half_dead_device_is_pushed_within_ack_tim
     let budget = ack_timeout + Duration::from_secs(1);
     let mut first = None;
     let all = tokio::time::timeout(budget + Duration::from_secs(10), async {
-        loop {
-            let n = fcm.send_count();
-            if n > 0 && first.is_none() {
-                first = Some(delivered.elapsed());
-            }
-            if n >= N as u64 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        fcm.answered(1).await;
+        first = Some(delivered.elapsed());
+        fcm.answered(N as u64).await;
     })
     .await;
     let took = delivered.elapsed();

@@ -10,7 +10,7 @@ use imgate::GatewayHandle;
 use imgate::ServerConfig;
 use imgate::backend::{Backend, BoxFuture, Origin, UpstreamOutcome};
 use imgate::session::{SessionConfig, Upstream};
-use imgate_codec::{Kind, ReceiptStatus};
+use imgate_codec::{Kind, Ping, ReceiptStatus};
 use support::*;
 use tokio::sync::Notify;
 
@@ -89,7 +89,16 @@ async fn request_forwarded_before_a_resume_reaches_the_backend_before_later_ones
     let resumed = hello(&mut new, "tok-alice", Some(resume_of(&welcome, 0))).await;
     assert!(resumed.resumed, "{:?}", resumed.resume_refused());
     new.send(&text(2, "bob", "second")).await.expect("send");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The Pong proves the session has taken request 2 (frames are handled in order, and a
+    // request the driver may forward reaches the backend before the next frame is read).
+    new.send(&Ping::default().into()).await.expect("ping");
+    loop {
+        match recv(&mut new).await {
+            Kind::Pong(_) => break,
+            Kind::Receipt(r) => panic!("request {} answered while 1 is held", r.msg_id),
+            _ => {}
+        }
+    }
     assert_eq!(
         backend.arrived(),
         ["first"],

@@ -8,8 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use imgate::auth::StaticTokens;
 use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
-use imgate::ids::{AppId, UserId};
-use imgate::session::{SessionConfig, Undelivered, UndeliveredReason, Upstream};
+use imgate::ids::{AppId, DeviceId, MessageId, UserId};
+use imgate::offline::{PushPolicy, PushTrigger};
+use imgate::session::{Identity, SessionConfig, Undelivered, UndeliveredReason, Upstream};
 use imgate::{App, Gateway, GatewayBuilder, GatewayHandle, RunningGateway, ServerConfig};
 use imgate_codec::{Frame, Hello, Kind, Receipt, Resume, Send, Welcome};
 use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
@@ -57,6 +58,66 @@ impl Backend for RecordingRelay {
             log.push((user.to_string(), m.clone(), reason));
         }
         Box::pin(async {})
+    }
+}
+
+/// What the gateway told a [`WatchedPush`], in order.
+#[derive(Clone, Debug, Default)]
+pub struct PushLog {
+    /// (user, messages, trigger) of every push asked for.
+    pub pushes: Vec<(String, Vec<MessageId>, PushTrigger)>,
+    /// (user, messages) of every acknowledgement reported.
+    pub acked: Vec<(String, Vec<MessageId>)>,
+}
+
+/// A push policy that pushes nothing and records what the gateway tells it, so a test can
+/// wait for the call that proves a session got as far as it expects (an ack processed, a
+/// detach past the push grace) instead of waiting for time to pass.
+#[derive(Debug)]
+pub struct WatchedPush {
+    log: tokio::sync::watch::Sender<PushLog>,
+}
+
+impl Default for WatchedPush {
+    fn default() -> Self {
+        Self {
+            log: tokio::sync::watch::channel(PushLog::default()).0,
+        }
+    }
+}
+
+impl WatchedPush {
+    /// Waits (5 s at most) until the log satisfies `reached`; returns it.
+    pub async fn until(&self, what: &str, reached: impl FnMut(&PushLog) -> bool) -> PushLog {
+        let mut log = self.log.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), log.wait_for(reached))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: {:?}", *self.log.borrow()))
+            .expect("sender alive")
+            .clone()
+    }
+}
+
+impl PushPolicy for WatchedPush {
+    fn push(
+        &self,
+        _app: &AppId,
+        user: &UserId,
+        _device: Option<&DeviceId>,
+        messages: &[MessageId],
+        trigger: PushTrigger,
+    ) {
+        self.log.send_modify(|log| {
+            log.pushes
+                .push((user.to_string(), messages.to_vec(), trigger));
+        });
+    }
+
+    fn acked(&self, identity: &Identity, messages: &[MessageId]) {
+        self.log.send_modify(|log| {
+            log.acked
+                .push((identity.user.to_string(), messages.to_vec()));
+        });
     }
 }
 

@@ -121,6 +121,8 @@ struct ApnsHandler {
     key: Option<DecodingKey>,
     clock: UnixClock,
     state: Mutex<State>,
+    /// Requests answered so far, for [`MockApns::answered`].
+    answered: tokio::sync::watch::Sender<u64>,
 }
 
 /// A running mock APNs server. Dropping it stops it.
@@ -179,6 +181,7 @@ impl MockApns {
             key,
             clock: UnixClock::system(),
             state: Mutex::default(),
+            answered: tokio::sync::watch::Sender::new(0),
         });
         let server = Server::spawn(Some(tls), Arc::clone(&handler), port).await?;
         Ok(Self {
@@ -221,6 +224,14 @@ impl MockApns {
     /// Number of requests answered (recorded or not).
     pub fn request_count(&self) -> u64 {
         self.handler.lock().requests
+    }
+
+    /// Resolves once `n` requests have been answered (recorded or not): a test waits for
+    /// the push it expects instead of polling [`MockApns::requests`].
+    pub async fn answered(&self, n: u64) {
+        let mut answered = self.handler.answered.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = answered.wait_for(|count| *count >= n).await;
     }
 
     /// Things Apple accepts but a correct provider never sends (e.g. an alert on a
@@ -436,6 +447,7 @@ impl Handler for ApnsHandler {
         resp.headers_mut().insert("apns-id", id);
         let mut state = self.lock();
         state.requests += 1;
+        self.answered.send_replace(state.requests);
         if self.config.record {
             let device_token = parts.uri.path().trim_start_matches("/3/device/").to_owned();
             state.records.push(ApnsRecord {

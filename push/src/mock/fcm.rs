@@ -93,6 +93,8 @@ struct FcmHandler {
     clock: UnixClock,
     token_uri: Mutex<String>,
     state: Mutex<State>,
+    /// `messages:send` requests answered so far, for [`MockFcm::answered`].
+    answered: tokio::sync::watch::Sender<u64>,
 }
 
 /// A running mock FCM (token endpoint + `messages:send`). Dropping it stops it.
@@ -124,6 +126,7 @@ impl MockFcm {
             clock: UnixClock::system(),
             token_uri: Mutex::new(String::new()),
             state: Mutex::new(state),
+            answered: tokio::sync::watch::Sender::new(0),
         });
         let server = Server::spawn(None, Arc::clone(&handler), 0).await?;
         let mock = Self { server, handler };
@@ -168,6 +171,14 @@ impl MockFcm {
     /// Number of `messages:send` requests answered.
     pub fn send_count(&self) -> u64 {
         self.handler.lock().sends
+    }
+
+    /// Resolves once `n` `messages:send` requests have been answered: a test waits for the
+    /// push it expects instead of polling [`MockFcm::send_count`].
+    pub async fn answered(&self, n: u64) {
+        let mut answered = self.handler.answered.subscribe();
+        // The sender lives as long as `self`: the wait cannot fail.
+        let _ = answered.wait_for(|count| *count >= n).await;
     }
 
     /// Number of token requests answered with a token.
@@ -468,6 +479,7 @@ impl FcmHandler {
         };
         let mut state = self.lock();
         state.sends += 1;
+        self.answered.send_replace(state.sends);
         if self.config.record {
             state.records.push(FcmRecord {
                 connection: conn.id,
