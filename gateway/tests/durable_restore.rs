@@ -9,16 +9,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use imgate::GatewayHandle;
 use imgate::ServerConfig;
-use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
 use imgate::ids::{AppId, DeviceId, MessageId, UserId};
 use imgate::offline::{PushPolicy, PushTrigger};
 use imgate::session::{SessionConfig, UndeliveredReason};
-use imgate::session::{Undelivered, Upstream};
 use imgate::store::{Durability, RedbStore};
 use imgate_codec::Kind;
-use support::{builder, connect, hello, recv, text};
+use support::{RecordingRelay, builder, connect, hello, recv, text};
 use tokio::sync::watch;
 
 /// Records every push trigger; `changed` ticks on each.
@@ -40,41 +37,6 @@ impl PushPolicy for RecordingPush {
         let mut pushes = self.pushes.lock().expect("lock");
         pushes.push((user.to_string(), messages.to_vec(), trigger));
         self.changed.send_replace(pushes.len());
-    }
-}
-
-/// The relay, recording what the offline path reports; `changed` ticks on each report.
-#[derive(Debug, Clone)]
-struct RecordingRelay {
-    relay: RelayBackend,
-    undelivered: Arc<Mutex<Vec<(String, Undelivered, UndeliveredReason)>>>,
-    changed: Arc<watch::Sender<usize>>,
-}
-
-impl Backend for RecordingRelay {
-    fn on_upstream<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        self.relay.on_upstream(gateway, origin, request)
-    }
-
-    fn on_undelivered<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _app: &'a AppId,
-        user: &'a UserId,
-        messages: &'a [Undelivered],
-        reason: UndeliveredReason,
-    ) -> BoxFuture<'a, ()> {
-        let mut log = self.undelivered.lock().expect("lock");
-        for m in messages {
-            log.push((user.to_string(), m.clone(), reason));
-        }
-        self.changed.send_replace(log.len());
-        Box::pin(async {})
     }
 }
 
@@ -111,12 +73,8 @@ fn store_path() -> PathBuf {
 #[tokio::test]
 async fn a_restored_session_whose_device_stays_away_is_pushed_then_reported() {
     let path = store_path();
-    let (reports, mut reports_seen) = watch::channel(0);
-    let backend = RecordingRelay {
-        relay: RelayBackend::default(),
-        undelivered: Arc::default(),
-        changed: Arc::new(reports),
-    };
+    let backend = RecordingRelay::default();
+    let mut reports_seen = backend.reported.subscribe();
     let (changed, mut pushes_seen) = watch::channel(0);
     let push = Arc::new(RecordingPush {
         pushes: Mutex::new(Vec::new()),

@@ -28,11 +28,13 @@ pub fn tokens() -> StaticTokens {
     tokens
 }
 
-/// A relay that also records what the offline path received.
+/// A relay that also records what the offline path received; `reported` counts the
+/// records, so a test can wait for them.
 #[derive(Debug, Default, Clone)]
 pub struct RecordingRelay {
     relay: RelayBackend,
     pub undelivered: Arc<Mutex<Vec<(String, Undelivered, UndeliveredReason)>>>,
+    pub reported: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 impl Backend for RecordingRelay {
@@ -57,6 +59,7 @@ impl Backend for RecordingRelay {
         for m in messages {
             log.push((user.to_string(), m.clone(), reason));
         }
+        self.reported.send_replace(log.len());
         Box::pin(async {})
     }
 }
