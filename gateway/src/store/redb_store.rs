@@ -333,6 +333,9 @@ fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> 
                 identity,
                 opened_at_ms,
             } => {
+                // Ended sessions leave no rows (`Ended` deletes them all), so an id is never
+                // mixed with an earlier session's; ids are 64 random bits, so a reuse would
+                // need a collision.
                 SessionRecord {
                     secret: secret.as_bytes().to_vec(),
                     app: identity.app.as_str().to_owned(),
