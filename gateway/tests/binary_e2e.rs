@@ -169,16 +169,7 @@ async fn binary_relays_over_tcp_wss_and_quic_reports_metrics_and_drains_on_sigte
     }
     drop((alice, bob, carol));
     let mut server = server;
-    let exit = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(status) = server.0.try_wait().expect("wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("imgate exits after the drain");
+    let exit = server.exited(Duration::from_secs(10)).await;
     assert!(exit.success(), "{exit:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
