@@ -14,6 +14,8 @@
 //! detached: the client may resume within the resume window; if it does not, push covers it
 //! after the push grace and the backend hears of the messages when the window ends.
 
+mod log;
+mod net;
 mod record;
 mod redb_store;
 

@@ -102,3 +102,166 @@ impl From<PushRecord> for crate::deliver::PushOptions {
         }
     }
 }
+
+/// One [`crate::store::Change`] as the write-ahead log keeps it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct LogRecord {
+    #[prost(uint64, tag = "1")]
+    pub(crate) session: u64,
+    #[prost(oneof = "LogChange", tags = "2, 3, 4, 5, 6, 7")]
+    pub(crate) change: Option<LogChange>,
+}
+
+/// What changed, per [`crate::store::Change`] variant.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub(crate) enum LogChange {
+    #[prost(message, tag = "2")]
+    Opened(SessionRecord),
+    #[prost(message, tag = "3")]
+    Delivered(OutboxRecord),
+    #[prost(uint64, tag = "4")]
+    Acked(u64),
+    #[prost(message, tag = "5")]
+    Answered(AnsweredRecord),
+    #[prost(bool, tag = "6")]
+    Overflowed(bool),
+    #[prost(bool, tag = "7")]
+    Ended(bool),
+}
+
+/// An answered upstream request: its slot and the receipt.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct AnsweredRecord {
+    #[prost(uint64, tag = "1")]
+    pub(crate) slot: u64,
+    #[prost(message, optional, tag = "2")]
+    pub(crate) receipt: Option<ReceiptRecord>,
+}
+
+impl SessionRecord {
+    /// A fresh session's record.
+    pub(crate) fn opened(
+        secret: &crate::session::ResumeSecret,
+        identity: &crate::session::Identity,
+        opened_at_ms: u64,
+    ) -> Self {
+        Self {
+            secret: secret.as_bytes().to_vec(),
+            app: identity.app.as_str().to_owned(),
+            user: identity.user.as_str().to_owned(),
+            device: identity.device.as_str().to_owned(),
+            platform: identity.platform.into(),
+            opened_at_ms,
+            overflowed: false,
+        }
+    }
+
+    /// The resume secret and the owner, if the record is well formed.
+    pub(crate) fn credentials(
+        &self,
+    ) -> Result<(crate::session::ResumeSecret, crate::session::Identity), String> {
+        let secret = <[u8; 16]>::try_from(self.secret.as_slice())
+            .map_err(|_| format!("bad secret length {}", self.secret.len()))?;
+        Ok((
+            crate::session::ResumeSecret::from_bytes(secret),
+            crate::session::Identity {
+                app: crate::ids::AppId::new(self.app.clone()),
+                user: crate::ids::UserId::new(self.user.clone()),
+                device: crate::ids::DeviceId::new(self.device.clone()),
+                platform: imgate_codec::Platform::try_from(self.platform).unwrap_or_default(),
+            },
+        ))
+    }
+}
+
+impl From<&crate::store::Change> for LogRecord {
+    fn from(change: &crate::store::Change) -> Self {
+        use crate::store::Change;
+        let (session, change) = match change {
+            Change::Opened {
+                session,
+                secret,
+                identity,
+                opened_at_ms,
+            } => (
+                session,
+                LogChange::Opened(SessionRecord::opened(secret, identity, *opened_at_ms)),
+            ),
+            Change::Delivered {
+                session,
+                deliver,
+                push,
+            } => (
+                session,
+                LogChange::Delivered(OutboxRecord {
+                    deliver: Some(deliver.clone()),
+                    push: push.as_deref().map(PushRecord::from),
+                }),
+            ),
+            Change::Acked { session, seq } => (session, LogChange::Acked(*seq)),
+            Change::Answered {
+                session,
+                mark,
+                receipt,
+            } => (
+                session,
+                LogChange::Answered(AnsweredRecord {
+                    slot: mark.slot,
+                    receipt: Some(ReceiptRecord {
+                        ordinal: mark.ordinal,
+                        forgotten_up_to: mark.forgotten_up_to,
+                        receipt: Some(receipt.clone()),
+                    }),
+                }),
+            ),
+            Change::Overflowed { session } => (session, LogChange::Overflowed(true)),
+            Change::Ended { session } => (session, LogChange::Ended(true)),
+        };
+        Self {
+            session: session.0,
+            change: Some(change),
+        }
+    }
+}
+
+impl TryFrom<LogRecord> for crate::store::Change {
+    type Error = String;
+
+    fn try_from(record: LogRecord) -> Result<Self, String> {
+        use crate::store::Change;
+        let session = crate::ids::SessionId(record.session);
+        Ok(match record.change.ok_or("a record without a change")? {
+            LogChange::Opened(opened) => {
+                let (secret, identity) = opened.credentials()?;
+                Change::Opened {
+                    session,
+                    secret,
+                    identity,
+                    opened_at_ms: opened.opened_at_ms,
+                }
+            }
+            LogChange::Delivered(outbox) => Change::Delivered {
+                session,
+                deliver: outbox.deliver.ok_or("a delivery without its frame")?,
+                push: outbox
+                    .push
+                    .map(|push| std::sync::Arc::new(crate::deliver::PushOptions::from(push))),
+            },
+            LogChange::Acked(seq) => Change::Acked { session, seq },
+            LogChange::Answered(answered) => {
+                let stored = answered.receipt.ok_or("an answer without its receipt")?;
+                Change::Answered {
+                    session,
+                    mark: crate::session::AnswerMark {
+                        slot: answered.slot,
+                        ordinal: stored.ordinal,
+                        forgotten_up_to: stored.forgotten_up_to,
+                    },
+                    receipt: stored.receipt.ok_or("an answer without its receipt")?,
+                }
+            }
+            LogChange::Overflowed(_) => Change::Overflowed { session },
+            LogChange::Ended(_) => Change::Ended { session },
+        })
+    }
+}

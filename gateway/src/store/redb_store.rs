@@ -1,21 +1,23 @@
-//! [`SessionStore`] in an embedded redb file, group-committed by one writer thread.
+//! [`SessionStore`] in an embedded redb file behind a write-ahead log, group-committed by one
+//! writer thread.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc as std_mpsc};
 use std::time::Duration;
 
-use imgate_codec::Platform;
 use prost::Message;
 use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{OutboxRecord, PushRecord, ReceiptRecord, SessionRecord};
+use super::log::{self, Appender};
+use super::net::Net;
+use super::record::{LogRecord, OutboxRecord, PushRecord, ReceiptRecord, SessionRecord};
 use super::{
     Change, Durable, SessionStore, StoreError, StoredMessage, StoredReceipt, StoredSession, Synced,
 };
-use crate::ids::{AppId, DeviceId, SessionId, UserId};
-use crate::session::{Identity, ResumeSecret};
+use crate::ids::SessionId;
 
 const SESSIONS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("sessions");
 const ACKED: TableDefinition<'_, u64, u64> = TableDefinition::new("acked");
@@ -24,11 +26,16 @@ const RECEIPTS: TableDefinition<'_, (u64, u64), &[u8]> = TableDefinition::new("r
 
 /// Most changes in one commit: bounds a commit's time and memory under a flood.
 const MAX_BATCH: usize = 8192;
+/// A log segment this large is checkpointed into redb and a new one begun: bounds what a
+/// restart replays and what the writer holds folded in memory.
+const SEGMENT_BYTES: u64 = 32 << 20;
 
 pub(super) enum Op {
     Change(Change),
     Sync(oneshot::Sender<Result<(), StoreError>>),
     Then(Durable),
+    /// Checkpoint everything logged so far; answered once redb holds it.
+    Checkpoint(std_mpsc::Sender<Result<(), StoreError>>),
 }
 
 /// What the writer thread reports per commit (for metrics).
@@ -43,23 +50,45 @@ pub struct CommitStats {
 /// Called after every commit (metrics).
 pub type CommitObserver = Arc<dyn Fn(CommitStats) + Send + Sync>;
 
-/// Session state in one redb file (`sessions.redb` in the data directory).
+/// The first failure of the writer or the checkpointer: from then on nothing is durable.
+type Failure = Arc<Mutex<Option<StoreError>>>;
+
+/// Session state in one redb file (`sessions.redb` in the data directory) and its
+/// write-ahead log (`sessions.log.<n>` beside it).
 ///
-/// Appends go to a channel; one thread takes everything queued, applies it in one write
-/// transaction and commits it with an fsync, then answers the syncs that were waiting. While
-/// it commits, the next batch accumulates, so the number of fsyncs adapts to the load
-/// (no fixed linger: a lone message waits for one commit only).
+/// Appends go to a channel; one thread takes everything queued, appends it to the log in one
+/// write with one fsync, then answers the syncs that were waiting. While it writes, the next
+/// batch accumulates, so the number of fsyncs adapts to the load (no fixed linger: a lone
+/// message waits for one fsync only). The writer also folds each change into the net effect
+/// of the current log segment; when the segment is full, a second thread writes that net
+/// effect to redb in one transaction and deletes the segment. A message acknowledged before
+/// its segment is checkpointed (the usual case) never reaches redb at all. On open, segments
+/// left by a crash are replayed into redb; a clean close leaves none.
 #[derive(Debug)]
 pub struct RedbStore {
     path: PathBuf,
     db: Arc<Database>,
     pub(super) ops: Option<mpsc::UnboundedSender<Op>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
+    /// Set to stop without the final checkpoint, as a crash would (tests).
+    #[cfg(test)]
+    skip_final_checkpoint: Arc<AtomicBool>,
 }
 
 impl RedbStore {
-    /// Opens (or creates) the store at `path` and starts its writer thread.
+    /// Opens (or creates) the store at `path`, replays the log a crash left behind, and
+    /// starts its writer and checkpointer threads.
     pub fn open(path: &Path, observer: Option<CommitObserver>) -> Result<Self, StoreError> {
+        Self::open_with(path, observer, SEGMENT_BYTES)
+    }
+
+    /// [`RedbStore::open`] with segments checkpointed at `segment_bytes`.
+    pub(super) fn open_with(
+        path: &Path,
+        observer: Option<CommitObserver>,
+        segment_bytes: u64,
+    ) -> Result<Self, StoreError> {
         let io = |e: &dyn std::fmt::Display| StoreError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
@@ -79,11 +108,30 @@ impl RedbStore {
             txn.open_table(RECEIPTS).map_err(|e| io(&e))?;
             txn.commit().map_err(|e| io(&e))?;
         }
+        let next_segment = replay(&db, path)?;
+        let appender = Appender::create(path, next_segment).map_err(|e| io(&e))?;
+        let failure = Failure::default();
+        let skip_final_checkpoint = Arc::new(AtomicBool::new(false));
+        let (checkpoints, checkpoint_rx) = std_mpsc::sync_channel(1);
+        let checkpointer = Checkpointer {
+            db: Arc::clone(&db),
+            path: path.to_owned(),
+            failure: Arc::clone(&failure),
+        };
+        let checkpointer = std::thread::Builder::new()
+            .name("imgate-checkpoint".into())
+            .spawn(move || checkpointer.run(checkpoint_rx))
+            .map_err(|e| io(&e))?;
         let (ops, rx) = mpsc::unbounded_channel();
         let writer = Writer {
-            db: Arc::clone(&db),
-            path: path.display().to_string(),
+            path: path.to_owned(),
             observer,
+            appender,
+            net: Net::default(),
+            segment_bytes,
+            checkpoints,
+            failure,
+            skip_final_checkpoint: Arc::clone(&skip_final_checkpoint),
         };
         let writer = std::thread::Builder::new()
             .name("imgate-store".into())
@@ -94,6 +142,9 @@ impl RedbStore {
             db,
             ops: Some(ops),
             writer: Some(writer),
+            checkpointer: Some(checkpointer),
+            #[cfg(test)]
+            skip_final_checkpoint,
         })
     }
 
@@ -102,21 +153,40 @@ impl RedbStore {
         &self.path
     }
 
+    /// Stops as a crash would: what was synced stays in the log only, to be replayed by the
+    /// next open.
+    #[cfg(test)]
+    pub(super) fn crash(self) {
+        self.skip_final_checkpoint.store(true, Ordering::SeqCst);
+    }
+
     fn io(&self, error: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             path: self.path.display().to_string(),
             reason: error.to_string(),
         }
     }
+
+    /// Waits until redb holds everything appended so far.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let (tx, rx) = std_mpsc::channel();
+        let ops = self.ops.as_ref().ok_or(StoreError::Stopped)?;
+        ops.send(Op::Checkpoint(tx))
+            .map_err(|_| StoreError::Stopped)?;
+        rx.recv().unwrap_or(Err(StoreError::Stopped))
+    }
 }
 
 impl Drop for RedbStore {
-    /// Commits what is queued and closes the file, so the store can be opened again at once
-    /// (redb allows one open database per file).
+    /// Commits what is queued, checkpoints it and closes the files, so the store can be
+    /// opened again at once (redb allows one open database per file).
     fn drop(&mut self) {
         self.ops = None;
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
+        }
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
         }
     }
 }
@@ -154,6 +224,7 @@ impl SessionStore for RedbStore {
     }
 
     fn load(&self) -> Result<Vec<StoredSession>, StoreError> {
+        self.checkpoint()?;
         let txn = self.db.begin_read().map_err(|e| self.io(e))?;
         let sessions = txn.open_table(SESSIONS).map_err(|e| self.io(e))?;
         let acked_table = txn.open_table(ACKED).map_err(|e| self.io(e))?;
@@ -164,9 +235,9 @@ impl SessionStore for RedbStore {
             let (key, value) = row.map_err(|e| self.io(e))?;
             let id = key.value();
             let record = SessionRecord::decode(value.value()).map_err(|e| self.io(e))?;
-            let Ok(secret) = <[u8; 16]>::try_from(record.secret.as_slice()) else {
-                return Err(self.io(format!("session {id:016x}: bad secret length")));
-            };
+            let (secret, identity) = record
+                .credentials()
+                .map_err(|e| self.io(format!("session {id:016x}: {e}")))?;
             let acked = acked_table
                 .get(id)
                 .map_err(|e| self.io(e))?
@@ -214,13 +285,8 @@ impl SessionStore for RedbStore {
             remembered.sort_by_key(|r| r.ordinal);
             loaded.push(StoredSession {
                 id: SessionId(id),
-                secret: ResumeSecret::from_bytes(secret),
-                identity: Identity {
-                    app: AppId::new(record.app),
-                    user: UserId::new(record.user),
-                    device: DeviceId::new(record.device),
-                    platform: Platform::try_from(record.platform).unwrap_or_default(),
-                },
+                secret,
+                identity,
                 opened_at_ms: record.opened_at_ms,
                 overflowed,
                 acked,
@@ -238,17 +304,32 @@ enum Waiter {
     Then(Durable),
 }
 
+/// A full log segment's net effect, on its way into redb.
+struct Checkpoint {
+    net: Net,
+    /// The segment to delete once redb holds `net` (none: nothing was logged).
+    segment: Option<PathBuf>,
+    /// Who waits for it (`load`).
+    replies: Vec<std_mpsc::Sender<Result<(), StoreError>>>,
+}
+
 struct Writer {
-    db: Arc<Database>,
-    path: String,
+    path: PathBuf,
     observer: Option<CommitObserver>,
+    appender: Appender,
+    net: Net,
+    segment_bytes: u64,
+    checkpoints: std_mpsc::SyncSender<Checkpoint>,
+    failure: Failure,
+    skip_final_checkpoint: Arc<AtomicBool>,
 }
 
 impl Writer {
-    fn run(self, mut rx: mpsc::UnboundedReceiver<Op>) {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut changes = Vec::new();
         let mut waiters = Vec::new();
-        let mut failed: Option<StoreError> = None;
+        let mut checkpoint_requests = Vec::new();
+        let mut buffer = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut next = Some(first);
             while let Some(op) = next {
@@ -256,6 +337,7 @@ impl Writer {
                     Op::Change(change) => changes.push(change),
                     Op::Sync(waiter) => waiters.push(Waiter::Sync(waiter)),
                     Op::Then(then) => waiters.push(Waiter::Then(then)),
+                    Op::Checkpoint(reply) => checkpoint_requests.push(reply),
                 }
                 next = if changes.len() < MAX_BATCH {
                     rx.try_recv().ok()
@@ -263,14 +345,14 @@ impl Writer {
                     None
                 };
             }
-            let result = match &failed {
-                // After a failed commit nothing is durable any more: say so to every sync.
-                Some(error) => Err(error.clone()),
+            let result = match failed(&self.failure) {
+                // After a failure nothing is durable any more: say so to every sync.
+                Some(error) => Err(error),
                 None if changes.is_empty() => Ok(()),
                 None => {
-                    let started = tokio::time::Instant::now();
+                    let started = std::time::Instant::now();
                     let count = changes.len();
-                    let result = self.commit(&mut changes);
+                    let result = self.commit(&mut changes, &mut buffer);
                     if let Some(observer) = &self.observer {
                         observer(CommitStats {
                             changes: count,
@@ -282,8 +364,7 @@ impl Writer {
             };
             changes.clear();
             if let Err(error) = &result {
-                tracing::error!(%error, "session store commit failed; durability is lost");
-                failed = Some(error.clone());
+                fail(&self.failure, error);
             }
             for waiter in waiters.drain(..) {
                 match waiter {
@@ -293,17 +374,176 @@ impl Writer {
                     Waiter::Then(then) => then(result.clone()),
                 }
             }
+            if !checkpoint_requests.is_empty() || self.appender.written() >= self.segment_bytes {
+                self.rotate(std::mem::take(&mut checkpoint_requests));
+            }
+        }
+        if !self.skip_final_checkpoint.load(Ordering::SeqCst) {
+            self.rotate(Vec::new());
         }
     }
 
-    fn commit(&self, changes: &mut [Change]) -> Result<(), StoreError> {
-        let io = |e: &dyn std::fmt::Display| StoreError::Io {
-            path: self.path.clone(),
+    /// Logs `changes` in one write and one fsync, and folds them into the segment's net.
+    fn commit(
+        &mut self,
+        changes: &mut Vec<Change>,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        buffer.clear();
+        let mut payload = Vec::new();
+        for change in changes.iter() {
+            payload.clear();
+            LogRecord::from(change)
+                .encode(&mut payload)
+                .map_err(|e| self.io(e))?;
+            log::frame(buffer, &payload);
+        }
+        self.appender.append(buffer).map_err(|e| self.io(e))?;
+        for change in changes.drain(..) {
+            self.net.fold(change);
+        }
+        Ok(())
+    }
+
+    /// Hands the segment's net to the checkpointer and begins the next segment.
+    fn rotate(&mut self, replies: Vec<std_mpsc::Sender<Result<(), StoreError>>>) {
+        let segment = if self.net.is_empty() && self.appender.written() == 0 {
+            None
+        } else {
+            let next = self.appender.number() + 1;
+            match Appender::create(&self.path, next) {
+                Ok(appender) => {
+                    let full = std::mem::replace(&mut self.appender, appender);
+                    Some(log::segment_path(&self.path, full.number()))
+                }
+                Err(error) => {
+                    let error = self.io(error);
+                    fail(&self.failure, &error);
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    return;
+                }
+            }
+        };
+        let checkpoint = Checkpoint {
+            net: std::mem::take(&mut self.net),
+            segment,
+            replies,
+        };
+        // Blocks while the previous checkpoint is still being written: back-pressure that
+        // keeps the folded state in memory bounded by two segments.
+        if let Err(std_mpsc::SendError(checkpoint)) = self.checkpoints.send(checkpoint) {
+            for reply in checkpoint.replies {
+                let _ = reply.send(Err(StoreError::Stopped));
+            }
+        }
+    }
+
+    fn io(&self, error: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.display().to_string(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Writes full segments' net effects into redb, oldest first, and deletes each segment once
+/// its transaction is committed.
+struct Checkpointer {
+    db: Arc<Database>,
+    path: PathBuf,
+    failure: Failure,
+}
+
+impl Checkpointer {
+    fn run(self, rx: std_mpsc::Receiver<Checkpoint>) {
+        while let Ok(checkpoint) = rx.recv() {
+            let result = match failed(&self.failure) {
+                // A segment after a failed one must not be applied: it stays for replay.
+                Some(error) => Err(error),
+                None => self.write(checkpoint.net, checkpoint.segment.as_deref()),
+            };
+            if let Err(error) = &result {
+                fail(&self.failure, error);
+            }
+            for reply in checkpoint.replies {
+                let _ = reply.send(result.clone());
+            }
+        }
+    }
+
+    fn write(&self, net: Net, segment: Option<&Path>) -> Result<(), StoreError> {
+        write_net(&self.db, &self.path, net)?;
+        if let Some(segment) = segment {
+            let io = |e: std::io::Error| StoreError::Io {
+                path: segment.display().to_string(),
+                reason: e.to_string(),
+            };
+            std::fs::remove_file(segment).map_err(io)?;
+            log::sync_dir(segment).map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies a net effect to redb in one transaction.
+fn write_net(db: &Database, path: &Path, net: Net) -> Result<(), StoreError> {
+    if net.is_empty() {
+        return Ok(());
+    }
+    let io = |e: &dyn std::fmt::Display| StoreError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let txn = db.begin_write().map_err(|e| io(&e))?;
+    apply(&txn, &net.into_changes()).map_err(|e| io(&e))?;
+    txn.commit().map_err(|e| io(&e))
+}
+
+/// Replays the segments a crash left (oldest first) into redb, deletes them, and returns the
+/// number for the next segment.
+fn replay(db: &Database, path: &Path) -> Result<u64, StoreError> {
+    let io = |e: &dyn std::fmt::Display| StoreError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let segments = log::segments(path).map_err(|e| io(&e))?;
+    let Some(newest) = segments.last().map(|segment| segment.number) else {
+        return Ok(1);
+    };
+    for segment in &segments {
+        let at = |e: &dyn std::fmt::Display| StoreError::Io {
+            path: segment.path.display().to_string(),
             reason: e.to_string(),
         };
-        let txn = self.db.begin_write().map_err(|e| io(&e))?;
-        apply(&txn, changes).map_err(|e| io(&e))?;
-        txn.commit().map_err(|e| io(&e))
+        let bytes = std::fs::read(&segment.path).map_err(|e| at(&e))?;
+        let mut net = Net::default();
+        for record in log::records(&bytes, segment.number == newest).map_err(|e| at(&e))? {
+            let record = LogRecord::decode(record).map_err(|e| at(&e))?;
+            net.fold(Change::try_from(record).map_err(|e| at(&e))?);
+        }
+        let folded = net.folded();
+        write_net(db, path, net)?;
+        std::fs::remove_file(&segment.path).map_err(|e| at(&e))?;
+        log::sync_dir(&segment.path).map_err(|e| at(&e))?;
+        tracing::info!(segment = %segment.path.display(), changes = folded, "session store: log replayed");
+    }
+    Ok(newest + 1)
+}
+
+fn failed(failure: &Failure) -> Option<StoreError> {
+    failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+fn fail(failure: &Failure, error: &StoreError) {
+    let mut failure = failure.lock().unwrap_or_else(PoisonError::into_inner);
+    if failure.is_none() {
+        tracing::error!(%error, "session store write failed; durability is lost");
+        *failure = Some(error.clone());
     }
 }
 
@@ -336,17 +576,9 @@ fn apply(txn: &WriteTransaction, changes: &[Change]) -> Result<(), redb::Error> 
                 // Ended sessions leave no rows (`Ended` deletes them all), so an id is never
                 // mixed with an earlier session's; ids are 64 random bits, so a reuse would
                 // need a collision.
-                SessionRecord {
-                    secret: secret.as_bytes().to_vec(),
-                    app: identity.app.as_str().to_owned(),
-                    user: identity.user.as_str().to_owned(),
-                    device: identity.device.as_str().to_owned(),
-                    platform: identity.platform.into(),
-                    opened_at_ms: *opened_at_ms,
-                    overflowed: false,
-                }
-                .encode(&mut buffer)
-                .map_err(encode_error)?;
+                SessionRecord::opened(secret, identity, *opened_at_ms)
+                    .encode(&mut buffer)
+                    .map_err(encode_error)?;
                 sessions.insert(session.0, buffer.as_slice())?;
                 ended.remove(&session.0);
             }

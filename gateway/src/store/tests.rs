@@ -12,8 +12,11 @@ use crate::deliver::{PushAlert, PushOptions};
 use crate::ids::{AppId, DeviceId, SessionId, UserId};
 use crate::session::{AnswerMark, Identity, ResumeSecret};
 
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("imgate-store-{name}-{}", std::process::id()));
+fn temp_path(name: &str, stop: Stop) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "imgate-store-{name}-{stop:?}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     dir.join("sessions.redb")
 }
@@ -66,17 +69,29 @@ fn answered(id: u64, ordinal: u64, capacity: u64, msg_id: u64) -> Change {
     }
 }
 
-async fn apply(path: &std::path::Path, changes: Vec<Change>) {
+/// How the writer stops after the changes were synced.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// Dropped: the log is checkpointed into redb.
+    Clean,
+    /// As in a crash: the synced changes are in the log only, replayed on the next open.
+    Crash,
+}
+
+async fn apply(path: &std::path::Path, changes: Vec<Change>, stop: Stop) {
     let store = RedbStore::open(path, None).expect("open");
     for change in changes {
         store.append(change);
     }
     store.sync().await.expect("sync");
+    match stop {
+        Stop::Clean => drop(store),
+        Stop::Crash => store.crash(),
+    }
 }
 
-#[tokio::test]
-async fn what_was_synced_is_what_a_reopened_store_loads() {
-    let path = temp_path("roundtrip");
+async fn what_was_synced_is_what_a_reopened_store_loads(stop: Stop) {
+    let path = temp_path("roundtrip", stop);
     let push = Arc::new(PushOptions {
         alert: Some(PushAlert {
             title: "alice".into(),
@@ -100,6 +115,7 @@ async fn what_was_synced_is_what_a_reopened_store_loads() {
             answered(1, 0, 8, 41),
             answered(1, 1, 8, 42),
         ],
+        stop,
     )
     .await;
     let store = RedbStore::open(&path, None).expect("reopen");
@@ -121,9 +137,8 @@ async fn what_was_synced_is_what_a_reopened_store_loads() {
     assert_eq!(receipts, [41, 42]);
 }
 
-#[tokio::test]
-async fn an_ended_session_leaves_nothing_behind_even_if_a_delivery_raced_its_end() {
-    let path = temp_path("ended");
+async fn an_ended_session_leaves_nothing_behind_even_if_a_delivery_raced_its_end(stop: Stop) {
+    let path = temp_path("ended", stop);
     apply(
         &path,
         vec![
@@ -137,6 +152,7 @@ async fn an_ended_session_leaves_nothing_behind_even_if_a_delivery_raced_its_end
             },
             delivered(1, 2, None),
         ],
+        stop,
     )
     .await;
     let store = RedbStore::open(&path, None).expect("reopen");
@@ -145,19 +161,19 @@ async fn an_ended_session_leaves_nothing_behind_even_if_a_delivery_raced_its_end
     assert_eq!(loaded[0].id, SessionId(2));
     // Nothing of session 1 is left in any table: a new session 1 starts empty.
     drop(store);
-    apply(&path, vec![opened(1)]).await;
+    apply(&path, vec![opened(1)], stop).await;
     let store = RedbStore::open(&path, None).expect("reopen");
     let loaded = store.load().expect("load");
     let one = loaded.iter().find(|s| s.id == SessionId(1)).expect("1");
     assert!(one.outbox.is_empty() && one.receipts.is_empty() && one.acked == 0);
 }
 
-#[tokio::test]
-async fn a_hole_in_a_stored_outbox_makes_the_session_unresumable() {
-    let path = temp_path("hole");
+async fn a_hole_in_a_stored_outbox_makes_the_session_unresumable(stop: Stop) {
+    let path = temp_path("hole", stop);
     apply(
         &path,
         vec![opened(1), delivered(1, 1, None), delivered(1, 3, None)],
+        stop,
     )
     .await;
     let store = RedbStore::open(&path, None).expect("reopen");
@@ -170,12 +186,11 @@ async fn a_hole_in_a_stored_outbox_makes_the_session_unresumable() {
     );
 }
 
-#[tokio::test]
-async fn remembered_receipts_stay_bounded_by_their_slots() {
-    let path = temp_path("receipts");
+async fn remembered_receipts_stay_bounded_by_their_slots(stop: Stop) {
+    let path = temp_path("receipts", stop);
     let mut changes = vec![opened(1)];
     changes.extend((0..10).map(|ordinal| answered(1, ordinal, 4, 100 + ordinal)));
-    apply(&path, changes).await;
+    apply(&path, changes, stop).await;
     let store = RedbStore::open(&path, None).expect("reopen");
     let loaded = store.load().expect("load");
     let kept: Vec<u64> = loaded[0]
@@ -186,9 +201,8 @@ async fn remembered_receipts_stay_bounded_by_their_slots() {
     assert_eq!(kept, [106, 107, 108, 109]);
 }
 
-#[tokio::test]
-async fn overflow_is_remembered() {
-    let path = temp_path("overflow");
+async fn overflow_is_remembered(stop: Stop) {
+    let path = temp_path("overflow", stop);
     apply(
         &path,
         vec![
@@ -197,6 +211,7 @@ async fn overflow_is_remembered() {
                 session: SessionId(1),
             },
         ],
+        stop,
     )
     .await;
     let store = RedbStore::open(&path, None).expect("reopen");
@@ -205,8 +220,195 @@ async fn overflow_is_remembered() {
 
 #[tokio::test]
 async fn a_sync_after_the_writer_stopped_fails() {
-    let path = temp_path("stopped");
+    let path = temp_path("stopped", Stop::Clean);
     let mut store = RedbStore::open(&path, None).expect("open");
     store.ops = None;
     assert_eq!(store.sync().await, Err(super::StoreError::Stopped));
+}
+
+/// Every case above, once with a clean close and once with a crash (log replay).
+macro_rules! both_stops {
+    ($($case:ident),* $(,)?) => {
+        mod clean {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Stop::Clean).await
+            })*
+        }
+        mod crash {
+            $(#[tokio::test]
+            async fn $case() {
+                super::$case(super::Stop::Crash).await
+            })*
+        }
+    };
+}
+
+both_stops!(
+    what_was_synced_is_what_a_reopened_store_loads,
+    an_ended_session_leaves_nothing_behind_even_if_a_delivery_raced_its_end,
+    a_hole_in_a_stored_outbox_makes_the_session_unresumable,
+    remembered_receipts_stay_bounded_by_their_slots,
+    overflow_is_remembered,
+);
+
+mod model {
+    //! Random histories against a model of what the store must keep, with restarts (clean or
+    //! crashed) at random points and log segments small enough to be checkpointed often.
+
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::{Stop, answered, delivered, opened, temp_path};
+    use crate::ids::SessionId;
+    use crate::store::{Change, RedbStore, SessionStore};
+
+    const SESSIONS: u64 = 3;
+    const RECEIPT_SLOTS: u64 = 4;
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Open(u64),
+        Deliver(u64),
+        Ack(u64, u64),
+        Answer(u64),
+        Overflow(u64),
+        End(u64),
+        Restart(bool),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let session = 1..=SESSIONS;
+        prop_oneof![
+            1 => session.clone().prop_map(Step::Open),
+            6 => session.clone().prop_map(Step::Deliver),
+            3 => (session.clone(), 0..4u64).prop_map(|(s, n)| Step::Ack(s, n)),
+            2 => session.clone().prop_map(Step::Answer),
+            1 => session.clone().prop_map(Step::Overflow),
+            1 => session.prop_map(Step::End),
+            1 => any::<bool>().prop_map(Step::Restart),
+        ]
+    }
+
+    /// One session as the store must return it.
+    #[derive(Debug, Default, PartialEq)]
+    struct Expected {
+        acked: u64,
+        /// seq → message id.
+        outbox: BTreeMap<u64, u64>,
+        /// slot → msg id.
+        receipts: BTreeMap<u64, u64>,
+        overflowed: bool,
+        /// Next seq / receipt ordinal to hand out.
+        next_seq: u64,
+        next_ordinal: u64,
+    }
+
+    fn check(store: &RedbStore, model: &BTreeMap<u64, Expected>) -> Result<(), TestCaseError> {
+        let loaded = store
+            .load()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut found = BTreeMap::new();
+        for session in loaded {
+            let outbox = session
+                .outbox
+                .iter()
+                .map(|m| (m.deliver.seq, m.deliver.message_id))
+                .collect::<BTreeMap<_, _>>();
+            let receipts = session
+                .receipts
+                .iter()
+                .map(|r| (r.ordinal % RECEIPT_SLOTS, r.receipt.msg_id))
+                .collect::<BTreeMap<_, _>>();
+            found.insert(
+                session.id.0,
+                (session.acked, outbox, receipts, session.overflowed),
+            );
+        }
+        let expected: BTreeMap<_, _> = model
+            .iter()
+            .map(|(id, e)| {
+                (
+                    *id,
+                    (e.acked, e.outbox.clone(), e.receipts.clone(), e.overflowed),
+                )
+            })
+            .collect();
+        prop_assert_eq!(found, expected);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn what_a_store_loads_after_any_history_is_what_was_synced(
+            steps in proptest::collection::vec(step(), 1..160),
+            segment_bytes in 64u64..4096,
+            case in any::<u64>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let path = temp_path(&format!("model-{case:x}"), Stop::Crash);
+            let mut store = RedbStore::open_with(&path, None, segment_bytes).expect("open");
+            let mut model: BTreeMap<u64, Expected> = BTreeMap::new();
+            for step in steps {
+                match step {
+                    Step::Open(id) => {
+                        if model.contains_key(&id) {
+                            continue;
+                        }
+                        store.append(opened(id));
+                        model.insert(id, Expected { next_seq: 1, ..Expected::default() });
+                    }
+                    Step::Deliver(id) => {
+                        let Some(e) = model.get_mut(&id) else { continue };
+                        let seq = e.next_seq;
+                        e.next_seq += 1;
+                        store.append(delivered(id, seq, None));
+                        e.outbox.insert(seq, 100 + seq);
+                    }
+                    Step::Ack(id, more) => {
+                        let Some(e) = model.get_mut(&id) else { continue };
+                        let seq = (e.acked + more).min(e.next_seq - 1);
+                        store.append(Change::Acked { session: SessionId(id), seq });
+                        if seq > e.acked {
+                            e.acked = seq;
+                            e.outbox = e.outbox.split_off(&(seq + 1));
+                        }
+                    }
+                    Step::Answer(id) => {
+                        let Some(e) = model.get_mut(&id) else { continue };
+                        let ordinal = e.next_ordinal;
+                        e.next_ordinal += 1;
+                        store.append(answered(id, ordinal, RECEIPT_SLOTS, 1_000 + ordinal));
+                        e.receipts.insert(ordinal % RECEIPT_SLOTS, 1_000 + ordinal);
+                    }
+                    Step::Overflow(id) => {
+                        let Some(e) = model.get_mut(&id) else { continue };
+                        store.append(Change::Overflowed { session: SessionId(id) });
+                        e.overflowed = true;
+                    }
+                    Step::End(id) => {
+                        if model.remove(&id).is_none() {
+                            continue;
+                        }
+                        store.append(Change::Ended { session: SessionId(id) });
+                    }
+                    Step::Restart(crash) => {
+                        runtime.block_on(store.sync()).expect("sync");
+                        if crash { store.crash() } else { drop(store) }
+                        store = RedbStore::open_with(&path, None, segment_bytes).expect("reopen");
+                        check(&store, &model)?;
+                    }
+                }
+            }
+            runtime.block_on(store.sync()).expect("sync");
+            store.crash();
+            let store = RedbStore::open_with(&path, None, segment_bytes).expect("reopen");
+            check(&store, &model)?;
+            drop(store);
+            let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+        }
+    }
 }
