@@ -69,13 +69,17 @@ fn naming(store: &Path) -> (PathBuf, String) {
     (dir, format!("{stem}.log."))
 }
 
-/// Appends `payload` as one framed record to `buffer`.
-pub(super) fn frame(buffer: &mut Vec<u8>, payload: &[u8]) {
+/// Appends one framed record to `buffer`, its payload written by `write` in place.
+pub(super) fn frame_with(buffer: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let start = buffer.len();
+    buffer.extend_from_slice(&[0; HEADER]);
+    write(buffer);
+    let payload = &buffer[start + HEADER..];
     // A record is one change; the writer never makes one near 4 GiB.
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-    buffer.extend_from_slice(&len.to_le_bytes());
-    buffer.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    buffer.extend_from_slice(payload);
+    let crc = crc32fast::hash(payload);
+    buffer[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buffer[start + 4..start + HEADER].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The records of one segment's bytes, in order. `newest`: a torn tail is expected (and
@@ -170,7 +174,7 @@ mod tests {
     fn framed(payloads: &[&[u8]]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for payload in payloads {
-            frame(&mut bytes, payload);
+            frame_with(&mut bytes, |buffer| buffer.extend_from_slice(payload));
         }
         bytes
     }

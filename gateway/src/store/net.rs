@@ -3,7 +3,9 @@
 //! acknowledged within one segment never touches the B-tree, and a session's receipts cost
 //! at most one row per slot however often the slot was reused.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 
 use super::Change;
 use crate::ids::SessionId;
@@ -58,7 +60,12 @@ impl Net {
             Change::Acked { seq, .. } => {
                 if pending.acked.is_none_or(|acked| seq > acked) {
                     pending.acked = Some(seq);
-                    pending.outbox = pending.outbox.split_off(&(seq + 1));
+                    // Acks release the oldest messages: pop them rather than split the map.
+                    while let Some(oldest) = pending.outbox.first_entry()
+                        && *oldest.key() <= seq
+                    {
+                        oldest.remove();
+                    }
                 }
             }
             Change::Answered { ref mark, .. } => {

@@ -265,3 +265,138 @@ impl TryFrom<LogRecord> for crate::store::Change {
         })
     }
 }
+
+/// Appends `change` as a [`LogRecord`]'s bytes. A delivery, the most frequent change, is
+/// encoded from its borrowed frame and push options (no copy of the payload, sender, room or
+/// alert text); the rest go through [`LogRecord`].
+pub(crate) fn encode_change(change: &crate::store::Change, buf: &mut Vec<u8>) {
+    use prost::encoding::{self, WireType};
+    match change {
+        crate::store::Change::Delivered {
+            session,
+            deliver,
+            push,
+        } => {
+            let push_len = push.as_deref().map(push_record_len);
+            let outbox_len = encoding::message::encoded_len(1, deliver)
+                + push_len.map_or(0, |len| delimited_len(2, len));
+            encoding::uint64::encode(1, &session.0, buf);
+            encoding::encode_key(3, WireType::LengthDelimited, buf);
+            encoding::encode_varint(outbox_len as u64, buf);
+            encoding::message::encode(1, deliver, buf);
+            if let (Some(push), Some(len)) = (push.as_deref(), push_len) {
+                encoding::encode_key(2, WireType::LengthDelimited, buf);
+                encoding::encode_varint(len as u64, buf);
+                encode_push_record(push, buf);
+            }
+        }
+        other => {
+            // A Vec grows as needed: encoding into one cannot run out of room.
+            let _ = prost::Message::encode(&LogRecord::from(other), buf);
+        }
+    }
+}
+
+/// [`PushRecord::from`]`(push)`'s fields, encoded straight from `push`.
+fn encode_push_record(push: &crate::deliver::PushOptions, buf: &mut Vec<u8>) {
+    use prost::encoding;
+    if let Some(alert) = &push.alert {
+        encoding::bool::encode(1, &true, buf);
+        put_str(2, &alert.title, buf);
+        put_str(3, &alert.body, buf);
+    }
+    if let Some(collapse_id) = &push.collapse_id {
+        put_str(4, collapse_id, buf);
+    }
+    if push.ttl_secs != 0 {
+        encoding::uint32::encode(5, &push.ttl_secs, buf);
+    }
+    for (key, _) in &push.data {
+        put_str(6, key, buf);
+    }
+    for (_, value) in &push.data {
+        put_str(7, value, buf);
+    }
+}
+
+fn push_record_len(push: &crate::deliver::PushOptions) -> usize {
+    let alert = push.alert.as_ref().map_or(0, |alert| {
+        2 + delimited_len(2, alert.title.len()) + delimited_len(3, alert.body.len())
+    });
+    let collapse = push
+        .collapse_id
+        .as_ref()
+        .map_or(0, |id| delimited_len(4, id.len()));
+    let ttl = if push.ttl_secs == 0 {
+        0
+    } else {
+        prost::encoding::uint32::encoded_len(5, &push.ttl_secs)
+    };
+    let data: usize = push
+        .data
+        .iter()
+        .map(|(key, value)| delimited_len(6, key.len()) + delimited_len(7, value.len()))
+        .sum();
+    alert + collapse + ttl + data
+}
+
+fn put_str(tag: u32, text: &str, buf: &mut Vec<u8>) {
+    use prost::encoding::{self, WireType};
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(text.len() as u64, buf);
+    buf.extend_from_slice(text.as_bytes());
+}
+
+/// Bytes of a length-delimited field of `len` bytes.
+fn delimited_len(tag: u32, len: usize) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use super::{LogRecord, encode_change};
+    use crate::deliver::{PushAlert, PushOptions};
+    use crate::ids::SessionId;
+    use crate::store::Change;
+
+    #[test]
+    fn a_delivery_encoded_from_its_borrowed_frame_decodes_as_the_record_would() {
+        let deliver = imgate_codec::Deliver {
+            seq: 7,
+            payload: bytes::Bytes::from_static(b"hello"),
+            from: "alice".into(),
+            room: "r1".into(),
+            message_id: 99,
+            sent_at_ms: 1_700_000_000_000,
+        };
+        let push = PushOptions {
+            alert: Some(PushAlert {
+                title: "alice".into(),
+                body: "New message".into(),
+            }),
+            collapse_id: Some("c".into()),
+            ttl_secs: 30,
+            data: vec![("k".into(), "v".into())],
+        };
+        let silent = PushOptions::default();
+        for (session, push) in [
+            (0, None),
+            (u64::MAX, Some(Arc::new(push))),
+            (3, Some(Arc::new(silent))),
+        ] {
+            let change = Change::Delivered {
+                session: SessionId(session),
+                deliver: deliver.clone(),
+                push,
+            };
+            let mut bytes = Vec::new();
+            encode_change(&change, &mut bytes);
+            let decoded = LogRecord::decode(bytes.as_slice()).expect("decodes");
+            assert_eq!(decoded, LogRecord::from(&change));
+        }
+    }
+}

@@ -13,7 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::log::{self, Appender};
 use super::net::Net;
-use super::record::{LogRecord, OutboxRecord, PushRecord, ReceiptRecord, SessionRecord};
+use super::record::{
+    LogRecord, OutboxRecord, PushRecord, ReceiptRecord, SessionRecord, encode_change,
+};
 use super::{
     Change, Durable, SessionStore, StoreError, StoredMessage, StoredReceipt, StoredSession, Synced,
 };
@@ -390,13 +392,8 @@ impl Writer {
         buffer: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
         buffer.clear();
-        let mut payload = Vec::new();
         for change in changes.iter() {
-            payload.clear();
-            LogRecord::from(change)
-                .encode(&mut payload)
-                .map_err(|e| self.io(e))?;
-            log::frame(buffer, &payload);
+            log::frame_with(buffer, |payload| encode_change(change, payload));
         }
         self.appender.append(buffer).map_err(|e| self.io(e))?;
         for change in changes.drain(..) {
