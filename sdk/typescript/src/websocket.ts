@@ -19,8 +19,12 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-/** A `WebSocket` constructor: `globalThis.WebSocket` in browsers, `ws`'s `WebSocket` in Node. */
-export type WebSocketConstructor = new (url: string, protocols: string | string[]) => WebSocketLike;
+/**
+ * A `WebSocket` constructor: `globalThis.WebSocket` in browsers, `ws`'s `WebSocket` in Node.
+ * Typed loosely so both fit without a cast (their event types differ in details this
+ * transport does not read); instances are used as {@link WebSocketLike}.
+ */
+export type WebSocketConstructor = new (url: string, protocols: string) => unknown;
 
 /** Connects to `url` (e.g. `wss://chat.example.com/ws`, the listener's configured path). */
 export class WebSocketTransport implements Transport {
@@ -32,7 +36,7 @@ export class WebSocketTransport implements Transport {
   ) {}
 
   connect(handlers: TransportHandlers): TransportConnection {
-    const socket = new this.WebSocketImpl(this.url, SUBPROTOCOL);
+    const socket = new this.WebSocketImpl(this.url, SUBPROTOCOL) as WebSocketLike;
     socket.binaryType = "arraybuffer";
     let closed = false;
     const finish = (detail: string): void => {

@@ -1,0 +1,94 @@
+// The real `imgate` binary as a child process, as gateway/tests/support/process.rs starts it:
+// a config with a WebSocket listener on 127.0.0.1:0, the addresses read from stdout, and a
+// kill (and the temporary directory removed) when the test is done.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+
+/** The binary: `IMGATE_BIN`, else the workspace's debug build (`cargo build -p imgate`). */
+export function imgateBinary(): string {
+  if (process.env.IMGATE_BIN) return process.env.IMGATE_BIN;
+  const target = process.env.CARGO_TARGET_DIR ?? fileURLToPath(new URL("../../../../target", import.meta.url));
+  return join(target, "debug", "imgate");
+}
+
+/** A running server. */
+export interface Server {
+  /** `ws://127.0.0.1:PORT/ws`. */
+  url: string;
+  /** `http://127.0.0.1:PORT` of the admin listener. */
+  admin: string;
+  /** Kills the process and removes its directory. */
+  stop(): Promise<void>;
+}
+
+/** Static tokens of the test app `chat`: `tok-NAME` logs in as NAME. */
+export const USERS = ["alice", "bob", "carol"];
+
+function config(dir: string): string {
+  const tokens = USERS.map((user) => `"tok-${user}" = "${user}"`).join(", ");
+  return `
+[server]
+data_dir = "${dir}/data"
+
+[admin]
+bind = "127.0.0.1:0"
+
+[[listener]]
+transport = "ws"
+bind = "127.0.0.1:0"
+path = "/ws"
+
+[[app]]
+id = "chat"
+[app.auth]
+kind = "static"
+tokens = { ${tokens} }
+`;
+}
+
+/** Starts `imgate serve` and waits (bounded) until it announced its listeners. */
+export async function startServer(): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), "imgate-sdk-"));
+  writeFileSync(join(dir, "imgate.toml"), config(dir));
+  const child: ChildProcess = spawn(imgateBinary(), ["serve", "--config", join(dir, "imgate.toml")], {
+    env: { ...process.env, RUST_LOG: "warn" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const stop = async () => {
+    child.kill("SIGKILL");
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const { ws, admin } = await announced(child);
+    return { url: `ws://${ws}/ws`, admin: `http://${admin}`, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+function announced(child: ChildProcess): Promise<{ ws: string; admin: string }> {
+  return new Promise((resolve, reject) => {
+    let ws: string | undefined;
+    const lines = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => reject(new Error("imgate did not announce its listeners in 20 s")), 20_000);
+    child.once("exit", (code) => reject(new Error(`imgate exited (${code}) before listening`)));
+    child.once("error", reject);
+    lines.on("line", (line) => {
+      const listening = /^imgate listening: (\w+) on (\S+)$/.exec(line);
+      if (listening?.[1] === "ws") ws = listening[2];
+      const admin = /^imgate admin: http:\/\/([^/\s]+)/.exec(line);
+      if (admin && ws) {
+        clearTimeout(timer);
+        resolve({ ws, admin: admin[1]! });
+      }
+    });
+  });
+}
