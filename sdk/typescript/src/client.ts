@@ -349,7 +349,7 @@ export class ImgateClient extends Emitter<ClientEvents> {
           this.session.handleClosed(this.clock.now());
         } else {
           // Closed before the transport handshake completed: as `3002`, back off (§12).
-          this.retry(this.backoff.next());
+          this.disconnected({ kind: "lost" }, { kind: "reconnect", backoff: true });
         }
         this.pump();
       },

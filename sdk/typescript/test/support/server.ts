@@ -5,15 +5,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
 /** The binary: `IMGATE_BIN`, else the workspace's debug build (`cargo build -p imgate`). */
 export function imgateBinary(): string {
   if (process.env.IMGATE_BIN) return process.env.IMGATE_BIN;
-  const target = process.env.CARGO_TARGET_DIR ?? fileURLToPath(new URL("../../../../target", import.meta.url));
-  return join(target, "debug", "imgate");
+  // Cargo reads a relative CARGO_TARGET_DIR from where it runs: the workspace root here.
+  const workspace = fileURLToPath(new URL("../../../../", import.meta.url));
+  return join(resolve(workspace, process.env.CARGO_TARGET_DIR ?? "target"), "debug", "imgate");
 }
 
 /** A running server. */
