@@ -9,6 +9,8 @@ import {
   type ImgateClient as Client,
   ImgateClient,
   type ClientOptions,
+  GoAwayReason,
+  Platform,
   ReceiptStatus,
   ResumeRefused,
 } from "../src/index.js";
@@ -172,5 +174,29 @@ describe("against the imgate binary", () => {
     const third = client("alice", { deviceId: "alice-desk", resume: kept });
     const fresh = await connected(third);
     expect([fresh.resumed, fresh.resumeRefused]).toEqual([false, ResumeRefused.UNKNOWN_SESSION]);
+  });
+
+  it("heartbeats at the server's interval and stays connected past 2.5 of them", async () => {
+    const desk = client("carol", { deviceId: "carol-desktop", platform: Platform.DESKTOP });
+    const welcome = await connected(desk);
+    expect(welcome.heartbeatMs).toBe(1_000);
+    let pongs = 0;
+    desk.on("pong", () => pongs++);
+    // Three answered pings span 3 intervals: the server would have closed a silent link.
+    await until(desk, "pong", () => pongs >= 3, 10_000);
+    expect([desk.state, desk.stats.connections]).toEqual(["open", 1]);
+  });
+
+  it("stops without reconnecting when an operator kicks the session", async () => {
+    const kicked = client("bob", { deviceId: "bob-kiosk" });
+    const welcome = await connected(kicked);
+    const stopped = next(kicked, "stopped");
+    const goAway = next(kicked, "goAway");
+    const id = welcome.sessionId.toString(16).padStart(16, "0");
+    const response = await fetch(`${server.admin}/v1/sessions/${id}`, { method: "DELETE" });
+    expect(response.status).toBe(204);
+    expect((await goAway).reason).toBe(GoAwayReason.KICKED);
+    await stopped;
+    expect([kicked.state, kicked.stats.connections]).toEqual(["stopped", 1]);
   });
 });

@@ -49,6 +49,9 @@ id = "chat"
 [app.auth]
 kind = "static"
 tokens = { ${tokens} }
+[app.session]
+# Desktop clients get a 1 s heartbeat, so a test sees several within seconds.
+platform_heartbeat_secs = { desktop = 1 }
 `;
 }
 
