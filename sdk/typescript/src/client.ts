@@ -74,8 +74,8 @@ export interface ClientOptions {
   resume?: ResumeState;
   /** Reconnect back-off. */
   backoff?: Partial<BackoffConfig>;
-  /** Ack batching, `Welcome` deadline, `Hello.max_frame`. */
-  session?: Partial<Pick<SessionConfig, "ackDelayMs" | "ackEvery" | "welcomeTimeoutMs" | "maxFrame">>;
+  /** Ack batching, requests in flight, `Welcome` deadline, `Hello.max_frame` (0 or ≥ 512). */
+  session?: Partial<Pick<SessionConfig, "ackDelayMs" | "ackEvery" | "maxUnreceipted" | "welcomeTimeoutMs" | "maxFrame">>;
   /** How long `logout()` waits for the server to close (default 5 s). */
   logoutTimeoutMs?: number;
   /** Online/visibility notifications; default the browser's where it exists, `null`: none. */
@@ -165,6 +165,8 @@ export class ImgateClient extends Emitter<ClientEvents> {
     this.random = options.random ?? Math.random;
     this.backoff = new Backoff({ ...BACKOFF_DEFAULTS, ...options.backoff }, this.random);
     this.environment = options.environment === null ? undefined : (options.environment ?? browserEnvironment());
+    const maxFrame = options.session?.maxFrame ?? 0;
+    if (maxFrame !== 0 && maxFrame < 512) throw new RangeError("session.maxFrame is 0 or at least 512 (§12)");
     const compression = options.compression ?? true;
     this.session = new Session(
       {

@@ -63,7 +63,13 @@ export function builtinDictionary(): Dictionary {
 export async function verifiedBuiltinDictionary(): Promise<Dictionary | undefined> {
   const dict = builtinDictionary();
   if (globalThis.crypto?.subtle === undefined) return dict;
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(dict.bytes)));
+  let digest: Uint8Array;
+  try {
+    digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(dict.bytes)));
+  } catch {
+    // Cannot check it: do not announce it (frames then come without the dictionary).
+    return undefined;
+  }
   const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
   return hex === BUILTIN_DICTIONARY_SHA256 ? dict : undefined;
 }

@@ -47,6 +47,12 @@ export interface SessionConfig {
   ackDelayMs: number;
   /** ...and is sent at once when this many messages are unacknowledged. */
   ackEvery: number;
+  /**
+   * Requests on the wire without a receipt, at most; later ones wait in order. The server
+   * remembers the last 256 answered requests: ids older than that are answered `accepted`
+   * without being forwarded, so a client keeps no more un-receipted (§9).
+   */
+  maxUnreceipted: number;
   /** The client's own deadline for `Welcome` (§6.4). */
   welcomeTimeoutMs: number;
   /** A connection on which nothing arrives this many heartbeat intervals is dead (§7). */
@@ -61,6 +67,7 @@ export const SESSION_DEFAULTS = {
   maxFrame: 0,
   ackDelayMs: 100,
   ackEvery: 16,
+  maxUnreceipted: 256,
   welcomeTimeoutMs: 10_000,
   deadAfterHeartbeats: 2.5,
 } satisfies Partial<SessionConfig>;
@@ -162,6 +169,8 @@ export class Session {
   private ackedSeq = 0n;
   private nextMsgId = 1n;
   private readonly pending = new Map<bigint, Request>();
+  /** The requests of `pending` sent on the current connection. */
+  private readonly onTheWire = new Set<bigint>();
   private readonly transmits: Transmit[] = [];
   private readonly events: SessionEvent[] = [];
   private welcome: Welcome | undefined;
@@ -200,7 +209,7 @@ export class Session {
     return this.stopped;
   }
 
-  /** Requests sent (or to be sent) that have no receipt yet, in `msg_id` order. */
+  /** How many requests (sent or waiting to be) have no receipt yet. */
   get unreceipted(): number {
     return this.pending.size;
   }
@@ -252,8 +261,9 @@ export class Session {
         return this.delivered(now, kind.value);
       case "receipt":
         this.pending.delete(kind.value.msgId);
+        this.onTheWire.delete(kind.value.msgId);
         this.events.push({ type: "receipt", receipt: kind.value });
-        return;
+        return this.sendRequests(now);
       case "pong": {
         const sent = Number(kind.value.clientTimeMs);
         const rttMs = Math.max(0, now - sent);
@@ -349,13 +359,14 @@ export class Session {
     const msgId = this.nextMsgId++;
     const request = build(msgId);
     this.pending.set(msgId, request);
-    if (this.state === "open") this.sendRequest(now, request);
+    this.sendRequests(now);
     return msgId;
   }
 
   /** Forgets a request (its caller gave up); a receipt that still comes is reported as usual. */
   forget(msgId: bigint): void {
     this.pending.delete(msgId);
+    this.onTheWire.delete(msgId);
   }
 
   /** Closes the connection deliberately (`Error{1000}`); the server keeps the session (§4). */
@@ -375,6 +386,7 @@ export class Session {
     this.stopped = true;
     this.resume = undefined;
     this.pending.clear();
+    this.onTheWire.clear();
     if (this.state === "idle") return;
     const awaited = this.state !== "awaitWelcome" && this.state !== "closing";
     this.cause = { kind: "loggedOut" };
@@ -407,7 +419,8 @@ export class Session {
     this.events.push({ type: "welcome", welcome });
     // Re-send every un-receipted request in `msg_id` order, before anything new (§9): the
     // session answers the ones it has seen from its receipt memory.
-    for (const request of this.pending.values()) this.sendRequest(now, request);
+    this.onTheWire.clear();
+    this.sendRequests(now);
   }
 
   private delivered(now: number, deliver: Deliver): void {
@@ -439,6 +452,18 @@ export class Session {
   private sendAck(now: number): void {
     const seq = this.takeAck();
     if (seq > 0n) this.transmit(now, { case: "ack", value: create(AckSchema, { seq }) });
+  }
+
+  /** Sends the oldest un-receipted requests not yet on this connection, up to the limit. */
+  private sendRequests(now: number): void {
+    if (this.state !== "open") return;
+    let slots = this.config.maxUnreceipted;
+    for (const [msgId, request] of this.pending) {
+      if (slots-- <= 0) return;
+      if (this.onTheWire.has(msgId)) continue;
+      this.onTheWire.add(msgId);
+      this.sendRequest(now, request);
+    }
   }
 
   private sendRequest(now: number, request: Request): void {

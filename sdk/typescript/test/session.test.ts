@@ -152,6 +152,24 @@ describe("Session", () => {
     expect(s.unreceipted).toBe(3);
   });
 
+  it("keeps at most maxUnreceipted requests on the wire; a receipt lets the next one go", () => {
+    const s = new Session({ ...SESSION_DEFAULTS, appId: "chat", deviceId: "d1", maxUnreceipted: 2 });
+    s.connected(0, "tok");
+    s.handleFrame(0, welcome());
+    drain(s);
+    const ids = [send(s, 1), send(s, 2), send(s, 3)];
+    const sent = () => drain(s).map((t) => t.kind === "frame" && t.frame.kind.case === "send" && t.frame.kind.value.msgId);
+    expect(sent()).toEqual([ids[0], ids[1]]);
+    s.handleFrame(4, receipt(ids[1]!));
+    expect(sent()).toEqual([ids[2]]);
+    // After a reconnect the oldest two go again, in order.
+    s.handleClosed(5);
+    s.connected(6, "tok");
+    drain(s);
+    s.handleFrame(7, welcome({ resumed: true }));
+    expect(sent()).toEqual([ids[0], ids[2]]);
+  });
+
   it("restarts seq after a refused resume (a fresh session) and still re-sends its requests", () => {
     const s = opened();
     s.handleFrame(1, deliver(1));
