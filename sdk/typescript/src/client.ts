@@ -31,7 +31,7 @@ import {
   Session,
   type SessionConfig,
 } from "./session.js";
-import type { Transport, TransportConnection } from "./transport.js";
+import type { Transport, TransportConnection, TransportHandlers } from "./transport.js";
 import { type WebSocketConstructor, WebSocketTransport } from "./websocket.js";
 
 /** Why the client asks for a token. */
@@ -90,7 +90,10 @@ export interface ClientOptions {
 export type ClientState = "idle" | "connecting" | "open" | "waiting" | "offline" | "stopped";
 
 /** Why the client stopped for good. */
-export type StopCause = CloseCause | { kind: "token"; error: unknown };
+export type StopCause =
+  | CloseCause
+  | { kind: "token"; error: unknown } // the token provider threw
+  | { kind: "transport"; error: unknown }; // the transport could not even start (e.g. a bad URL)
 
 /** The events of an {@link ImgateClient}, by name. */
 export interface ClientEvents {
@@ -326,7 +329,8 @@ export class ImgateClient extends Emitter<ClientEvents> {
     if (this.status !== "connecting") return;
     let started = false;
     this.stats.connections++;
-    const connection = this.transport.connect({
+    let connection: TransportConnection;
+    const handlers: TransportHandlers = {
       onOpen: () => {
         if (this.connection !== connection) return;
         started = true;
@@ -355,7 +359,12 @@ export class ImgateClient extends Emitter<ClientEvents> {
         }
         this.pump();
       },
-    });
+    };
+    try {
+      connection = this.transport.connect(handlers);
+    } catch (error) {
+      return this.stop({ kind: "transport", error });
+    }
     this.connection = connection;
   }
 

@@ -301,7 +301,11 @@ export class Session {
     this.cause = undefined;
     const next = nextAfter(cause);
     if (next.kind === "stop") this.stopped = true;
-    if (cause.kind === "error" && cause.code === ErrorCode.SESSION_TAKEN_OVER) this.resume = undefined;
+    // A newer connection of this device owns the session now: never try to resume it.
+    const takenOver =
+      (cause.kind === "error" && cause.code === ErrorCode.SESSION_TAKEN_OVER) ||
+      (cause.kind === "goAway" && cause.goAway.reason === GoAwayReason.TAKEOVER);
+    if (takenOver) this.resume = undefined;
     this.events.push({ type: "disconnected", cause, next });
   }
 

@@ -192,4 +192,23 @@ describe("ImgateClient", () => {
       code: ErrorCode.FRAME_TOO_LARGE,
     });
   });
+
+  it("stops with the transport's error when it cannot even start (a bad URL)", async () => {
+    const client = new ImgateClient({
+      url: "not a url",
+      WebSocket: class {
+        constructor(url: string) {
+          throw new SyntaxError(`invalid URL ${url}`);
+        }
+      },
+      appId: "chat",
+      deviceId: "d1",
+      token: "tok",
+      compression: false,
+      environment: null,
+    });
+    const stopped = new Promise((resolve) => client.on("stopped", resolve));
+    client.connect();
+    expect(await stopped).toMatchObject({ kind: "transport", error: { name: "SyntaxError" } });
+  });
 });

@@ -241,6 +241,14 @@ describe("Session", () => {
     expect(s.resumeState).toBeUndefined();
   });
 
+  it("forgets the session after GoAway{takeover}: the newer connection owns it", () => {
+    const s = opened();
+    s.handleFrame(1, goAway(GoAwayReason.TAKEOVER));
+    s.handleClosed(2);
+    expect(events(s).at(-1)).toMatchObject({ next: { kind: "stop" } });
+    expect(s.resumeState).toBeUndefined();
+  });
+
   it("logs out with Error 4004 and waits for the server's close", () => {
     const s = opened();
     send(s, 1);
