@@ -64,7 +64,11 @@ export async function startServer(): Promise<Server> {
     stdio: ["ignore", "pipe", "inherit"],
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  // Should the test runner exit without running `stop` (a crash), take the server along.
+  const orphan = () => child.kill("SIGKILL");
+  process.once("exit", orphan);
   const stop = async () => {
+    process.off("exit", orphan);
     child.kill("SIGKILL");
     await exited;
     rmSync(dir, { recursive: true, force: true });
