@@ -182,7 +182,7 @@ export class Session {
   private stopped = false;
 
   constructor(
-  private readonly config: SessionConfig,
+    private readonly config: SessionConfig,
     resume?: ResumeState,
   ) {
     this.resume = resume;
@@ -249,7 +249,10 @@ export class Session {
     const { kind } = frame;
     if (kind.case === "error") {
       // The sender closes right after an `Error` (§4); closing our side too bounds the wait.
-      this.cause = { kind: "error", code: kind.value.code, message: kind.value.message };
+      // After a GoAway the Error only repeats it (§11): its reason and delay decide.
+      if (this.cause?.kind !== "goAway") {
+        this.cause = { kind: "error", code: kind.value.code, message: kind.value.message };
+      }
       return this.close();
     }
     if (this.state === "awaitWelcome") {

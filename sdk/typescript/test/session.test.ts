@@ -225,6 +225,13 @@ describe("Session", () => {
       type: "disconnected",
       next: { kind: "reconnect", backoff: false, delayMs: 3_000, jitterMs: 3_000 },
     });
+    // The drain's closing Error (4003) does not replace GoAway's delay.
+    const drained = opened();
+    drained.handleFrame(1, goAway(GoAwayReason.OVERLOAD, 500));
+    drained.handleFrame(2, error(ErrorCode.GOING_AWAY));
+    expect(kinds(drained)).toEqual(["close"]);
+    drained.handleClosed(3);
+    expect(events(drained).at(-1)).toMatchObject({ next: { kind: "reconnect", backoff: false, delayMs: 500 } });
     const kicked = opened();
     kicked.handleFrame(1, goAway(GoAwayReason.KICKED));
     kicked.handleClosed(2);
