@@ -75,7 +75,9 @@ export interface ClientOptions {
   /** Reconnect back-off. */
   backoff?: Partial<BackoffConfig>;
   /** Ack batching, requests in flight, `Welcome` deadline, `Hello.max_frame` (0 or ≥ 512). */
-  session?: Partial<Pick<SessionConfig, "ackDelayMs" | "ackEvery" | "maxUnreceipted" | "welcomeTimeoutMs" | "maxFrame">>;
+  session?: Partial<
+    Pick<SessionConfig, "ackDelayMs" | "ackEvery" | "maxUnreceipted" | "welcomeTimeoutMs" | "maxFrame">
+  >;
   /** How long `logout()` waits for the server to close (default 5 s). */
   logoutTimeoutMs?: number;
   /** Online/visibility notifications; default the browser's where it exists, `null`: none. */

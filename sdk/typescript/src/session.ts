@@ -23,7 +23,6 @@ import {
   Platform,
   type Receipt,
   type RegisterPush,
-  ResumeRefused,
   ResumeSchema,
   type Send,
   type Welcome,
@@ -492,5 +491,3 @@ export class Session {
     this.transmits.push({ kind: "close" });
   }
 }
-
-

@@ -168,7 +168,9 @@ describe("ImgateClient", () => {
     client.connect();
     await open(transport);
     const done = client.logout();
-    expect(transport.last.sent.at(-1)).toMatchObject({ kind: { case: "error", value: { code: ErrorCode.LOGGED_OUT } } });
+    expect(transport.last.sent.at(-1)).toMatchObject({
+      kind: { case: "error", value: { code: ErrorCode.LOGGED_OUT } },
+    });
     expect(client.state).toBe("open");
     clock.advance(1_000);
     await done;

@@ -79,7 +79,9 @@ describe("the built-in dictionary", () => {
   it("embeds exactly codec/dict/im-v1.dict, whose hash the spec publishes", () => {
     expect(Buffer.from(builtinDictionary().bytes).equals(file)).toBe(true);
     expect(createHash("sha256").update(file).digest("hex")).toBe(BUILTIN_DICTIONARY_SHA256);
-    expect(readFileSync(new URL("../../../docs/protocol.md", import.meta.url), "utf8")).toContain(BUILTIN_DICTIONARY_SHA256);
+    expect(readFileSync(new URL("../../../docs/protocol.md", import.meta.url), "utf8")).toContain(
+      BUILTIN_DICTIONARY_SHA256,
+    );
   });
 
   it("has the content-addressed id 0x6316cacc and passes the run-time check", async () => {

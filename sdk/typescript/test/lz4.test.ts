@@ -5,7 +5,14 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { BUILTIN_DICTIONARY_ID, Lz4Error, builtinDictionary, decodeMessage, decompressBlock, encodeMessage } from "../src/index.js";
+import {
+  BUILTIN_DICTIONARY_ID,
+  Lz4Error,
+  builtinDictionary,
+  decodeMessage,
+  decompressBlock,
+  encodeMessage,
+} from "../src/index.js";
 import { fromHex } from "./support/hex.js";
 
 const lines = readFileSync(new URL("./vectors/lz4.txt", import.meta.url), "utf8")

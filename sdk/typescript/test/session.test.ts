@@ -124,11 +124,13 @@ describe("Session", () => {
     expect(disconnected).toMatchObject({ type: "disconnected", next: { kind: "reconnect", backoff: true } });
     s.connected(100, "tok");
     const [hello] = drain(s);
-    expect(hello?.kind === "frame" && hello.frame.kind.case === "hello" && hello.frame.kind.value.resume).toMatchObject({
-      sessionId: 7n,
-      resumeSecret: new Uint8Array([1, 2, 3]),
-      lastSeq: 1n,
-    });
+    expect(hello?.kind === "frame" && hello.frame.kind.case === "hello" && hello.frame.kind.value.resume).toMatchObject(
+      {
+        sessionId: 7n,
+        resumeSecret: new Uint8Array([1, 2, 3]),
+        lastSeq: 1n,
+      },
+    );
   });
 
   it("keeps requests until their receipt and re-sends the unanswered ones after a resume, in order", () => {
@@ -158,7 +160,8 @@ describe("Session", () => {
     s.handleFrame(0, welcome());
     drain(s);
     const ids = [send(s, 1), send(s, 2), send(s, 3)];
-    const sent = () => drain(s).map((t) => t.kind === "frame" && t.frame.kind.case === "send" && t.frame.kind.value.msgId);
+    const sent = () =>
+      drain(s).map((t) => t.kind === "frame" && t.frame.kind.case === "send" && t.frame.kind.value.msgId);
     expect(sent()).toEqual([ids[0], ids[1]]);
     s.handleFrame(4, receipt(ids[1]!));
     expect(sent()).toEqual([ids[2]]);

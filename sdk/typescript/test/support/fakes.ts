@@ -1,6 +1,14 @@
 // A scripted transport and a manual clock for driving `ImgateClient` without sockets or time.
 
-import { type Clock, type Frame, HANDSHAKE_LIMITS, type Transport, type TransportHandlers, decodeMessage, encodeMessage } from "../../src/index.js";
+import {
+  type Clock,
+  type Frame,
+  HANDSHAKE_LIMITS,
+  type Transport,
+  type TransportHandlers,
+  decodeMessage,
+  encodeMessage,
+} from "../../src/index.js";
 
 /** One connection the client opened; the test plays the server. */
 export class FakeConnection {

@@ -17,7 +17,9 @@ import {
   WelcomeSchema,
 } from "../../src/index.js";
 
-export function welcome(init: { resumed?: boolean; refused?: ResumeRefused; heartbeatMs?: number; sessionId?: bigint } = {}): Frame {
+export function welcome(
+  init: { resumed?: boolean; refused?: ResumeRefused; heartbeatMs?: number; sessionId?: bigint } = {},
+): Frame {
   return create(FrameSchema, {
     kind: {
       case: "welcome",
@@ -37,7 +39,10 @@ export function welcome(init: { resumed?: boolean; refused?: ResumeRefused; hear
 
 export function deliver(seq: number, text = `m${seq}`): Frame {
   return create(FrameSchema, {
-    kind: { case: "deliver", value: create(DeliverSchema, { seq: BigInt(seq), payload: new TextEncoder().encode(text) }) },
+    kind: {
+      case: "deliver",
+      value: create(DeliverSchema, { seq: BigInt(seq), payload: new TextEncoder().encode(text) }),
+    },
   });
 }
 
@@ -55,7 +60,10 @@ export function goAway(reason: GoAwayReason, reconnectAfterMs = 0): Frame {
 
 export function pong(clientTimeMs: number, serverTimeMs: number): Frame {
   return create(FrameSchema, {
-    kind: { case: "pong", value: create(PongSchema, { clientTimeMs: BigInt(clientTimeMs), serverTimeMs: BigInt(serverTimeMs) }) },
+    kind: {
+      case: "pong",
+      value: create(PongSchema, { clientTimeMs: BigInt(clientTimeMs), serverTimeMs: BigInt(serverTimeMs) }),
+    },
   });
 }
 
