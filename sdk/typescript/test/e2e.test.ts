@@ -112,6 +112,27 @@ describe("against the imgate binary", () => {
     expect([rejected.status, rejected.reasonCode]).toEqual([ReceiptStatus.REJECTED, 4101]);
   });
 
+  it("joins and leaves a room: members' devices get its messages, the sender's session does not", async () => {
+    const alice = client("alice", { deviceId: "alice-room" });
+    const bob = client("bob", { deviceId: "bob-room" });
+    await Promise.all([connected(alice), connected(bob)]);
+    for (const member of [alice, bob]) expect((await member.joinRoom("lobby")).status).toBe(ReceiptStatus.ACCEPTED);
+    const bobGot: Deliver[] = [];
+    bob.on("message", (deliver) => bobGot.push(deliver));
+    let aliceGot = 0;
+    alice.on("message", () => aliceGot++);
+    expect((await alice.send({ room: "lobby" }, "hello lobby")).status).not.toBe(ReceiptStatus.REJECTED);
+    await until(bob, "message", () => bobGot.length === 1);
+    expect([bobGot[0]!.room, bobGot[0]!.from, text(bobGot[0]!)]).toEqual(["lobby", "alice", "hello lobby"]);
+    expect((await bob.leaveRoom("lobby")).status).toBe(ReceiptStatus.ACCEPTED);
+    // Bob left: the next room message is not his; the direct one after it is his next message.
+    await alice.send({ room: "lobby" }, "after bob left");
+    await alice.send({ user: "bob" }, "direct");
+    await until(bob, "message", () => bobGot.length === 2);
+    expect(bobGot.map(text)).toEqual(["hello lobby", "direct"]);
+    expect(aliceGot).toBe(0);
+  });
+
   it("resumes after its socket is killed while messages arrive: each exactly once, in order", async () => {
     const carol = client("carol");
     const sockets = tracked();
