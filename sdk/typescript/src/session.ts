@@ -114,7 +114,7 @@ export type SessionEvent =
 /** Output of {@link Session.pollTransmit}: a frame to send, or "close the transport now". */
 export type Transmit = { kind: "frame"; frame: Frame } | { kind: "close" };
 
-type State = "idle" | "awaitWelcome" | "open" | "draining" | "closing";
+type State = "idle" | "awaitWelcome" | "open" | "closing";
 
 /** Codes after which a client reconnects with resume (§13), besides the 3xxx range. */
 const RECONNECT_CODES = new Set<number>([
@@ -195,7 +195,7 @@ export class Session {
 
   /** The `Welcome` of the open connection, if any. */
   get current(): Welcome | undefined {
-    return this.state === "open" || this.state === "draining" ? this.welcome : undefined;
+    return this.state === "open" ? this.welcome : undefined;
   }
 
   /** True from `connected()` until `handleClosed()`. */
@@ -273,13 +273,21 @@ export class Session {
         this.events.push({ type: "pong", rttMs, clockOffsetMs });
         return;
       }
-      case "goAway":
-        this.state = "draining";
+      case "goAway": {
         this.cause = { kind: "goAway", goAway: kind.value };
-        // The server waits for our acks to settle before it closes (§11): ack now.
-        this.sendAck(now);
         this.events.push({ type: "goAway", goAway: kind.value });
-        return;
+        // Settle our acks, then leave at once: a draining server waits for its clients to go
+        // (until its grace ends), and the reconnect waits GoAway's delay anyway. Receipts
+        // still in flight are answered again after the resume (§9).
+        this.sendAck(now);
+        if (afterGoAway(kind.value).kind === "reconnect") {
+          this.transmit(now, {
+            case: "error",
+            value: create(ErrorSchema, { code: ErrorCode.NORMAL, message: "going away" }),
+          });
+        }
+        return this.close();
+      }
       default:
         return this.fail(now, ErrorCode.UNEXPECTED_FRAME, `unexpected ${kind.case}`);
     }
@@ -316,7 +324,7 @@ export class Session {
     if (this.state === "awaitWelcome" && now >= this.welcomeDeadline) {
       return this.fail(now, ErrorCode.HANDSHAKE_TIMEOUT, "no Welcome in time");
     }
-    if (this.state !== "open" && this.state !== "draining") return;
+    if (this.state !== "open") return;
     const heartbeat = this.heartbeatMs;
     if (now >= this.lastReceivedAt + heartbeat * this.config.deadAfterHeartbeats) {
       return this.fail(now, ErrorCode.HEARTBEAT_TIMEOUT, "nothing received in 2.5 heartbeats");
@@ -328,7 +336,7 @@ export class Session {
 
   /** Sends a `Ping` now (a page that was hidden checks its link without waiting an interval). */
   probe(now: number): void {
-    if (this.state !== "open" && this.state !== "draining") return;
+    if (this.state !== "open") return;
     this.transmit(now, {
       case: "ping",
       value: create(PingSchema, { clientTimeMs: BigInt(Math.floor(now)), ack: this.takeAck() }),
@@ -343,7 +351,7 @@ export class Session {
   /** The next instant {@link handleTimeout} has work, if any. */
   pollTimeout(): number | undefined {
     if (this.state === "awaitWelcome") return this.welcomeDeadline;
-    if (this.state !== "open" && this.state !== "draining") return undefined;
+    if (this.state !== "open") return undefined;
     const heartbeat = this.heartbeatMs;
     const deadlines = [this.lastSentAt + heartbeat, this.lastReceivedAt + heartbeat * this.config.deadAfterHeartbeats];
     if (this.ackDueAt !== undefined) deadlines.push(this.ackDueAt);

@@ -218,11 +218,12 @@ describe("Session", () => {
     expect(kinds(s)).toEqual(["error", "close"]);
   });
 
-  it("acks at once on GoAway and follows its reason", () => {
+  it("acks and leaves at once on GoAway, and follows its reason", () => {
     const s = opened();
     s.handleFrame(1, deliver(1));
     s.handleFrame(2, goAway(GoAwayReason.DRAIN, 3_000));
-    expect(kinds(s)).toEqual(["ack"]);
+    // Ack, then leave (Error 1000: the session stays resumable) without waiting for the server.
+    expect(kinds(s)).toEqual(["ack", "error", "close"]);
     s.handleClosed(3);
     expect(events(s).at(-1)).toMatchObject({
       type: "disconnected",
@@ -232,11 +233,12 @@ describe("Session", () => {
     const drained = opened();
     drained.handleFrame(1, goAway(GoAwayReason.OVERLOAD, 500));
     drained.handleFrame(2, error(ErrorCode.GOING_AWAY));
-    expect(kinds(drained)).toEqual(["close"]);
+    expect(kinds(drained)).toEqual(["error", "close"]);
     drained.handleClosed(3);
     expect(events(drained).at(-1)).toMatchObject({ next: { kind: "reconnect", backoff: false, delayMs: 500 } });
     const kicked = opened();
     kicked.handleFrame(1, goAway(GoAwayReason.KICKED));
+    expect(kinds(kicked)).toEqual(["close"]);
     kicked.handleClosed(2);
     expect(events(kicked).at(-1)).toMatchObject({ next: { kind: "stop" } });
     expect(kicked.isStopped).toBe(true);

@@ -21,16 +21,28 @@ export function imgateBinary(): string {
 export interface Server {
   /** `ws://127.0.0.1:PORT/ws`. */
   url: string;
+  /** `127.0.0.1:PORT` of the WebSocket listener. */
+  wsAddr: string;
   /** `http://127.0.0.1:PORT` of the admin listener. */
   admin: string;
+  /** The config and data directory. */
+  dir: string;
   /** Kills the process and removes its directory. */
   stop(): Promise<void>;
+  /** SIGTERM: the server drains (GoAway to every client) and exits; the directory stays. */
+  drain(): Promise<void>;
+}
+
+/** Where to start: a fresh directory and port by default, or those of a drained server. */
+export interface ServerOptions {
+  dir?: string;
+  wsBind?: string;
 }
 
 /** Static tokens of the test app `chat`: `tok-NAME` logs in as NAME. */
 export const USERS = ["alice", "bob", "carol"];
 
-function config(dir: string): string {
+function config(dir: string, wsBind: string): string {
   const tokens = USERS.map((user) => `"tok-${user}" = "${user}"`).join(", ");
   return `
 [server]
@@ -41,7 +53,7 @@ bind = "127.0.0.1:0"
 
 [[listener]]
 transport = "ws"
-bind = "127.0.0.1:0"
+bind = "${wsBind}"
 path = "/ws"
 
 [[app]]
@@ -56,9 +68,9 @@ platform_heartbeat_secs = { desktop = 1 }
 }
 
 /** Starts `imgate serve` and waits (bounded) until it announced its listeners. */
-export async function startServer(): Promise<Server> {
-  const dir = mkdtempSync(join(tmpdir(), "imgate-sdk-"));
-  writeFileSync(join(dir, "imgate.toml"), config(dir));
+export async function startServer(options: ServerOptions = {}): Promise<Server> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "imgate-sdk-"));
+  writeFileSync(join(dir, "imgate.toml"), config(dir, options.wsBind ?? "127.0.0.1:0"));
   const child: ChildProcess = spawn(imgateBinary(), ["serve", "--config", join(dir, "imgate.toml")], {
     env: { ...process.env, RUST_LOG: "warn" },
     stdio: ["ignore", "pipe", "inherit"],
@@ -73,9 +85,16 @@ export async function startServer(): Promise<Server> {
     await exited;
     rmSync(dir, { recursive: true, force: true });
   };
+  const drain = async () => {
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+    await exited;
+    clearTimeout(timer);
+    process.off("exit", orphan);
+  };
   try {
     const { ws, admin } = await announced(child);
-    return { url: `ws://${ws}/ws`, admin: `http://${admin}`, stop };
+    return { url: `ws://${ws}/ws`, wsAddr: ws, admin: `http://${admin}`, dir, stop, drain };
   } catch (error) {
     await stop();
     throw error;
