@@ -462,7 +462,8 @@ impl Model {
                 self.session.mark_durable(seq);
             }
             Op::Drain(ms) => {
-                self.session.drain(Duration::from_millis(u64::from(ms)));
+                self.session
+                    .drain(Duration::from_millis(u64::from(ms)), now);
             }
             Op::EndDrain => {
                 // The runtime ends a drain it started: only after `drain`.

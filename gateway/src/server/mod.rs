@@ -249,8 +249,9 @@ impl RunningGateway {
         shared.draining.store(true, Ordering::Relaxed);
         self.stop_accepting().await;
         let sessions = shared.registry.all_sessions();
+        let now = tokio::time::Instant::now();
         for cell in &sessions {
-            cell.lock().drain(reconnect_after);
+            cell.lock().drain(reconnect_after, now);
             cell.wake();
         }
         // Event-driven: each detaching connection notifies; the deadline bounds the wait.

@@ -147,6 +147,9 @@ pub struct Session {
     /// detached, so deliveries meanwhile are held to the last client's limit.
     client_max_frame: u32,
     push_grace_reported: bool,
+    /// `GoAway{Drain}` was sent on this connection: nothing new is transmitted, and the
+    /// connection closes once every transmitted message is acknowledged.
+    draining: bool,
     /// The upstream request handed to the runtime and not yet answered. Only one is out at a
     /// time, so that a request collected by a connection's driver just before a resume
     /// reaches the backend before anything the client sends on the new connection.
@@ -191,6 +194,7 @@ impl Session {
             overflowed: false,
             client_max_frame: negotiated.frame_limit(),
             push_grace_reported: false,
+            draining: false,
             forwarding: None,
             mono_base: now,
             wall_base_ms: wall_ms,
@@ -248,6 +252,7 @@ impl Session {
             // Unknown until the client resumes (a resume checks the buffer against its limit).
             client_max_frame: Negotiated::default().frame_limit(),
             push_grace_reported: false,
+            draining: false,
             forwarding: None,
             mono_base: now,
             wall_base_ms: wall_ms,
@@ -514,6 +519,7 @@ impl Session {
     pub fn detach(&mut self, now: Instant) {
         if self.state == State::Attached {
             self.state = State::Detached { since: now };
+            self.draining = false;
             self.push_grace_reported = false;
             // Frames not yet written died with the connection; receipts are re-sent from the
             // de-duplication memory when the client re-sends, deliveries are replayed on resume.
@@ -603,17 +609,27 @@ impl Session {
     }
 
     /// The server is draining: the client gets `GoAway{Drain}` and should resume elsewhere
-    /// after `reconnect_after`. The connection stays open (the client may still acknowledge
-    /// what it holds, and messages still flow) until the client closes it or the drain ends
-    /// it with [`Session::end_drain`]; the session stays resumable until it expires.
-    pub fn drain(&mut self, reconnect_after: Duration) {
-        if self.state == State::Attached {
+    /// after `reconnect_after`. Nothing new is transmitted after it (protocol §11); the
+    /// connection stays open while the client still holds unacknowledged messages, so it can
+    /// acknowledge them, and closes as soon as it holds none (now, if it holds none already),
+    /// when the client closes it, or when the drain ends it with [`Session::end_drain`]. The
+    /// session stays resumable until it expires.
+    pub fn drain(&mut self, reconnect_after: Duration, now: Instant) {
+        if self.state == State::Attached && !self.draining {
             let ms = u32::try_from(reconnect_after.as_millis()).unwrap_or(u32::MAX);
             self.transmit.push_back(go_away_frame(
                 GoAwayReason::Drain,
                 CloseCode::GOING_AWAY,
                 ms,
             ));
+            self.draining = true;
+            self.close_drained_if_settled(now);
+        }
+    }
+
+    fn close_drained_if_settled(&mut self, now: Instant) {
+        if self.draining && self.outbox.in_flight() == 0 {
+            self.end_drain(now);
         }
     }
 
@@ -647,7 +663,7 @@ impl Session {
             }
             return Some(frame);
         }
-        if self.state == State::Attached {
+        if self.state == State::Attached && !self.draining {
             return self.outbox.next_transmit(now).map(Frame::from);
         }
         None
@@ -656,7 +672,7 @@ impl Session {
     /// Whether `poll_transmit` has something.
     pub fn wants_transmit(&self) -> bool {
         !self.transmit.is_empty()
-            || (self.state == State::Attached && self.outbox.has_untransmitted())
+            || (self.state == State::Attached && !self.draining && self.outbox.has_untransmitted())
     }
 
     /// The next event for the runtime.
@@ -724,7 +740,10 @@ impl Session {
         }
         match self.outbox.ack(seq) {
             Ok(released) if released.is_empty() => {}
-            Ok(message_ids) => self.events.push_back(Event::Acked { seq, message_ids }),
+            Ok(message_ids) => {
+                self.events.push_back(Event::Acked { seq, message_ids });
+                self.close_drained_if_settled(now);
+            }
             Err(outbox::AckBeyondSent) => self.close_with_error(
                 now,
                 CloseCode::PROTOCOL_ERROR,

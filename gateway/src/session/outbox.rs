@@ -174,6 +174,11 @@ impl Outbox {
         Some(entry.deliver.clone())
     }
 
+    /// Messages transmitted and not yet acknowledged.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.cursor.saturating_sub(self.acked + 1)
+    }
+
     /// Whether messages are waiting to be transmitted.
     pub(crate) fn has_untransmitted(&self) -> bool {
         self.cursor <= self.last_seq().min(self.durable)

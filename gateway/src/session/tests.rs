@@ -724,7 +724,9 @@ fn takeover_sends_go_away_and_hands_pending_messages_to_offline() {
 fn drain_sends_go_away_and_keeps_the_session_resumable() {
     let t0 = Instant::now();
     let mut s = session(t0);
-    s.drain(Duration::from_millis(1500));
+    s.handle_deliver(t0, msg(1));
+    assert_eq!(delivered_seqs(&drain_frames(&mut s, t0)), vec![1]);
+    s.drain(Duration::from_millis(1500), t0);
     let frames = drain_frames(&mut s, t0);
     assert!(matches!(&frames[..], [f] if matches!(&f.kind,
         Some(Kind::GoAway(g)) if g.reconnect_after_ms == 1500)));
@@ -737,6 +739,57 @@ fn drain_sends_go_away_and_keeps_the_session_resumable() {
         [Event::CloseConnection {
             code: CloseCode::GOING_AWAY,
             go_away: Some(GoAwayReason::Drain)
+        }]
+    ));
+    assert!(!s.is_attached() && !s.is_ended());
+}
+
+#[test]
+fn a_draining_connection_gets_nothing_new_and_closes_once_the_client_acked_what_it_holds() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    for id in 1..=2 {
+        s.handle_deliver(t0, msg(id));
+    }
+    assert_eq!(delivered_seqs(&drain_frames(&mut s, t0)), vec![1, 2]);
+    s.drain(Duration::ZERO, t0);
+    // Queued before or after the GoAway, no new Deliver follows it (§11): message 3 stays in
+    // the session for the resume.
+    s.handle_deliver(t0, msg(3));
+    let frames = drain_frames(&mut s, t0);
+    assert!(matches!(&frames[..], [f] if matches!(&f.kind, Some(Kind::GoAway(_)))));
+    assert!(!s.wants_transmit());
+    s.handle_frame(t0, Ack { seq: 1 }.into());
+    assert!(s.is_attached(), "message 2 is still held by the client");
+    drain_events(&mut s);
+    s.handle_frame(t0, Ack { seq: 2 }.into());
+    let events = drain_events(&mut s);
+    assert!(
+        matches!(
+            events.last(),
+            Some(Event::CloseConnection {
+                code: CloseCode::GOING_AWAY,
+                go_away: Some(GoAwayReason::Drain)
+            })
+        ),
+        "{events:?}"
+    );
+    assert!(!s.is_attached() && !s.is_ended());
+    assert_eq!(s.last_seq(), 3, "message 3 waits for the resume");
+}
+
+#[test]
+fn a_drain_closes_at_once_a_connection_that_holds_nothing_unacknowledged() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    s.drain(Duration::from_millis(100), t0);
+    let frames = drain_frames(&mut s, t0);
+    assert!(matches!(&frames[..], [f] if matches!(&f.kind, Some(Kind::GoAway(_)))));
+    assert!(matches!(
+        &drain_events(&mut s)[..],
+        [Event::CloseConnection {
+            go_away: Some(GoAwayReason::Drain),
+            ..
         }]
     ));
     assert!(!s.is_attached() && !s.is_ended());
