@@ -228,29 +228,28 @@ impl TryFrom<LogRecord> for crate::store::Change {
     type Error = String;
 
     fn try_from(record: LogRecord) -> Result<Self, String> {
-        use crate::store::Change;
         let session = crate::ids::SessionId(record.session);
         Ok(match record.change.ok_or("a record without a change")? {
             LogChange::Opened(opened) => {
                 let (secret, identity) = opened.credentials()?;
-                Change::Opened {
+                Self::Opened {
                     session,
                     secret,
                     identity,
                     opened_at_ms: opened.opened_at_ms,
                 }
             }
-            LogChange::Delivered(outbox) => Change::Delivered {
+            LogChange::Delivered(outbox) => Self::Delivered {
                 session,
                 deliver: outbox.deliver.ok_or("a delivery without its frame")?,
                 push: outbox
                     .push
                     .map(|push| std::sync::Arc::new(crate::deliver::PushOptions::from(push))),
             },
-            LogChange::Acked(seq) => Change::Acked { session, seq },
+            LogChange::Acked(seq) => Self::Acked { session, seq },
             LogChange::Answered(answered) => {
                 let stored = answered.receipt.ok_or("an answer without its receipt")?;
-                Change::Answered {
+                Self::Answered {
                     session,
                     mark: crate::session::AnswerMark {
                         slot: answered.slot,
@@ -260,8 +259,8 @@ impl TryFrom<LogRecord> for crate::store::Change {
                     receipt: stored.receipt.ok_or("an answer without its receipt")?,
                 }
             }
-            LogChange::Overflowed(_) => Change::Overflowed { session },
-            LogChange::Ended(_) => Change::Ended { session },
+            LogChange::Overflowed(_) => Self::Overflowed { session },
+            LogChange::Ended(_) => Self::Ended { session },
         })
     }
 }

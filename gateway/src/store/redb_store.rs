@@ -91,10 +91,7 @@ impl RedbStore {
         observer: Option<CommitObserver>,
         segment_bytes: u64,
     ) -> Result<Self, StoreError> {
-        let io = |e: &dyn std::fmt::Display| StoreError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
+        let io = |e: &dyn std::fmt::Display| io_error(path, e);
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -163,10 +160,7 @@ impl RedbStore {
     }
 
     fn io(&self, error: impl std::fmt::Display) -> StoreError {
-        StoreError::Io {
-            path: self.path.display().to_string(),
-            reason: error.to_string(),
-        }
+        io_error(&self.path, error)
     }
 
     /// Waits until redb holds everything appended so far.
@@ -352,7 +346,7 @@ impl Writer {
                 Some(error) => Err(error),
                 None if changes.is_empty() => Ok(()),
                 None => {
-                    let started = std::time::Instant::now();
+                    let started = tokio::time::Instant::now();
                     let count = changes.len();
                     let result = self.commit(&mut changes, &mut buffer);
                     if let Some(observer) = &self.observer {
@@ -438,10 +432,7 @@ impl Writer {
     }
 
     fn io(&self, error: impl std::fmt::Display) -> StoreError {
-        StoreError::Io {
-            path: self.path.display().to_string(),
-            reason: error.to_string(),
-        }
+        io_error(&self.path, error)
     }
 }
 
@@ -473,10 +464,7 @@ impl Checkpointer {
     fn write(&self, net: Net, segment: Option<&Path>) -> Result<(), StoreError> {
         write_net(&self.db, &self.path, net)?;
         if let Some(segment) = segment {
-            let io = |e: std::io::Error| StoreError::Io {
-                path: segment.display().to_string(),
-                reason: e.to_string(),
-            };
+            let io = |e: std::io::Error| io_error(segment, e);
             std::fs::remove_file(segment).map_err(io)?;
             log::sync_dir(segment).map_err(io)?;
         }
@@ -489,10 +477,7 @@ fn write_net(db: &Database, path: &Path, net: Net) -> Result<(), StoreError> {
     if net.is_empty() {
         return Ok(());
     }
-    let io = |e: &dyn std::fmt::Display| StoreError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
+    let io = |e: &dyn std::fmt::Display| io_error(path, e);
     let txn = db.begin_write().map_err(|e| io(&e))?;
     apply(&txn, &net.into_changes()).map_err(|e| io(&e))?;
     txn.commit().map_err(|e| io(&e))
@@ -501,19 +486,13 @@ fn write_net(db: &Database, path: &Path, net: Net) -> Result<(), StoreError> {
 /// Replays the segments a crash left (oldest first) into redb, deletes them, and returns the
 /// number for the next segment.
 fn replay(db: &Database, path: &Path) -> Result<u64, StoreError> {
-    let io = |e: &dyn std::fmt::Display| StoreError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
+    let io = |e: &dyn std::fmt::Display| io_error(path, e);
     let segments = log::segments(path).map_err(|e| io(&e))?;
     let Some(newest) = segments.last().map(|segment| segment.number) else {
         return Ok(1);
     };
     for segment in &segments {
-        let at = |e: &dyn std::fmt::Display| StoreError::Io {
-            path: segment.path.display().to_string(),
-            reason: e.to_string(),
-        };
+        let at = |e: &dyn std::fmt::Display| io_error(&segment.path, e);
         let bytes = std::fs::read(&segment.path).map_err(|e| at(&e))?;
         let mut net = Net::default();
         for record in log::records(&bytes, segment.number == newest).map_err(|e| at(&e))? {
@@ -527,6 +506,13 @@ fn replay(db: &Database, path: &Path) -> Result<u64, StoreError> {
         tracing::info!(segment = %segment.path.display(), changes = folded, "session store: log replayed");
     }
     Ok(newest + 1)
+}
+
+fn io_error(path: &Path, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    }
 }
 
 fn failed(failure: &Failure) -> Option<StoreError> {
