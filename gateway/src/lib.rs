@@ -10,6 +10,14 @@
 //!   session listing and kicking.
 //! - [`ids`]: newtype identifiers.
 //!
+//! # Features
+//! Each only adds API; a library user can turn the default off (`default-features = false`).
+//! - `cli` (default): the `imgate` binary (command line, log setup, `imgate chat`); implies
+//!   `config`.
+//! - `config`: `imgate::config`, the binary's TOML file validated into this crate's types;
+//!   implies `grpc`.
+//! - `grpc`: `imgate::backend::GrpcBackend`, a backend reached over gRPC (tonic).
+//!
 //! # A backend in twenty lines
 //! An echo service: every message a client sends comes back to the same user's devices.
 //!
@@ -56,6 +64,7 @@ pub mod admin;
 mod app;
 pub mod auth;
 pub mod backend;
+#[cfg(feature = "config")]
 pub mod config;
 pub mod deliver;
 mod handle;

@@ -4,6 +4,7 @@
 //! `on_connect` → (`on_upstream`)* → `on_disconnect`; `on_undelivered` whenever messages for
 //! one of the app's users could not reach a device over its connection.
 
+#[cfg(feature = "grpc")]
 pub mod grpc;
 mod relay;
 pub mod webhook;
@@ -16,6 +17,7 @@ use imgate_codec::{CloseCode, ReceiptStatus};
 use crate::GatewayHandle;
 use crate::ids::{AppId, MessageId, UserId};
 use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
+#[cfg(feature = "grpc")]
 pub use grpc::{GrpcBackend, GrpcBackendConfig};
 pub use relay::{
     Enqueued, NewMessage, OfflineLimits, OfflineQueue, OfflineQueueMetrics, QueueError,
