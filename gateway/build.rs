@@ -2,8 +2,15 @@
 //! building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto");
     git_commit();
+    #[cfg(feature = "grpc")]
+    grpc()?;
+    Ok(())
+}
+
+#[cfg(feature = "grpc")]
+fn grpc() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(["backend.proto"], ["proto"])?;
     tonic_prost_build::configure()
         // The rpc is named `Connect`: no transport `connect` constructor to clash with it.

@@ -10,32 +10,38 @@
 //!   session listing and kicking.
 //! - [`ids`]: newtype identifiers.
 //!
+//! # Features
+//! Each only adds API; a library user can turn the default off (`default-features = false`).
+//! - `cli` (default): the `imgate` binary (command line, log setup, `imgate chat`); implies
+//!   `config`.
+//! - `config`: `imgate::config`, the binary's TOML file validated into this crate's types;
+//!   implies `grpc`.
+//! - `grpc`: `imgate::backend::GrpcBackend`, a backend reached over gRPC (tonic).
+//!
 //! # A backend in twenty lines
 //! An echo service: every message a client sends comes back to the same user's devices.
 //!
 //! ```no_run
-//! use imgate::backend::{Backend, BoxFuture, Origin, UpstreamOutcome};
+//! use imgate::backend::{Backend, Origin, UpstreamOutcome, UpstreamRequest, async_trait};
+//! use imgate::codec::{CloseCode, ReceiptStatus};
 //! use imgate::deliver::{Delivery, DeliveryOptions, Target};
-//! use imgate::session::Upstream;
 //! use imgate::{App, Gateway, GatewayHandle, ListenerConfig, TransportKind, auth::StaticTokens};
 //!
 //! #[derive(Debug)]
 //! struct Echo;
 //!
+//! #[async_trait]
 //! impl Backend for Echo {
-//!     fn on_upstream<'a>(&'a self, gateway: &'a GatewayHandle, origin: &'a Origin, request: Upstream)
-//!         -> BoxFuture<'a, UpstreamOutcome> {
-//!         Box::pin(async move {
-//!             let Upstream::Message { payload, .. } = request else {
-//!                 return UpstreamOutcome::ok(imgate::codec::ReceiptStatus::Accepted, None);
-//!             };
-//!             let target = Target::User(origin.identity.user.clone());
-//!             let delivery = Delivery { target, payload, options: DeliveryOptions::default() };
-//!             match gateway.deliver(&origin.identity.app, delivery).await {
-//!                 Ok(report) => UpstreamOutcome::ok(imgate::codec::ReceiptStatus::Delivered, Some(report.message_id)),
-//!                 Err(e) => UpstreamOutcome::rejected(imgate::codec::CloseCode::INTERNAL, e.to_string()),
-//!             }
-//!         })
+//!     async fn on_upstream(&self, gateway: &GatewayHandle, origin: &Origin, request: UpstreamRequest) -> UpstreamOutcome {
+//!         let UpstreamRequest::Message { payload, .. } = request else {
+//!             return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
+//!         };
+//!         let target = Target::User(origin.identity.user.clone());
+//!         let delivery = Delivery { target, payload, options: DeliveryOptions::default() };
+//!         match gateway.deliver(&origin.identity.app, delivery).await {
+//!             Ok(report) => UpstreamOutcome::ok(ReceiptStatus::Delivered, Some(report.message_id)),
+//!             Err(e) => UpstreamOutcome::rejected(CloseCode::INTERNAL, e.to_string()),
+//!         }
 //!     }
 //! }
 //!
@@ -56,6 +62,7 @@ pub mod admin;
 mod app;
 pub mod auth;
 pub mod backend;
+#[cfg(feature = "config")]
 pub mod config;
 pub mod deliver;
 mod handle;

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use imgate::auth::StaticTokens;
-use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
+use imgate::backend::{
+    Backend, Origin, RelayBackend, UpstreamOutcome, UpstreamRequest, async_trait,
+};
 use imgate::deliver::{Delivery, DeliveryOptions, PushAlert, PushOptions, Target};
 use imgate::ids::{AppId, DeviceId, UserId};
 use imgate::offline::{PushPolicy, PushRegistration};
 use imgate::push_policy::{
     ApnsEnvironment, ApnsSettings, PushLimits, PushService, PushServiceMetrics,
 };
-use imgate::session::{SessionConfig, Upstream};
+use imgate::session::SessionConfig;
 use imgate::{App, GatewayHandle, RunningGateway};
 use imgate_codec::{Ack, Frame, Kind, Ping, PushProvider, ReceiptStatus, RegisterPush};
 use imgate_push::mock::{
@@ -62,33 +64,29 @@ impl TestBackend {
     }
 }
 
+#[async_trait]
 impl Backend for TestBackend {
-    fn on_upstream<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        self.relay.on_upstream(gateway, origin, request)
+    async fn on_upstream(
+        &self,
+        gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        self.relay.on_upstream(gateway, origin, request).await
     }
 
-    fn on_disconnect<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_disconnect(&self, _gateway: &GatewayHandle, _origin: &Origin) {
         self.notice();
-        Box::pin(async {})
     }
 
-    fn on_push_token_invalid<'a>(
-        &'a self,
-        _app: &'a AppId,
-        user: &'a UserId,
-        device: &'a DeviceId,
-        token: &'a str,
-        reason: &'a str,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_push_token_invalid(
+        &self,
+        _app: &AppId,
+        user: &UserId,
+        device: &DeviceId,
+        token: &str,
+        reason: &str,
+    ) {
         self.invalid.lock().expect("lock").push((
             user.to_string(),
             device.to_string(),
@@ -96,7 +94,6 @@ impl Backend for TestBackend {
             reason.to_owned(),
         ));
         self.notice();
-        Box::pin(async {})
     }
 }
 

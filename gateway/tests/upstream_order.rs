@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use imgate::GatewayHandle;
 use imgate::ServerConfig;
-use imgate::backend::{Backend, BoxFuture, Origin, UpstreamOutcome};
-use imgate::session::{SessionConfig, Upstream};
+use imgate::backend::{Backend, Origin, UpstreamOutcome, UpstreamRequest, async_trait};
+use imgate::session::SessionConfig;
 use imgate_codec::{Kind, Ping, ReceiptStatus};
 use support::*;
 use tokio::sync::Notify;
@@ -43,28 +43,27 @@ impl GatedBackend {
     }
 }
 
+#[async_trait]
 impl Backend for GatedBackend {
-    fn on_upstream<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        Box::pin(async move {
-            let Upstream::Message { payload, .. } = request else {
-                return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
-            };
-            let first = {
-                let mut arrived = self.arrived.lock().expect("lock");
-                arrived.push(String::from_utf8_lossy(&payload).into_owned());
-                arrived.len() == 1
-            };
-            self.arrival.notify_waiters();
-            if first {
-                self.release.notified().await;
-            }
-            UpstreamOutcome::ok(ReceiptStatus::Accepted, None)
-        })
+    async fn on_upstream(
+        &self,
+        _gateway: &GatewayHandle,
+        _origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        let UpstreamRequest::Message { payload, .. } = request else {
+            return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
+        };
+        let first = {
+            let mut arrived = self.arrived.lock().expect("lock");
+            arrived.push(String::from_utf8_lossy(&payload).into_owned());
+            arrived.len() == 1
+        };
+        self.arrival.notify_waiters();
+        if first {
+            self.release.notified().await;
+        }
+        UpstreamOutcome::ok(ReceiptStatus::Accepted, None)
     }
 }
 

@@ -15,12 +15,13 @@
 //! - `queue`: the [`PushQueue`] trait, [`MemoryQueue`] and the redb-backed [`RedbQueue`].
 //! - `dispatcher`: bounded queue, per-provider and per-app concurrency, outcomes.
 //! - `metrics`: Prometheus metrics registered into a caller-owned registry.
-//! - `mock` (feature `mock`, on by default): loopback APNs and FCM servers for tests and benches.
+//! - `mock` (feature `mock`, off by default): loopback APNs and FCM servers for tests and benches.
 //!
 //! # Features
 //!
-//! - `mock` (default): adds the [`mock`] module and its key/certificate generators (`rcgen`,
-//!   `rsa`). Production builds can turn it off; it changes no behaviour of the providers.
+//! - `mock` (off by default): adds the `mock` module and its key/certificate generators
+//!   (`rcgen`, `rsa`), for tests and benches; it changes no behaviour of the providers. This
+//!   crate's own tests and examples turn it on through a dev-dependency on itself.
 //!
 //! # Clock
 //!

@@ -35,12 +35,12 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use super::{Backend, BoxFuture, Origin, UpstreamOutcome};
+use super::{Backend, Origin, UpstreamOutcome, UpstreamRequest, async_trait};
 use crate::GatewayHandle;
 use crate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, PushAlert, PushOptions, Target};
 use crate::handle::{Shared, wall_ms};
 use crate::ids::{AppId, DeviceId, MessageId, RoomId, SessionId, UserId};
-use crate::session::{Undelivered, UndeliveredReason, Upstream, UpstreamTarget};
+use crate::session::{Undelivered, UndeliveredReason, UpstreamTarget};
 
 /// Types and client generated from `proto/backend.proto` (and the server trait, for
 /// backends written in Rust and for tests).
@@ -600,122 +600,105 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+#[async_trait]
 impl Backend for GrpcBackend {
-    fn on_connect<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_connect(&self, gateway: &GatewayHandle, origin: &Origin) {
         self.inner.attach(gateway);
         self.notify(EventKind::Connected(session_ref(origin)));
-        Box::pin(async {})
     }
 
-    fn on_upstream<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        Box::pin(async move {
-            use proto::upstream_request::Request as R;
-            let inner = &*self.inner;
-            inner.attach(gateway);
-            let room_change = match &request {
-                Upstream::JoinRoom(room) => Some((true, room.clone())),
-                Upstream::LeaveRoom(room) => Some((false, room.clone())),
-                _ => None,
-            };
-            let body = match request {
-                Upstream::Message { to, payload } => R::Message(proto::UpstreamMessage {
-                    to: match to {
-                        UpstreamTarget::User(user) => {
-                            Some(proto::upstream_message::To::User(user.to_string()))
-                        }
-                        UpstreamTarget::Room(room) => {
-                            Some(proto::upstream_message::To::Room(room.to_string()))
-                        }
-                        UpstreamTarget::Backend => None,
-                    },
-                    payload,
-                }),
-                Upstream::JoinRoom(room) => R::JoinRoom(room.to_string()),
-                Upstream::LeaveRoom(room) => R::LeaveRoom(room.to_string()),
-                Upstream::RegisterPush { .. } => {
-                    return UpstreamOutcome::rejected(
-                        CloseCode::BACKEND_REJECTED,
-                        "push registration is handled by the gateway",
-                    );
-                }
-            };
-            let timeout = inner.config.request_timeout;
-            let deadline = Instant::now() + timeout;
-            let now_ms = wall_ms();
-            let request_id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-            let (answer, answered) = oneshot::channel();
-            inner.pending().insert(
-                request_id,
-                Pending {
-                    answer,
-                    sent: false,
+    async fn on_upstream(
+        &self,
+        gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        use proto::upstream_request::Request as R;
+        let inner = &*self.inner;
+        inner.attach(gateway);
+        let room_change = match &request {
+            UpstreamRequest::JoinRoom(room) => Some((true, room.clone())),
+            UpstreamRequest::LeaveRoom(room) => Some((false, room.clone())),
+            _ => None,
+        };
+        let body = match request {
+            UpstreamRequest::Message { to, payload } => R::Message(proto::UpstreamMessage {
+                to: match to {
+                    UpstreamTarget::User(user) => {
+                        Some(proto::upstream_message::To::User(user.to_string()))
+                    }
+                    UpstreamTarget::Room(room) => {
+                        Some(proto::upstream_message::To::Room(room.to_string()))
+                    }
+                    UpstreamTarget::Backend => None,
                 },
-            );
-            let _guard = PendingGuard {
-                inner,
-                id: request_id,
-            };
-            let event = proto::GatewayEvent {
-                event: Some(EventKind::Upstream(proto::UpstreamRequest {
-                    request_id,
-                    origin: Some(session_ref(origin)),
-                    request: Some(body),
-                    received_at_ms: now_ms,
-                    deadline_ms: now_ms
-                        .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
-                })),
-            };
-            match tokio::time::timeout_at(deadline, inner.events.send(event)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_closed)) => return unavailable("backend unavailable"),
-                Err(_elapsed) => return unavailable("backend busy"),
+                payload,
+            }),
+            UpstreamRequest::JoinRoom(room) => R::JoinRoom(room.to_string()),
+            UpstreamRequest::LeaveRoom(room) => R::LeaveRoom(room.to_string()),
+        };
+        let timeout = inner.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let now_ms = wall_ms();
+        let request_id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = oneshot::channel();
+        inner.pending().insert(
+            request_id,
+            Pending {
+                answer,
+                sent: false,
+            },
+        );
+        let _guard = PendingGuard {
+            inner,
+            id: request_id,
+        };
+        let event = proto::GatewayEvent {
+            event: Some(EventKind::Upstream(proto::UpstreamRequest {
+                request_id,
+                origin: Some(session_ref(origin)),
+                request: Some(body),
+                received_at_ms: now_ms,
+                deadline_ms: now_ms
+                    .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            })),
+        };
+        match tokio::time::timeout_at(deadline, inner.events.send(event)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_closed)) => return unavailable("backend unavailable"),
+            Err(_elapsed) => return unavailable("backend busy"),
+        }
+        let outcome = match tokio::time::timeout_at(deadline, answered).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_dropped)) => unavailable("backend unavailable"),
+            Err(_elapsed) => unavailable("backend did not answer in time"),
+        };
+        if let Some((join, room)) = room_change
+            && outcome.status != ReceiptStatus::Rejected
+        {
+            let (app, user) = (&origin.identity.app, &origin.identity.user);
+            if join {
+                gateway.join_room(app, &room, user.clone());
+            } else {
+                gateway.leave_room(app, &room, user);
             }
-            let outcome = match tokio::time::timeout_at(deadline, answered).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_dropped)) => unavailable("backend unavailable"),
-                Err(_elapsed) => unavailable("backend did not answer in time"),
-            };
-            if let Some((join, room)) = room_change
-                && outcome.status != ReceiptStatus::Rejected
-            {
-                let (app, user) = (&origin.identity.app, &origin.identity.user);
-                if join {
-                    gateway.join_room(app, &room, user.clone());
-                } else {
-                    gateway.leave_room(app, &room, user);
-                }
-            }
-            outcome
-        })
+        }
+        outcome
     }
 
-    fn on_disconnect<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_disconnect(&self, gateway: &GatewayHandle, origin: &Origin) {
         self.inner.attach(gateway);
         self.notify(EventKind::Disconnected(session_ref(origin)));
-        Box::pin(async {})
     }
 
-    fn on_undelivered<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        app: &'a AppId,
-        user: &'a UserId,
-        messages: &'a [Undelivered],
+    async fn on_undelivered(
+        &self,
+        gateway: &GatewayHandle,
+        app: &AppId,
+        user: &UserId,
+        messages: &[Undelivered],
         reason: UndeliveredReason,
-    ) -> BoxFuture<'a, ()> {
+    ) {
         self.inner.attach(gateway);
         let reason = match reason {
             UndeliveredReason::BufferOverflow => proto::UndeliveredReason::BufferOverflow,
@@ -735,17 +718,17 @@ impl Backend for GrpcBackend {
                 })
                 .collect(),
         });
-        Box::pin(self.notify_reliably(event))
+        self.notify_reliably(event).await;
     }
 
-    fn on_push_token_invalid<'a>(
-        &'a self,
-        app: &'a AppId,
-        user: &'a UserId,
-        device: &'a crate::ids::DeviceId,
-        token: &'a str,
-        reason: &'a str,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_push_token_invalid(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        device: &crate::ids::DeviceId,
+        token: &str,
+        reason: &str,
+    ) {
         let event = EventKind::PushTokenInvalid(proto::PushTokenInvalid {
             app: app.to_string(),
             user: user.to_string(),
@@ -753,7 +736,7 @@ impl Backend for GrpcBackend {
             token: token.to_owned(),
             reason: reason.to_owned(),
         });
-        Box::pin(self.notify_reliably(event))
+        self.notify_reliably(event).await;
     }
 }
 

@@ -4,8 +4,10 @@
 //! `on_connect` → (`on_upstream`)* → `on_disconnect`; `on_undelivered` whenever messages for
 //! one of the app's users could not reach a device over its connection.
 
+#[cfg(feature = "grpc")]
 pub mod grpc;
 mod relay;
+mod request;
 pub mod webhook;
 
 use std::future::Future;
@@ -15,15 +17,22 @@ use imgate_codec::{CloseCode, ReceiptStatus};
 
 use crate::GatewayHandle;
 use crate::ids::{AppId, MessageId, UserId};
-use crate::session::{Identity, Undelivered, UndeliveredReason, Upstream};
+/// Where a message goes ([`UpstreamRequest::Message`]).
+pub use crate::session::UpstreamTarget;
+use crate::session::{Identity, Undelivered, UndeliveredReason};
+/// The attribute that makes `Backend`'s `async fn`s dyn-compatible: `#[async_trait]` on
+/// every `impl Backend`.
+pub use async_trait::async_trait;
+#[cfg(feature = "grpc")]
 pub use grpc::{GrpcBackend, GrpcBackendConfig};
 pub use relay::{
     Enqueued, NewMessage, OfflineLimits, OfflineQueue, OfflineQueueMetrics, QueueError,
     QueuedMessage, RelayBackend, WallClock,
 };
+pub use request::UpstreamRequest;
 pub use webhook::{WebhookBackend, WebhookConfig, WebhookMetrics};
 
-/// A boxed future, so `Backend` can live behind `Arc<dyn Backend>`.
+/// A boxed future, for hooks that live behind an `Arc<dyn …>` (`PushPolicy::flush`).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The backend's answer to an upstream request, sent to the client as a `Receipt`.
@@ -74,63 +83,52 @@ pub struct Origin {
 /// request, from the session's task. A session's requests arrive in order and one at a time
 /// (the next only once the previous call has returned, even across a resume), so a slow
 /// answer delays that session's later requests, not other sessions'.
+///
+/// The methods are plain `async fn`s: put [`#[async_trait]`](macro@async_trait) (re-exported
+/// here) on the `impl`, as on the trait, so the gateway can hold any backend as
+/// `Arc<dyn Backend>`. Only `on_upstream` has no default.
+#[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// A session was established (not called on resume).
-    fn on_connect<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
-    }
+    async fn on_connect(&self, _gateway: &GatewayHandle, _origin: &Origin) {}
 
     /// An upstream request; the outcome becomes the client's `Receipt`.
-    fn on_upstream<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome>;
+    async fn on_upstream(
+        &self,
+        gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome;
 
     /// A session ended (expired, taken over, kicked); not called for a mere disconnect that
     /// may still be resumed.
-    fn on_disconnect<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
-    }
+    async fn on_disconnect(&self, _gateway: &GatewayHandle, _origin: &Origin) {}
 
     /// Messages for `user` that did not reach a device over its connection: the offline path
     /// (history sync, push) owns them now.
-    fn on_undelivered<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _app: &'a AppId,
-        _user: &'a UserId,
-        _messages: &'a [Undelivered],
+    async fn on_undelivered(
+        &self,
+        _gateway: &GatewayHandle,
+        _app: &AppId,
+        _user: &UserId,
+        _messages: &[Undelivered],
         _reason: UndeliveredReason,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    ) {
     }
 
     /// Resolves once every notice queued so far has been handed to the backend (a drain
     /// awaits it). Backends without a notice queue resolve at once.
-    fn flush_notices(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
+    async fn flush_notices(&self) {}
 
     /// A device's push token is dead (APNs 410 `Unregistered`, FCM `UNREGISTERED`) and was
     /// deleted from the push registry; `reason` is the provider's.
-    fn on_push_token_invalid<'a>(
-        &'a self,
-        _app: &'a AppId,
-        _user: &'a UserId,
-        _device: &'a crate::ids::DeviceId,
-        _token: &'a str,
-        _reason: &'a str,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    async fn on_push_token_invalid(
+        &self,
+        _app: &AppId,
+        _user: &UserId,
+        _device: &crate::ids::DeviceId,
+        _token: &str,
+        _reason: &str,
+    ) {
     }
 }

@@ -14,14 +14,14 @@ use tokio::time::{Instant, Sleep};
 use super::ServerConfig;
 use super::connection::OpenConnection;
 use crate::app::App;
-use crate::backend::{Origin, UpstreamOutcome};
+use crate::backend::{Origin, UpstreamOutcome, UpstreamRequest};
 use crate::handle::GatewayHandle;
 use crate::handoff::Handoff;
 use crate::metrics::Metrics;
 use crate::offline::{PushRegistration, PushTrigger};
 use crate::rate_limit::TokenBucket;
 use crate::registry::SessionCell;
-use crate::session::{Event, Upstream};
+use crate::session::Event;
 use crate::store::Change;
 
 /// The connection's halves, and its place in the `connections` gauge until it is dropped.
@@ -151,43 +151,27 @@ impl Driver {
             for event in events {
                 match event {
                     Event::Upstream { msg_id, request } => {
-                        let outcome = match request {
-                            Upstream::RegisterPush {
-                                provider,
-                                token,
-                                topic,
-                                sandbox,
-                            } => self.register_push(PushRegistration {
-                                provider,
-                                token,
-                                topic,
-                                sandbox,
-                            }),
-                            request => {
-                                let started = Instant::now();
-                                let outcome = self
-                                    .app
-                                    .backend
-                                    .on_upstream(&self.handle, &self.origin, request)
-                                    .await;
-                                self.handle
-                                    .metrics()
-                                    .upstream_latency
-                                    .observe(started.elapsed().as_secs_f64());
-                                outcome
+                        answered = true;
+                        // The match ends before the await: a scrutinee held across it (the
+                        // `Result`) would grow every driver's task.
+                        let request = match UpstreamRequest::try_from(request) {
+                            Ok(request) => request,
+                            Err(registration) => {
+                                self.answer(msg_id, self.register_push(registration));
+                                continue;
                             }
                         };
-                        let receipt = receipt(msg_id, outcome);
-                        if self.handle.shared.store_for(&self.app).is_some() {
-                            // Boxed: a rarely-live await must not grow every driver's task.
-                            self.answer_durably(receipt);
-                        } else {
-                            self.cell.lock().handle_receipt(receipt);
-                        }
-                        // If a resume moved the session to a newer connection meanwhile, its
-                        // driver is asleep: wake it to transmit the receipt.
-                        self.cell.wake();
-                        answered = true;
+                        let started = Instant::now();
+                        let outcome = self
+                            .app
+                            .backend
+                            .on_upstream(&self.handle, &self.origin, request)
+                            .await;
+                        self.handle
+                            .metrics()
+                            .upstream_latency
+                            .observe(started.elapsed().as_secs_f64());
+                        self.answer(msg_id, outcome);
                     }
                     Event::Undelivered { reason, messages } => self.handoff().undelivered(
                         self.origin.identity.user.clone(),
@@ -312,6 +296,20 @@ impl Driver {
         let identity = &self.origin.identity;
         self.handoff()
             .uncovered(&identity.user, Some(&identity.device), messages, trigger);
+    }
+
+    /// Hands the client's receipt for `msg_id` to the session.
+    fn answer(&self, msg_id: u64, outcome: UpstreamOutcome) {
+        let receipt = receipt(msg_id, outcome);
+        if self.handle.shared.store_for(&self.app).is_some() {
+            // Boxed: a rarely-live await must not grow every driver's task.
+            self.answer_durably(receipt);
+        } else {
+            self.cell.lock().handle_receipt(receipt);
+        }
+        // If a resume moved the session to a newer connection meanwhile, its driver is
+        // asleep: wake it to transmit the receipt.
+        self.cell.wake();
     }
 
     fn register_push(&self, registration: PushRegistration) -> UpstreamOutcome {

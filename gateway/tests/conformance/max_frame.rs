@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use imgate::GatewayHandle;
-use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
+use imgate::backend::{
+    Backend, Origin, RelayBackend, UpstreamOutcome, UpstreamRequest, async_trait,
+};
 use imgate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, Target};
 use imgate::ids::{AppId, DeviceId, MessageId, UserId};
-use imgate::session::{SessionConfig, Undelivered, UndeliveredReason, Upstream};
+use imgate::session::{SessionConfig, Undelivered, UndeliveredReason};
 use imgate_codec::{CloseCode, Kind, Ping, ResumeRefused};
 use tokio::sync::mpsc;
 
@@ -25,28 +27,28 @@ struct Reporting(
     RelayBackend,
 );
 
+#[async_trait]
 impl Backend for Reporting {
-    fn on_upstream<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        self.1.on_upstream(gateway, origin, request)
+    async fn on_upstream(
+        &self,
+        gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        self.1.on_upstream(gateway, origin, request).await
     }
 
-    fn on_undelivered<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _app: &'a AppId,
-        _user: &'a UserId,
-        messages: &'a [Undelivered],
+    async fn on_undelivered(
+        &self,
+        _gateway: &GatewayHandle,
+        _app: &AppId,
+        _user: &UserId,
+        messages: &[Undelivered],
         reason: UndeliveredReason,
-    ) -> BoxFuture<'a, ()> {
+    ) {
         for m in messages {
             let _ = self.0.send((m.message_id, reason));
         }
-        Box::pin(async {})
     }
 }
 

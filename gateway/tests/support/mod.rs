@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use imgate::auth::StaticTokens;
-use imgate::backend::{Backend, BoxFuture, Origin, RelayBackend, UpstreamOutcome};
+use imgate::backend::{
+    Backend, Origin, RelayBackend, UpstreamOutcome, UpstreamRequest, async_trait,
+};
 use imgate::ids::{AppId, DeviceId, MessageId, UserId};
 use imgate::offline::{PushPolicy, PushTrigger};
-use imgate::session::{Identity, SessionConfig, Undelivered, UndeliveredReason, Upstream};
+use imgate::session::{Identity, SessionConfig, Undelivered, UndeliveredReason};
 use imgate::{App, Gateway, GatewayBuilder, GatewayHandle, RunningGateway, ServerConfig};
 use imgate_codec::{Frame, Hello, Kind, Receipt, Resume, Send, Welcome};
 use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
@@ -37,30 +39,30 @@ pub struct RecordingRelay {
     pub reported: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
+#[async_trait]
 impl Backend for RecordingRelay {
-    fn on_upstream<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        self.relay.on_upstream(gateway, origin, request)
+    async fn on_upstream(
+        &self,
+        gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        self.relay.on_upstream(gateway, origin, request).await
     }
 
-    fn on_undelivered<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        _app: &'a AppId,
-        user: &'a UserId,
-        messages: &'a [Undelivered],
+    async fn on_undelivered(
+        &self,
+        _gateway: &GatewayHandle,
+        _app: &AppId,
+        user: &UserId,
+        messages: &[Undelivered],
         reason: UndeliveredReason,
-    ) -> BoxFuture<'a, ()> {
+    ) {
         let mut log = self.undelivered.lock().expect("lock");
         for m in messages {
             log.push((user.to_string(), m.clone(), reason));
         }
         self.reported.send_replace(log.len());
-        Box::pin(async {})
     }
 }
 

@@ -7,6 +7,7 @@ mod payload;
 use std::time::Duration;
 
 pub use client::{ApnsClient, ApnsResponse};
+#[cfg(feature = "mock")]
 pub(crate) use payload::is_uuid as payload_is_uuid;
 pub use payload::{
     Alert, ApnsNotification, ApnsPayload, Aps, COLLAPSE_ID_MAX, PAYLOAD_MAX, PAYLOAD_MAX_VOIP,

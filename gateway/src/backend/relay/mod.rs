@@ -11,10 +11,10 @@ use std::sync::{Arc, OnceLock};
 
 use imgate_codec::{CloseCode, ReceiptStatus};
 
-use super::{Backend, BoxFuture, Origin, UpstreamOutcome};
+use super::{Backend, Origin, UpstreamOutcome, UpstreamRequest, async_trait};
 use crate::GatewayHandle;
 use crate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, PushAlert, PushOptions, Target};
-use crate::session::{Upstream, UpstreamTarget};
+use crate::session::UpstreamTarget;
 
 pub use queue::{
     Enqueued, NewMessage, OfflineLimits, OfflineQueue, OfflineQueueMetrics, QueueError,
@@ -39,26 +39,22 @@ impl RelayBackend {
     }
 }
 
+#[async_trait]
 impl Backend for RelayBackend {
-    fn on_connect<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_connect(&self, gateway: &GatewayHandle, origin: &Origin) {
         if let Some(offline) = &self.offline {
             let identity = &origin.identity;
             offline.start(gateway, &identity.app, &identity.user, origin.session);
         }
-        Box::pin(async {})
     }
 
-    fn on_upstream<'a>(
-        &'a self,
-        gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        Box::pin(relay(gateway, self.offline.as_ref(), origin, request))
+    async fn on_upstream(
+        &self,
+        gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        relay(gateway, self.offline.as_ref(), origin, request).await
     }
 }
 
@@ -70,20 +66,20 @@ async fn relay(
     gateway: &GatewayHandle,
     offline: Option<&Arc<flush::AppQueue>>,
     origin: &Origin,
-    request: Upstream,
+    request: UpstreamRequest,
 ) -> UpstreamOutcome {
     let app = &origin.identity.app;
     let user = &origin.identity.user;
     let (target, payload) = match request {
-        Upstream::Message {
+        UpstreamRequest::Message {
             to: UpstreamTarget::User(to),
             payload,
         } => (Target::User(to), payload),
-        Upstream::Message {
+        UpstreamRequest::Message {
             to: UpstreamTarget::Room(room),
             payload,
         } => (Target::Room(room), payload),
-        Upstream::Message {
+        UpstreamRequest::Message {
             to: UpstreamTarget::Backend,
             ..
         } => {
@@ -92,20 +88,13 @@ async fn relay(
                 "the relay needs a user or room destination",
             );
         }
-        Upstream::JoinRoom(room) => {
+        UpstreamRequest::JoinRoom(room) => {
             gateway.join_room(app, &room, user.clone());
             return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
         }
-        Upstream::LeaveRoom(room) => {
+        UpstreamRequest::LeaveRoom(room) => {
             gateway.leave_room(app, &room, user);
             return UpstreamOutcome::ok(ReceiptStatus::Accepted, None);
-        }
-        Upstream::RegisterPush { .. } => {
-            // The gateway's push policy handles registrations before they reach a backend.
-            return UpstreamOutcome::rejected(
-                CloseCode::BACKEND_REJECTED,
-                "push registration is handled by the gateway",
-            );
         }
     };
     let delivery = Delivery {

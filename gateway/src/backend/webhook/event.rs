@@ -7,9 +7,9 @@ use base64::Engine;
 use imgate_codec::{Platform, ReceiptStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Origin;
+use crate::backend::{Origin, UpstreamRequest};
 use crate::ids::{AppId, DeviceId, UserId};
-use crate::session::{Undelivered, UndeliveredReason, Upstream, UpstreamTarget};
+use crate::session::{Undelivered, UndeliveredReason, UpstreamTarget};
 
 /// Version of the event schema, sent as `"v"`.
 pub(super) const SCHEMA_VERSION: u32 = 1;
@@ -111,15 +111,15 @@ impl<'a> Event<'a> {
         }
     }
 
-    /// An upstream request; `None` for requests the webhook never sees (push registration).
+    /// An upstream request.
     pub(super) fn upstream(
         id: u64,
         origin: &'a Origin,
-        request: &'a Upstream,
+        request: &'a UpstreamRequest,
         ts_ms: u64,
-    ) -> Option<Self> {
-        Some(match request {
-            Upstream::Message { to, payload } => Self {
+    ) -> Self {
+        match request {
+            UpstreamRequest::Message { to, payload } => Self {
                 target: Some(match to {
                     UpstreamTarget::User(user) => Target::User { id: user.as_str() },
                     UpstreamTarget::Room(room) => Target::Room { id: room.as_str() },
@@ -128,16 +128,15 @@ impl<'a> Event<'a> {
                 payload: Some(base64::engine::general_purpose::STANDARD.encode(payload)),
                 ..Self::session(id, "message", origin, ts_ms)
             },
-            Upstream::JoinRoom(room) => Self {
+            UpstreamRequest::JoinRoom(room) => Self {
                 room: Some(room.as_str()),
                 ..Self::session(id, "join_room", origin, ts_ms)
             },
-            Upstream::LeaveRoom(room) => Self {
+            UpstreamRequest::LeaveRoom(room) => Self {
                 room: Some(room.as_str()),
                 ..Self::session(id, "leave_room", origin, ts_ms)
             },
-            Upstream::RegisterPush { .. } => return None,
-        })
+        }
     }
 
     /// Messages for `user` that went to the offline path.

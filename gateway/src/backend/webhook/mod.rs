@@ -32,11 +32,11 @@ use self::event::{Answer, AnswerStatus, Event};
 use self::http::{Client, Endpoint, HttpError};
 pub use self::notices::WebhookMetrics;
 use self::notices::{Notices, Slot};
-use super::{Backend, BoxFuture, Origin, UpstreamOutcome};
+use super::{Backend, Origin, UpstreamOutcome, UpstreamRequest, async_trait};
 use crate::GatewayHandle;
 use crate::handle::wall_ms;
 use crate::ids::{AppId, DeviceId, MessageId, UserId};
-use crate::session::{Undelivered, UndeliveredReason, Upstream};
+use crate::session::{Undelivered, UndeliveredReason};
 
 /// Header carrying the Unix time (seconds) the request was signed at.
 pub const TIMESTAMP_HEADER: &str = "x-imgate-timestamp";
@@ -442,12 +442,9 @@ fn outcome(result: Result<(u16, Bytes), PostError>) -> UpstreamOutcome {
     }
 }
 
+#[async_trait]
 impl Backend for WebhookBackend {
-    fn on_connect<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_connect(&self, _gateway: &GatewayHandle, origin: &Origin) {
         if self.inner.config.session_events {
             self.notify(&Event::session(
                 self.event_id(),
@@ -456,35 +453,23 @@ impl Backend for WebhookBackend {
                 wall_ms(),
             ));
         }
-        Box::pin(async {})
     }
 
-    fn on_upstream<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-        request: Upstream,
-    ) -> BoxFuture<'a, UpstreamOutcome> {
-        Box::pin(async move {
-            let Some(event) = Event::upstream(self.event_id(), origin, &request, wall_ms()) else {
-                return UpstreamOutcome::rejected(
-                    CloseCode::BACKEND_REJECTED,
-                    "push registration is handled by the gateway",
-                );
-            };
-            let Ok(_permit) = self.inner.queue.try_acquire() else {
-                return UpstreamOutcome::rejected(CloseCode::BACKEND_UNAVAILABLE, "backend busy");
-            };
-            let body = encode(&event);
-            outcome(self.inner.post(&event.id, body).await)
-        })
+    async fn on_upstream(
+        &self,
+        _gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        let event = Event::upstream(self.event_id(), origin, &request, wall_ms());
+        let Ok(_permit) = self.inner.queue.try_acquire() else {
+            return UpstreamOutcome::rejected(CloseCode::BACKEND_UNAVAILABLE, "backend busy");
+        };
+        let body = encode(&event);
+        outcome(self.inner.post(&event.id, body).await)
     }
 
-    fn on_disconnect<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        origin: &'a Origin,
-    ) -> BoxFuture<'a, ()> {
+    async fn on_disconnect(&self, _gateway: &GatewayHandle, origin: &Origin) {
         if self.inner.config.session_events {
             self.notify(&Event::session(
                 self.event_id(),
@@ -493,50 +478,37 @@ impl Backend for WebhookBackend {
                 wall_ms(),
             ));
         }
-        Box::pin(async {})
     }
 
-    fn on_undelivered<'a>(
-        &'a self,
-        _gateway: &'a GatewayHandle,
-        app: &'a AppId,
-        user: &'a UserId,
-        messages: &'a [Undelivered],
+    async fn on_undelivered(
+        &self,
+        _gateway: &GatewayHandle,
+        app: &AppId,
+        user: &UserId,
+        messages: &[Undelivered],
         reason: UndeliveredReason,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if self.inner.config.undelivered_events {
-                let event =
-                    Event::undelivered(self.event_id(), app, user, messages, reason, wall_ms());
-                self.notify_reliably(event).await;
-            }
-        })
-    }
-
-    fn on_push_token_invalid<'a>(
-        &'a self,
-        app: &'a AppId,
-        user: &'a UserId,
-        device: &'a DeviceId,
-        token: &'a str,
-        reason: &'a str,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let event = Event::push_token_invalid(
-                self.event_id(),
-                app,
-                user,
-                device,
-                token,
-                reason,
-                wall_ms(),
-            );
+    ) {
+        if self.inner.config.undelivered_events {
+            let event = Event::undelivered(self.event_id(), app, user, messages, reason, wall_ms());
             self.notify_reliably(event).await;
-        })
+        }
     }
 
-    fn flush_notices(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.inner.notices.idle())
+    async fn on_push_token_invalid(
+        &self,
+        app: &AppId,
+        user: &UserId,
+        device: &DeviceId,
+        token: &str,
+        reason: &str,
+    ) {
+        let event =
+            Event::push_token_invalid(self.event_id(), app, user, device, token, reason, wall_ms());
+        self.notify_reliably(event).await;
+    }
+
+    async fn flush_notices(&self) {
+        self.inner.notices.idle().await;
     }
 }
 
