@@ -165,6 +165,22 @@ async fn a_drain_sends_go_away_at_once_and_closes_a_lingering_client_exactly_at_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_connection_yet_to_say_hello_is_refused_going_away_when_a_drain_starts() {
+    let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;
+    let mut late = pipe(&gw);
+    sleep_until(Instant::now() + Duration::from_secs(1)).await;
+    let started = Instant::now();
+    let drain = tokio::spawn(gw.drain(Duration::from_secs(5), Duration::ZERO));
+    let error = next_kind(&mut late).await;
+    assert_eq!(Instant::now(), started, "refused at the drain's start");
+    assert_eq!(error_code(&error), CloseCode::GOING_AWAY);
+    assert!(next(&mut late).await.is_none(), "the Error is the last frame");
+    let report = drain.await.expect("drain");
+    assert_eq!(Instant::now(), started, "nothing left to wait for");
+    assert!(report.clean, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_drain_ends_as_soon_as_the_last_client_leaves() {
     let grace = Duration::from_secs(30);
     let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;

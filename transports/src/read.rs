@@ -173,13 +173,13 @@ fn count_error(stats: &TransportStats, e: &TransportError) {
     match e {
         TransportError::Codec(CodecError::FrameTooLarge { .. })
         | TransportError::MessageTooLarge { .. } => {
-            TransportStats::incr(&stats.frame_too_large);
+            stats.incr(&stats.frame_too_large);
         }
-        TransportError::UnsupportedData => TransportStats::incr(&stats.unsupported_data),
+        TransportError::UnsupportedData => stats.incr(&stats.unsupported_data),
         TransportError::Codec(CodecError::Io(_)) => {}
-        TransportError::Codec(_) => TransportStats::incr(&stats.protocol_error),
+        TransportError::Codec(_) => stats.incr(&stats.protocol_error),
         #[cfg(feature = "ws")]
-        TransportError::WebSocket(_) => TransportStats::incr(&stats.protocol_error),
+        TransportError::WebSocket(_) => stats.incr(&stats.protocol_error),
         _ => {}
     }
 }

@@ -256,6 +256,7 @@ impl RunningGateway {
         let deadline = tokio::time::Instant::now() + grace;
         let shared = std::sync::Arc::clone(&self.handle.shared);
         shared.draining.store(true, Ordering::Relaxed);
+        shared.drain_started.cancel();
         self.stop_accepting().await;
         let sessions = shared.registry.all_sessions();
         for cell in &sessions {
