@@ -341,7 +341,11 @@ async fn run(input: DriverInput) -> Summary {
             "{id:?} was accepted and never acked nor handed to the offline path"
         );
     }
-    let acked = ledger.settled.values().filter(|&&h| h == Settled::Acked).count();
+    let acked = ledger
+        .settled
+        .values()
+        .filter(|&&h| h == Settled::Acked)
+        .count();
     model.summary.settled = (acked, ledger.settled.len() - acked);
     model.summary
 }
@@ -367,7 +371,15 @@ async fn step(
         }
         DriverOp::Ping(seq) => {
             let ack = model.ack(seq);
-            model.send(Ping { client_time_ms: 1, ack }.into()).await;
+            model
+                .send(
+                    Ping {
+                        client_time_ms: 1,
+                        ack,
+                    }
+                    .into(),
+                )
+                .await;
         }
         DriverOp::Ack(seq) => {
             let seq = model.ack(seq);
@@ -444,8 +456,16 @@ impl Model {
         }
         let hello = Hello {
             version: if arg.bad % 16 == 1 { 9 } else { 1 },
-            token: if arg.bad % 16 == 2 { "nope".into() } else { TOKEN.into() },
-            app_id: if arg.bad % 16 == 3 { "other".into() } else { "chat".into() },
+            token: if arg.bad % 16 == 2 {
+                "nope".into()
+            } else {
+                TOKEN.into()
+            },
+            app_id: if arg.bad % 16 == 3 {
+                "other".into()
+            } else {
+                "chat".into()
+            },
             device_id: DEVICE.into(),
             resume,
             features,
@@ -662,7 +682,11 @@ impl Model {
         let sessions = gw
             .handle()
             .user_sessions(&AppId::new("chat"), &UserId::new(USER));
-        assert!(sessions.len() <= 1, "{} sessions for one device", sessions.len());
+        assert!(
+            sessions.len() <= 1,
+            "{} sessions for one device",
+            sessions.len()
+        );
         let ledger = recorder.0.lock().expect("ledger lock");
         assert!(ledger.violations.is_empty(), "{:?}", ledger.violations);
         let held = self

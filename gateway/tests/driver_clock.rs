@@ -67,11 +67,18 @@ async fn an_unacknowledged_message_is_pushed_once_exactly_at_the_ack_timeout() {
     assert_eq!(Instant::now(), sent, "transmitted at once");
 
     sleep_until(sent + ack_timeout - MS).await;
-    assert!(push.log().is_empty(), "nothing pushed before the ack time-out");
+    assert!(
+        push.log().is_empty(),
+        "nothing pushed before the ack time-out"
+    );
     sleep_until(sent + ack_timeout + MS).await;
     let log = push.log();
     assert_eq!(log.len(), 1, "{log:?}");
-    assert_eq!(log[0].0, sent + ack_timeout, "pushed exactly at the ack time-out");
+    assert_eq!(
+        log[0].0,
+        sent + ack_timeout,
+        "pushed exactly at the ack time-out"
+    );
     assert_eq!(log[0].1, vec![message]);
     assert_eq!(log[0].2, PushTrigger::AckTimeout);
 
@@ -80,7 +87,10 @@ async fn an_unacknowledged_message_is_pushed_once_exactly_at_the_ack_timeout() {
     let second_sent = Instant::now();
     let second = deliver(&gw, "alice", "again").await;
     assert!(matches!(next_kind(&mut alice).await, Kind::Deliver(_)));
-    alice.send(&Ack { seq: first.seq }.into()).await.expect("ack");
+    alice
+        .send(&Ack { seq: first.seq }.into())
+        .await
+        .expect("ack");
     sleep_until(second_sent + 3 * ack_timeout).await;
     let log = push.log();
     assert_eq!(log.len(), 2, "{log:?}");
@@ -114,9 +124,16 @@ async fn a_silent_client_is_closed_with_heartbeat_timeout_exactly_at_its_livenes
     sleep_until(pinged + liveness - MS).await;
     assert!(!pending(&mut alice), "still open 1 ms before the deadline");
     let error = next_kind(&mut alice).await;
-    assert_eq!(Instant::now(), pinged + liveness, "closed exactly at the deadline");
+    assert_eq!(
+        Instant::now(),
+        pinged + liveness,
+        "closed exactly at the deadline"
+    );
     assert_eq!(error_code(&error), CloseCode::HEARTBEAT_TIMEOUT);
-    assert!(next(&mut alice).await.is_none(), "the Error is the last frame");
+    assert!(
+        next(&mut alice).await.is_none(),
+        "the Error is the last frame"
+    );
     gw.shutdown().await;
 }
 
@@ -131,11 +148,17 @@ async fn a_client_that_never_says_hello_is_refused_exactly_at_the_handshake_dead
     let mut silent = pipe(&gw);
     let opened = Instant::now();
     sleep_until(opened + handshake_timeout - MS).await;
-    assert!(!pending(&mut silent), "still waiting 1 ms before the deadline");
+    assert!(
+        !pending(&mut silent),
+        "still waiting 1 ms before the deadline"
+    );
     let error = next_kind(&mut silent).await;
     assert_eq!(Instant::now(), opened + handshake_timeout);
     assert_eq!(error_code(&error), CloseCode::HANDSHAKE_TIMEOUT);
-    assert!(next(&mut silent).await.is_none(), "the Error is the last frame");
+    assert!(
+        next(&mut silent).await.is_none(),
+        "the Error is the last frame"
+    );
     gw.shutdown().await;
 }
 
@@ -156,9 +179,19 @@ async fn a_drain_sends_go_away_at_once_and_closes_a_lingering_client_exactly_at_
     assert_eq!(go_away.reconnect_after_ms, 1000);
 
     sleep_until(started + grace - MS).await;
-    assert!(!pending(&mut stays), "still connected 1 ms before the grace ends");
-    assert!(next(&mut stays).await.is_none(), "GoAway was the last frame");
-    assert_eq!(Instant::now(), started + grace, "disconnected exactly at the grace");
+    assert!(
+        !pending(&mut stays),
+        "still connected 1 ms before the grace ends"
+    );
+    assert!(
+        next(&mut stays).await.is_none(),
+        "GoAway was the last frame"
+    );
+    assert_eq!(
+        Instant::now(),
+        started + grace,
+        "disconnected exactly at the grace"
+    );
     let report = drain.await.expect("drain");
     assert_eq!(report.ended, 1, "{report}");
     assert!(report.clean, "{report}");
@@ -174,7 +207,10 @@ async fn a_connection_yet_to_say_hello_is_refused_going_away_when_a_drain_starts
     let error = next_kind(&mut late).await;
     assert_eq!(Instant::now(), started, "refused at the drain's start");
     assert_eq!(error_code(&error), CloseCode::GOING_AWAY);
-    assert!(next(&mut late).await.is_none(), "the Error is the last frame");
+    assert!(
+        next(&mut late).await.is_none(),
+        "the Error is the last frame"
+    );
     let report = drain.await.expect("drain");
     assert_eq!(Instant::now(), started, "nothing left to wait for");
     assert!(report.clean, "{report}");
@@ -201,8 +237,7 @@ async fn a_drain_ends_as_soon_as_the_last_client_leaves() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_detached_session_is_pushed_exactly_at_the_push_grace_then_ended_at_the_resume_window()
-{
+async fn a_detached_session_is_pushed_exactly_at_the_push_grace_then_ended_at_the_resume_window() {
     let push_grace = Duration::from_secs(10);
     let resume_window = Duration::from_secs(120);
     let session = SessionConfig {
@@ -235,7 +270,11 @@ async fn a_detached_session_is_pushed_exactly_at_the_push_grace_then_ended_at_th
     sleep_until(detached + resume_window + MS).await;
     let log = push.log();
     assert_eq!(log.len(), 2, "{log:?}");
-    assert_eq!(log[1].0, detached + resume_window, "ended exactly at the window");
+    assert_eq!(
+        log[1].0,
+        detached + resume_window,
+        "ended exactly at the window"
+    );
     assert!(
         matches!(log[1].2, PushTrigger::SessionEnded(_)),
         "{:?}",

@@ -480,7 +480,10 @@ async fn silent_socket_is_pushed_after_the_ack_timeout_and_acks_reset_the_badge(
     reached("second push", f.apns.answered(2)).await;
     let requests = f.apns.requests();
     let second = body(&requests[1]);
-    assert_eq!(second["aps"]["alert"]["body"], "d", "no duplicate of the first push");
+    assert_eq!(
+        second["aps"]["alert"]["body"], "d",
+        "no duplicate of the first push"
+    );
     assert_eq!(second["aps"]["badge"], 1);
     drop(phone);
     f.stop().await;

@@ -12,10 +12,8 @@ use crate::framed::{Io, Setup};
 use crate::{ConnInfo, ConnectorConfig, FramedConn, ListenerConfig, TransportKind};
 
 /// The address a pipe's server side reports as its peer's.
-pub const PIPE_PEER: SocketAddr = SocketAddr::new(
-    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-    0,
-);
+pub const PIPE_PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 impl FramedConn {
     /// The server side of an in-memory connection, configured as a connection accepted by
@@ -77,11 +75,15 @@ mod tests {
     #[tokio::test]
     async fn frames_cross_the_pipe_both_ways_and_close_ends_the_stream() {
         let (mut server, client) = FramedConn::pipe(&config(), 4096);
-        let mut client = FramedConn::pipe_client(client, &ConnectorConfig::plain(TransportKind::Tcp));
+        let mut client =
+            FramedConn::pipe_client(client, &ConnectorConfig::plain(TransportKind::Tcp));
         let ping: Frame = Ping::default().into();
         client.send(&ping).await.expect("send");
         assert_eq!(server.recv().await.expect("recv"), Some(ping.clone()));
-        server.close(CloseCode::HEARTBEAT_TIMEOUT, "quiet").await.expect("close");
+        server
+            .close(CloseCode::HEARTBEAT_TIMEOUT, "quiet")
+            .await
+            .expect("close");
         let error = client.recv().await.expect("recv").expect("a frame");
         assert!(
             matches!(error.kind, Some(imgate_codec::Kind::Error(ref e)) if e.close_code() == CloseCode::HEARTBEAT_TIMEOUT),
@@ -99,7 +101,10 @@ mod tests {
         raw.write_all(&65u32.to_be_bytes()).await.expect("write");
         let error = server.recv().await.expect_err("over the limit");
         assert!(
-            matches!(error, TransportError::Codec(CodecError::FrameTooLarge { .. })),
+            matches!(
+                error,
+                TransportError::Codec(CodecError::FrameTooLarge { .. })
+            ),
             "{error:?}"
         );
     }

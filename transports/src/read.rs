@@ -47,7 +47,10 @@ pub(crate) enum ReadIo {
     /// Plain TCP: the socket in the connection's `ConnCore`.
     Tcp,
     /// Every other transport, boxed so that it does not widen the plain-TCP reader.
-    #[cfg_attr(not(any(feature = "tls", feature = "ws", feature = "pipe", test)), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
+        allow(dead_code)
+    )]
     Other(Box<OtherRead>),
 }
 
@@ -184,7 +187,10 @@ fn count_error(stats: &TransportStats, e: &TransportError) {
     }
 }
 
-#[cfg_attr(not(any(feature = "tls", feature = "pipe", test)), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "tls", feature = "pipe", test)),
+    allow(unused_variables)
+)]
 fn poll_other(
     other: &mut OtherRead,
     pending: &mut Option<Box<BytesMut>>,

@@ -93,7 +93,10 @@ pub(crate) enum WriteIo {
     /// Plain TCP: the socket in the connection's `ConnCore`.
     Tcp,
     /// Every other transport, boxed so that it does not widen the plain-TCP writer.
-    #[cfg_attr(not(any(feature = "tls", feature = "ws", feature = "pipe", test)), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
+        allow(dead_code)
+    )]
     Other(Box<OtherWrite>),
 }
 

@@ -39,7 +39,10 @@ pub async fn next(conn: &mut FramedConn) -> Option<Frame> {
 
 /// The next frame's kind; panics at the end of the stream.
 pub async fn next_kind(conn: &mut FramedConn) -> Kind {
-    next(conn).await.and_then(|f| f.kind).expect("a frame with a kind")
+    next(conn)
+        .await
+        .and_then(|f| f.kind)
+        .expect("a frame with a kind")
 }
 
 /// Whether a frame (or the end of the stream) is already waiting, without waiting for one.

@@ -32,9 +32,12 @@ impl Server {
         let pid = rustix::process::Pid::from_raw(self.0.id() as i32).expect("a child's pid");
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
-            let options = rustix::process::WaitIdOptions::EXITED
-                | rustix::process::WaitIdOptions::NOWAIT;
-            let _ = tx.send(rustix::process::waitid(rustix::process::WaitId::Pid(pid), options));
+            let options =
+                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
+            let _ = tx.send(rustix::process::waitid(
+                rustix::process::WaitId::Pid(pid),
+                options,
+            ));
         });
         let waited = tokio::time::timeout(within, rx)
             .await

@@ -43,7 +43,10 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 async fn wait_for(stats: &TransportStats, check: impl Fn(&StatsSnapshot) -> bool) {
-    if tokio::time::timeout(WAIT, stats.wait_for(check)).await.is_err() {
+    if tokio::time::timeout(WAIT, stats.wait_for(check))
+        .await
+        .is_err()
+    {
         panic!("counter never moved: {:?}", stats.snapshot());
     }
 }
