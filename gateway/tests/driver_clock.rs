@@ -16,7 +16,7 @@ use imgate::offline::PushTrigger;
 use imgate::session::SessionConfig;
 use imgate::{RunningGateway, ServerConfig};
 use imgate_codec::{Ack, CloseCode, GoAwayReason, Kind, Ping};
-use support::pipe::{clocked, next, next_kind, pending, pipe, start_piped};
+use support::pipe::{clocked, next, next_kind, pending, pipe, pipe_holding, start_piped};
 use support::{app, hello};
 use tokio::time::{Instant, sleep_until};
 
@@ -280,5 +280,28 @@ async fn a_detached_session_is_pushed_exactly_at_the_push_grace_then_ended_at_th
         "{:?}",
         log[1].2
     );
+    gw.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_take_over_behind_a_large_queued_frame_still_ends_with_go_away() {
+    let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;
+    // A 4 KiB pipe: the 40 KB message waits in the server's write queue, past the driver's
+    // high-water mark, when the take-over comes.
+    let mut old = pipe_holding(&gw, 4096);
+    hello(&mut old, "tok-alice", None).await;
+    let payload: &'static str = Box::leak("x".repeat(40_000).into_boxed_str());
+    deliver(&gw, "alice", payload).await;
+    let mut new = pipe(&gw);
+    hello(&mut new, "tok-alice", None).await;
+    let Kind::Deliver(message) = next_kind(&mut old).await else {
+        panic!("expected the Deliver first")
+    };
+    assert_eq!(message.payload.len(), 40_000);
+    let Kind::GoAway(go_away) = next_kind(&mut old).await else {
+        panic!("expected GoAway after it")
+    };
+    assert_eq!(go_away.reason(), GoAwayReason::Takeover);
+    assert!(next(&mut old).await.is_none(), "GoAway is the last frame");
     gw.shutdown().await;
 }

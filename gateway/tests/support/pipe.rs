@@ -25,8 +25,13 @@ pub async fn start_piped(app: App, server: ServerConfig) -> RunningGateway {
 
 /// A client connection handed to `gw` as a default TCP listener's connection would be.
 pub fn pipe(gw: &RunningGateway) -> FramedConn {
+    pipe_holding(gw, PIPE_CAPACITY)
+}
+
+/// [`pipe`] holding `capacity` bytes each way (a small one makes the server's writes wait).
+pub fn pipe_holding(gw: &RunningGateway, capacity: usize) -> FramedConn {
     let listener = ListenerConfig::new(TransportKind::Tcp, PIPE_PEER);
-    let (server, client) = FramedConn::pipe(&listener, PIPE_CAPACITY);
+    let (server, client) = FramedConn::pipe(&listener, capacity);
     gw.serve(server);
     FramedConn::pipe_client(client, &ConnectorConfig::plain(TransportKind::Tcp))
 }
