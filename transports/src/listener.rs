@@ -226,10 +226,7 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
     let stats = &shared.stats;
     let mut backoff = AcceptBackoff::default();
     loop {
-        let (permit, waited) = limits.acquire().await;
-        if waited {
-            stats.incr(&stats.global_limit_waits);
-        }
+        let permit = limits.acquire_counted(stats).await;
         let (stream, peer) = loop {
             match listener.accept().await {
                 Ok(accepted) => {

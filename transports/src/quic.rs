@@ -83,10 +83,7 @@ pub(crate) async fn accept_loop(
 ) {
     let stats = &shared.stats;
     loop {
-        let (permit, waited) = limits.acquire().await;
-        if waited {
-            stats.incr(&stats.global_limit_waits);
-        }
+        let permit = limits.acquire_counted(stats).await;
         let Some(incoming) = endpoint.accept().await else {
             return;
         };

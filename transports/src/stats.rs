@@ -44,7 +44,8 @@ stats! {
     /// TLS handshakes (TLS, WSS, QUIC) that resumed an earlier session with a ticket instead
     /// of a full handshake.
     handshake_resumed,
-    /// Times the accept loop waited because the global connection limit was reached.
+    /// Times the accept loop waited because the global connection limit was reached
+    /// (counted as the wait begins).
     global_limit_waits,
     /// Connections refused because their IP address was at its limit.
     rejected_per_ip,
