@@ -220,6 +220,7 @@ async fn run(kinds: &[TransportKind]) {
                 else => break,
             }
         }
+        // The scenario's jitter, not a synchronisation: the cut lands at a random moment.
         tokio::time::sleep(Duration::from_millis(rng.u64(0..=4))).await;
         loop {
             let cut = match rng.u8(0..3) {
@@ -240,6 +241,7 @@ async fn run(kinds: &[TransportKind]) {
             if cut || *a.borrow() + *b.borrow() >= 2 * PER_SIDE {
                 break;
             }
+            // Nothing to cut yet (every link reconnecting): try again a moment later.
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         at_last_cut = *a.borrow() + *b.borrow();

@@ -52,6 +52,9 @@ pub(crate) struct Shared {
     pub(crate) cancel: CancellationToken,
     /// Set when a drain starts: `/readyz` fails and new handshakes are refused.
     pub(crate) draining: AtomicBool,
+    /// Cancelled when a drain starts: a connection still waiting for its `Hello` is refused
+    /// with `GOING_AWAY` at once, not cut off silently when the drain ends.
+    pub(crate) drain_started: CancellationToken,
     /// Set when a drain has disconnected every client: the drivers of durable sessions let
     /// go (their sessions stay in the store for the next start).
     pub(crate) releasing: AtomicBool,
@@ -115,6 +118,7 @@ impl GatewayHandle {
                 tasks: TaskTracker::new(),
                 cancel: CancellationToken::new(),
                 draining: AtomicBool::new(false),
+                drain_started: CancellationToken::new(),
                 releasing: AtomicBool::new(false),
                 detached: Notify::new(),
                 store,

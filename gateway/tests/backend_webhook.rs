@@ -125,6 +125,7 @@ impl Hook {
                             if let Some(gate) = &answer.gate {
                                 gate.notified().await;
                             }
+                            // The scenario, not a synchronisation: a slow webhook.
                             tokio::time::sleep(answer.delay).await;
                             let mut response = Response::new(Full::new(Bytes::from_static(
                                 answer.body.as_bytes(),

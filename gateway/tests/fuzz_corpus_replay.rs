@@ -1,5 +1,5 @@
 //! Replays every file under `fuzz/corpus/<target>/` of the gateway's fuzz targets (`session`,
-//! `handshake`, `jwt`) through their harness, so plain `cargo test` re-checks the corpus (and
+//! `driver`, `handshake`, `jwt`) through their harness, so plain `cargo test` re-checks the corpus (and
 //! any crash input added to it) without nightly or libFuzzer.
 //!
 //! The harness is `fuzz/src/gateway.rs` itself, compiled in here: the targets and this test
@@ -11,6 +11,10 @@
 #[path = "../../fuzz/src/gateway.rs"]
 mod harness;
 
+#[allow(unreachable_pub, missing_docs)] // reason: `pub` for the fuzz target
+#[path = "../../fuzz/src/driver.rs"]
+mod driver_harness;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +22,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use imgate_codec::{Frame, FrameEncoder, Hello, Ping, Resume};
 
-const TARGETS: [&str; 3] = ["session", "handshake", "jwt"];
+const TARGETS: [&str; 4] = ["session", "driver", "handshake", "jwt"];
 
 fn corpus_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -33,6 +37,14 @@ fn run(target: &str, data: &[u8]) {
                 <harness::SessionInput as arbitrary::Arbitrary>::arbitrary_take_rest(input)
             {
                 harness::session(input);
+            }
+        }
+        "driver" => {
+            let input = arbitrary::Unstructured::new(data);
+            if let Ok(input) =
+                <driver_harness::DriverInput as arbitrary::Arbitrary>::arbitrary_take_rest(input)
+            {
+                let _ = driver_harness::driver(input);
             }
         }
         "handshake" => harness::handshake(data),
@@ -82,6 +94,68 @@ fn jwt_harness_reaches_an_accepted_token() {
     let mut data = vec![1];
     data.extend_from_slice(claims.as_bytes());
     harness::jwt(&data);
+}
+
+/// The `driver` harness through a scripted life: a session fed, acknowledged, left, resumed,
+/// kicked; a silent connection; garbage after a login; a drain. Its oracles hold, and they
+/// are reached (each scenario ends the way the script expects).
+#[test]
+fn driver_harness_runs_a_scripted_life() {
+    use driver_harness::{DriverInput, DriverLimits, DriverOp as Op, HelloArg, SeqArg};
+    let hello = |resume| HelloArg {
+        resume,
+        wrong_secret: false,
+        bad: 0,
+        features: 3,
+        max_frame: 1,
+    };
+    let ops = vec![
+        Op::Connect(hello(false)),
+        Op::Deliver(100),
+        Op::Deliver(2000),
+        Op::Deliver(10),
+        Op::Read,
+        Op::Ack(SeqArg::Received(1)),
+        Op::Step(3_000),
+        Op::Close,
+        Op::Deliver(5),
+        Op::Step(2_000),
+        Op::Connect(hello(true)),
+        Op::Read,
+        Op::Ping(SeqArg::Received(0)),
+        Op::Deliver(7),
+        Op::Kick,
+        Op::Read,
+        Op::Silent,
+        Op::Step(11_000),
+        Op::Connect(hello(false)),
+        Op::Raw(vec![0, 0, 0, 3, 0, 0xff, 0xff]),
+        Op::Read,
+        Op::Connect(hello(false)),
+        Op::Deliver(1),
+        Op::Send(1, 10),
+        Op::Read,
+    ];
+    let limits = DriverLimits {
+        heartbeat_s: 59,
+        ack_timeout_s: 1,
+        push_grace_s: 0,
+        resume_window_s: 119,
+        max_unacked: 7,
+        max_unacked_kb: 63,
+        pipe_kb: 3,
+    };
+    let summary = driver_harness::driver(DriverInput { limits, ops });
+    // Fresh logins: the first, after the handshake time-out, the two last; one resume.
+    assert_eq!(summary.welcomes, (3, 1), "{summary:?}");
+    // seq 1 and 2 (the 2,000-byte message is over the client's 513-byte limit), 3 replayed
+    // on the resume, 4 before the kick, and the last session's first.
+    assert_eq!(summary.delivers, 5, "{summary:?}");
+    // The kick, the silent connection, the garbage, the drain.
+    assert_eq!(summary.closes, ["GoAway", "Error", "Error", "GoAway"]);
+    // Acked: 1 (Ack), 2 and 3 (the Ping's ack). Offline: the too-large one, 4 at the kick,
+    // the last one at the drain.
+    assert_eq!(summary.settled, (3, 3), "{summary:?}");
 }
 
 fn valid_claims() -> String {

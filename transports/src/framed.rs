@@ -172,6 +172,9 @@ pub(crate) enum Io {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
     },
+    /// One end of an in-memory pipe, framed as a byte stream.
+    #[cfg(feature = "pipe")]
+    Pipe(tokio::io::DuplexStream),
 }
 
 /// How a connection's halves are configured: shared codec settings, the outbound bound and,
@@ -225,6 +228,11 @@ impl FramedConn {
             }
             #[cfg(feature = "quic")]
             Io::Quic { conn, send, recv } => (ReadIo::quic(recv), WriteIo::quic(send, conn), None),
+            #[cfg(feature = "pipe")]
+            Io::Pipe(stream) => {
+                let (read, write) = tokio::io::split(stream);
+                (ReadIo::pipe(read), WriteIo::pipe(write), None)
+            }
         };
         let core = Arc::new(ConnCore {
             info,

@@ -29,7 +29,9 @@
 //! listener or creating a connector for a transport compiled out fails with a
 //! [`TransportError::Config`] naming the feature ([`TransportKind::is_available`] asks first).
 //! `Identity`, `RootCertStore` and `ConnectorConfig::new` need `tls`;
-//! [`ConnectorConfig::plain`] is always there.
+//! [`ConnectorConfig::plain`] is always there. `pipe` (off by default, for tests and fuzzing)
+//! adds `FramedConn::pipe`: a connection over an in-memory pipe with a listener's codec and
+//! limits, so that a server runs on tokio's paused clock without sockets.
 //!
 //! # Layout
 //! - `framed`, `read`, `write`: the connection, its reader (no buffer held while idle: reads
@@ -37,6 +39,7 @@
 //! - `tcp`-based listeners in `listener`, with `tls` and `ws` handshakes; `quic`.
 //! - `connector`: the client side. `cert`: PEM loading, dev certificates, rustls configs.
 //! - `limits` (global and per-IP), `accept` (back-off on EMFILE), `stats` (counters).
+//! - `pipe` (feature `pipe`): the in-memory connection.
 //!
 //! # Memory
 //!
@@ -70,6 +73,8 @@ mod error;
 mod framed;
 mod limits;
 mod listener;
+#[cfg(feature = "pipe")]
+mod pipe;
 #[cfg(feature = "quic")]
 mod quic;
 #[cfg(feature = "quic")]
@@ -96,6 +101,8 @@ pub use error::TransportError;
 pub use framed::{ConnInfo, FramedConn, TransportKind};
 pub use limits::{ConnGuard, ConnLimits, LimitError};
 pub use listener::Listener;
+#[cfg(feature = "pipe")]
+pub use pipe::PIPE_PEER;
 pub use read::FrameReader;
 pub use stats::{HandshakeFailure, StatsSnapshot, TransportStats};
 #[cfg(feature = "tls")]

@@ -76,6 +76,20 @@ impl ConnLimits {
         (permit, true)
     }
 
+    /// [`ConnLimits::acquire`] for an accept loop: a wait is counted in `stats` as it
+    /// begins, so an accept loop held at the limit shows at once (and a test can wait for
+    /// that instead of for time to pass).
+    pub(crate) async fn acquire_counted(
+        &self,
+        stats: &crate::TransportStats,
+    ) -> OwnedSemaphorePermit {
+        if let Ok(permit) = Arc::clone(&self.global).try_acquire_owned() {
+            return permit;
+        }
+        stats.incr(&stats.global_limit_waits);
+        self.acquire().await.0
+    }
+
     /// Admits a connection from `ip` holding `permit`, or refuses it at the per-IP limit.
     pub fn admit(&self, permit: OwnedSemaphorePermit, ip: IpAddr) -> Result<ConnGuard, LimitError> {
         let Some(per_ip) = &self.per_ip else {

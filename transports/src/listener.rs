@@ -112,7 +112,7 @@ impl Shared {
                 guard: Some(guard),
             },
         );
-        TransportStats::incr(&self.stats.established);
+        self.stats.incr(&self.stats.established);
         // If the listener is gone, the connection is simply dropped (closed).
         let _ = self.tx.send(conn).await;
     }
@@ -226,10 +226,7 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
     let stats = &shared.stats;
     let mut backoff = AcceptBackoff::default();
     loop {
-        let (permit, waited) = limits.acquire().await;
-        if waited {
-            TransportStats::incr(&stats.global_limit_waits);
-        }
+        let permit = limits.acquire_counted(stats).await;
         let (stream, peer) = loop {
             match listener.accept().await {
                 Ok(accepted) => {
@@ -238,18 +235,18 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
                 }
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
-                    TransportStats::incr(&stats.accept_errors);
+                    stats.incr(&stats.accept_errors);
                     let delay = backoff.failure();
                     tracing::warn!(error = %e, ?delay, "accept failed; backing off");
                     tokio::time::sleep(delay).await;
                 }
             }
         };
-        TransportStats::incr(&stats.accepted);
+        stats.incr(&stats.accepted);
         let guard = match limits.admit(permit, peer.ip()) {
             Ok(guard) => guard,
             Err(e) => {
-                TransportStats::incr(&stats.rejected_per_ip);
+                stats.incr(&stats.rejected_per_ip);
                 tracing::debug!(client.addr = %peer, error = %e, "connection refused");
                 if matches!(shared.mode, TcpMode::Plain) {
                     refuse_tcp(&stream, &shared.encoder, &e);
@@ -298,7 +295,7 @@ async fn handshake(stream: TcpStream, peer: SocketAddr, guard: ConnGuard, shared
             // Counted once the whole handshake (for WSS, the upgrade too) has succeeded, like
             // `established`.
             if resumed {
-                TransportStats::incr(&shared.stats.handshake_resumed);
+                shared.stats.incr(&shared.stats.handshake_resumed);
             }
             shared.deliver(io, info, guard).await;
         }

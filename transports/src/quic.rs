@@ -11,7 +11,7 @@ use crate::framed::Io;
 use crate::limits::ConnLimits;
 use crate::listener::Shared;
 use crate::quic_tls::ServerHandshakeData;
-use crate::stats::{HandshakeFailure, TransportStats};
+use crate::stats::HandshakeFailure;
 use crate::{ALPN_IMGATE, ConnInfo, ListenerConfig, TransportError, TransportKind};
 
 /// Transport parameters for many small, mostly idle connections. Stream-slot maps dominate
@@ -83,21 +83,18 @@ pub(crate) async fn accept_loop(
 ) {
     let stats = &shared.stats;
     loop {
-        let (permit, waited) = limits.acquire().await;
-        if waited {
-            TransportStats::incr(&stats.global_limit_waits);
-        }
+        let permit = limits.acquire_counted(stats).await;
         let Some(incoming) = endpoint.accept().await else {
             return;
         };
-        TransportStats::incr(&stats.accepted);
+        stats.incr(&stats.accepted);
         let peer = incoming.remote_address();
         match limits.admit(permit, peer.ip()) {
             Ok(guard) => {
                 tokio::spawn(handshake(incoming, guard, Arc::clone(&shared)));
             }
             Err(e) => {
-                TransportStats::incr(&stats.rejected_per_ip);
+                stats.incr(&stats.rejected_per_ip);
                 tracing::debug!(client.addr = %peer, error = %e, "connection refused");
                 incoming.refuse();
             }
@@ -155,7 +152,7 @@ async fn handshake(
         }
     };
     if data.as_ref().is_some_and(|d| d.resumed) {
-        TransportStats::incr(&shared.stats.handshake_resumed);
+        shared.stats.incr(&shared.stats.handshake_resumed);
     }
     let info = ConnInfo {
         kind: TransportKind::Quic,

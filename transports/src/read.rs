@@ -47,7 +47,10 @@ pub(crate) enum ReadIo {
     /// Plain TCP: the socket in the connection's `ConnCore`.
     Tcp,
     /// Every other transport, boxed so that it does not widen the plain-TCP reader.
-    #[cfg_attr(not(any(feature = "tls", feature = "ws", test)), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
+        allow(dead_code)
+    )]
     Other(Box<OtherRead>),
 }
 
@@ -62,9 +65,9 @@ pub(crate) enum OtherRead {
     /// WebSocket: one binary message per frame.
     #[cfg(feature = "ws")]
     Ws(futures_util::stream::SplitStream<crate::ws::WsStream>),
-    /// Any byte stream (unit tests).
-    #[cfg(test)]
-    Test(std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>),
+    /// Any byte stream: the in-memory pipe (feature `pipe`) and unit tests.
+    #[cfg(any(feature = "pipe", test))]
+    Pipe(std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>),
 }
 
 impl ReadIo {
@@ -81,6 +84,11 @@ impl ReadIo {
     #[cfg(feature = "ws")]
     pub(crate) fn ws(stream: futures_util::stream::SplitStream<crate::ws::WsStream>) -> Self {
         Self::Other(Box::new(OtherRead::Ws(stream)))
+    }
+
+    #[cfg(feature = "pipe")]
+    pub(crate) fn pipe(read: tokio::io::ReadHalf<tokio::io::DuplexStream>) -> Self {
+        Self::Other(Box::new(OtherRead::Pipe(Box::pin(read))))
     }
 }
 
@@ -168,18 +176,21 @@ fn count_error(stats: &TransportStats, e: &TransportError) {
     match e {
         TransportError::Codec(CodecError::FrameTooLarge { .. })
         | TransportError::MessageTooLarge { .. } => {
-            TransportStats::incr(&stats.frame_too_large);
+            stats.incr(&stats.frame_too_large);
         }
-        TransportError::UnsupportedData => TransportStats::incr(&stats.unsupported_data),
+        TransportError::UnsupportedData => stats.incr(&stats.unsupported_data),
         TransportError::Codec(CodecError::Io(_)) => {}
-        TransportError::Codec(_) => TransportStats::incr(&stats.protocol_error),
+        TransportError::Codec(_) => stats.incr(&stats.protocol_error),
         #[cfg(feature = "ws")]
-        TransportError::WebSocket(_) => TransportStats::incr(&stats.protocol_error),
+        TransportError::WebSocket(_) => stats.incr(&stats.protocol_error),
         _ => {}
     }
 }
 
-#[cfg_attr(not(any(feature = "tls", test)), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "tls", feature = "pipe", test)),
+    allow(unused_variables)
+)]
 fn poll_other(
     other: &mut OtherRead,
     pending: &mut Option<Box<BytesMut>>,
@@ -198,8 +209,8 @@ fn poll_other(
         }
         #[cfg(feature = "ws")]
         OtherRead::Ws(ref mut stream) => poll_ws(stream, decoder, cx),
-        #[cfg(test)]
-        OtherRead::Test(ref mut read) => {
+        #[cfg(any(feature = "pipe", test))]
+        OtherRead::Pipe(ref mut read) => {
             poll_stream(pending, decoder, cx, |cx, buf| read_async(read, cx, buf))
         }
     }
@@ -235,7 +246,7 @@ fn read_tcp(tcp: &TcpStream, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::R
 }
 
 /// One read from an `AsyncRead`.
-#[cfg(any(feature = "tls", feature = "quic", test))]
+#[cfg(any(feature = "tls", feature = "quic", feature = "pipe", test))]
 fn read_async<R: tokio::io::AsyncRead + Unpin + ?Sized>(
     read: &mut R,
     cx: &mut Context<'_>,
@@ -335,7 +346,7 @@ mod tests {
     fn reader(io: tokio::io::DuplexStream) -> FrameReader {
         FrameReader::new(
             ConnCore::for_test(0),
-            ReadIo::Other(Box::new(OtherRead::Test(Box::pin(io)))),
+            ReadIo::Other(Box::new(OtherRead::Pipe(Box::pin(io)))),
             Arc::default(),
         )
     }

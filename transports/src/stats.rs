@@ -10,6 +10,8 @@ macro_rules! stats {
         #[derive(Debug, Default)]
         pub struct TransportStats {
             $($(#[$doc])* pub $name: AtomicU64,)*
+            /// Woken by every count, for [`TransportStats::wait_for`].
+            changed: tokio::sync::Notify,
         }
 
         /// A plain copy of [`TransportStats`] at one instant.
@@ -42,7 +44,8 @@ stats! {
     /// TLS handshakes (TLS, WSS, QUIC) that resumed an earlier session with a ticket instead
     /// of a full handshake.
     handshake_resumed,
-    /// Times the accept loop waited because the global connection limit was reached.
+    /// Times the accept loop waited because the global connection limit was reached
+    /// (counted as the wait begins).
     global_limit_waits,
     /// Connections refused because their IP address was at its limit.
     rejected_per_ip,
@@ -111,13 +114,30 @@ impl HandshakeFailure {
 }
 
 impl TransportStats {
-    pub(crate) fn incr(counter: &AtomicU64) {
+    /// Counts one event in `counter` (one of this struct's) and wakes the waiters.
+    pub(crate) fn incr(&self, counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the counters satisfy `check` and returns them: a test (or a probe) waits
+    /// for the count that proves what it needs instead of polling.
+    pub async fn wait_for(&self, mut check: impl FnMut(&StatsSnapshot) -> bool) -> StatsSnapshot {
+        loop {
+            // Registered before the counters are read, so a count in between still wakes us.
+            let mut changed = std::pin::pin!(self.changed.notified());
+            changed.as_mut().enable();
+            let snapshot = self.snapshot();
+            if check(&snapshot) {
+                return snapshot;
+            }
+            changed.await;
+        }
     }
 
     /// Counts a failed handshake under its reason.
     pub(crate) fn handshake_failed(&self, reason: HandshakeFailure) {
-        Self::incr(match reason {
+        self.incr(match reason {
             HandshakeFailure::Timeout => &self.handshake_timeout,
             HandshakeFailure::Tls => &self.handshake_tls,
             HandshakeFailure::Alpn => &self.handshake_alpn,

@@ -93,7 +93,10 @@ pub(crate) enum WriteIo {
     /// Plain TCP: the socket in the connection's `ConnCore`.
     Tcp,
     /// Every other transport, boxed so that it does not widen the plain-TCP writer.
-    #[cfg_attr(not(any(feature = "tls", feature = "ws", test)), allow(dead_code))]
+    #[cfg_attr(
+        not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
+        allow(dead_code)
+    )]
     Other(Box<OtherWrite>),
 }
 
@@ -111,9 +114,9 @@ pub(crate) enum OtherWrite {
     /// WebSocket.
     #[cfg(feature = "ws")]
     Ws(WsSink),
-    /// Any byte stream (unit tests).
-    #[cfg(test)]
-    Test(Pin<Box<dyn AsyncWrite + Send>>),
+    /// Any byte stream: the in-memory pipe (feature `pipe`) and unit tests.
+    #[cfg(any(feature = "pipe", test))]
+    Pipe(Pin<Box<dyn AsyncWrite + Send>>),
 }
 
 #[cfg(feature = "ws")]
@@ -134,6 +137,11 @@ impl WriteIo {
     #[cfg(feature = "ws")]
     pub(crate) fn ws(sink: WsSink) -> Self {
         Self::Other(Box::new(OtherWrite::Ws(sink)))
+    }
+
+    #[cfg(feature = "pipe")]
+    pub(crate) fn pipe(write: tokio::io::WriteHalf<tokio::io::DuplexStream>) -> Self {
+        Self::Other(Box::new(OtherWrite::Pipe(Box::pin(write))))
     }
 
     /// Whether frames go out as WebSocket messages (no length prefix).
@@ -367,7 +375,7 @@ impl Drop for FrameWriter {
 }
 
 #[cfg_attr(
-    not(any(feature = "tls", feature = "ws", test)),
+    not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
     allow(unused_variables)
 )]
 fn poll_flush_other(
@@ -387,8 +395,8 @@ fn poll_flush_other(
         }
         #[cfg(feature = "ws")]
         OtherWrite::Ws(ref mut sink) => poll_write_ws(sink, out, cx),
-        #[cfg(test)]
-        OtherWrite::Test(ref mut write) => {
+        #[cfg(any(feature = "pipe", test))]
+        OtherWrite::Pipe(ref mut write) => {
             poll_write_stream(&mut write.as_mut(), out, cx).map_err(TransportError::from_io)
         }
     }
@@ -423,8 +431,8 @@ async fn close_other(other: &mut OtherWrite, code: CloseCode, reason: &str) {
             let message = tokio_tungstenite::tungstenite::Message::Close(Some(frame));
             let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(message)).await;
         }
-        #[cfg(test)]
-        OtherWrite::Test(ref mut write) => {
+        #[cfg(any(feature = "pipe", test))]
+        OtherWrite::Pipe(ref mut write) => {
             let _ = tokio::io::AsyncWriteExt::shutdown(write).await;
         }
     }
@@ -606,7 +614,7 @@ mod tests {
         let encoder = Arc::new(FrameEncoder::default());
         let mut writer = FrameWriter::new(
             ConnCore::for_test(1 << 20),
-            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(io)))),
+            WriteIo::Other(Box::new(OtherWrite::Pipe(Box::pin(io)))),
             Arc::clone(&encoder),
         );
         let small: Frame = imgate_codec::Ping::default().into();
@@ -650,7 +658,7 @@ mod tests {
         };
         let mut writer = FrameWriter::new(
             ConnCore::for_test(1 << 20),
-            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(io)))),
+            WriteIo::Other(Box::new(OtherWrite::Pipe(Box::pin(io)))),
             Arc::new(FrameEncoder::default()),
         );
         let frame: Frame = imgate_codec::Ping::default().into();
@@ -725,7 +733,7 @@ mod tests {
     async fn a_burst_written_in_many_polls_is_not_held() {
         let mut writer = FrameWriter::new(
             ConnCore::for_test(1 << 20),
-            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(ChoppyWriter {
+            WriteIo::Other(Box::new(OtherWrite::Pipe(Box::pin(ChoppyWriter {
                 ready: false,
             })))),
             Arc::new(FrameEncoder::default()),
@@ -756,7 +764,7 @@ mod tests {
         };
         let mut writer = FrameWriter::new(
             ConnCore::for_test(100),
-            WriteIo::Other(Box::new(OtherWrite::Test(Box::pin(io)))),
+            WriteIo::Other(Box::new(OtherWrite::Pipe(Box::pin(io)))),
             Arc::default(),
         );
         let frame: Frame = imgate_codec::Deliver {

@@ -35,15 +35,22 @@ async fn accept_backs_off_on_emfile_and_recovers() {
         .send(&imgate_codec::Ping::default().into())
         .await
         .expect("send");
-    // The server cannot accept: it must back off (not spin, not die).
-    for _ in 0..200 {
-        if stats.snapshot().accept_errors >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let errors = stats.snapshot().accept_errors;
-    assert!((3..=20).contains(&errors), "accept errors: {errors}");
+    // The server cannot accept: it must back off (not spin, not die). Three failures after
+    // the first take at least its back-off of 10 + 20 + 40 ms; a spinning loop takes
+    // microseconds.
+    let counted = |n| stats.wait_for(move |s| s.accept_errors >= n);
+    tokio::time::timeout(Duration::from_secs(5), counted(1))
+        .await
+        .expect("accept fails");
+    let first = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), counted(4))
+        .await
+        .expect("accept keeps trying");
+    let backed_off = first.elapsed();
+    assert!(
+        backed_off >= Duration::from_millis(70),
+        "4 accept errors within {backed_off:?}: no back-off"
+    );
     drop(fillers);
     let mut conn = tokio::time::timeout(Duration::from_secs(5), listener.accept())
         .await

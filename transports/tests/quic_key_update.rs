@@ -107,7 +107,7 @@ async fn frames_flow_through_repeated_key_updates() {
     for _update in 0..forced {
         // quinn ignores a forced update while the previous one's old keys are still kept
         // (three probe timeouts after it was acknowledged); on loopback that is well under
-        // this pause.
+        // this pause. The scenario's pacing, not a synchronisation: quinn has no event for it.
         tokio::time::sleep(Duration::from_millis(400)).await;
         conn.force_key_update();
         for _ in 0..5 {

@@ -164,6 +164,9 @@ impl Drop for OpenConnection {
     }
 }
 
+/// What a client that connects (or has not said `Hello` yet) during a drain is told.
+const DRAINING: &str = "the server is draining; connect elsewhere";
+
 /// Waits for a valid `Hello` naming a configured app; refuses and closes otherwise.
 async fn handshake(
     handle: &GatewayHandle,
@@ -172,21 +175,24 @@ async fn handshake(
     config: &ServerConfig,
 ) -> Option<(Hello, Arc<App>)> {
     let handshake = Handshake::new(Instant::now(), config.handshake_timeout);
-    let first = tokio::time::timeout_at(handshake.poll_timeout(), reader.recv()).await;
+    let draining = || HandshakeRefused::new(CloseCode::GOING_AWAY, DRAINING);
+    let first = tokio::select! {
+        first = tokio::time::timeout_at(handshake.poll_timeout(), reader.recv()) => Some(first),
+        // A drain does not wait for a client that has not said `Hello` yet.
+        () = handle.shared.drain_started.cancelled() => None,
+    };
     let refusal = match first {
-        Err(_elapsed) => handshake.handle_timeout(Instant::now()),
-        Ok(Ok(Some(_))) if handle.is_draining() => Some(crate::session::HandshakeRefused::new(
-            CloseCode::GOING_AWAY,
-            "the server is draining; connect elsewhere",
-        )),
-        Ok(Ok(Some(_))) if !handle.shared.handshake_limit.try_take(Instant::now()) => {
+        None => Some(draining()),
+        Some(Err(_elapsed)) => handshake.handle_timeout(Instant::now()),
+        Some(Ok(Ok(Some(_)))) if handle.is_draining() => Some(draining()),
+        Some(Ok(Ok(Some(_)))) if !handle.shared.handshake_limit.try_take(Instant::now()) => {
             Metrics::count(&handle.metrics().limited, "handshake_rate");
             Some(crate::session::HandshakeRefused::new(
                 CloseCode::RATE_LIMITED,
                 "too many handshakes; retry with back-off",
             ))
         }
-        Ok(Ok(Some(frame))) => match handshake.handle_frame(frame) {
+        Some(Ok(Ok(Some(frame)))) => match handshake.handle_frame(frame) {
             Ok(hello) => {
                 let app_id = AppId::new(hello.app_id.as_str());
                 match handle.app(&app_id) {
@@ -199,8 +205,8 @@ async fn handshake(
             }
             Err(refused) => Some(refused),
         },
-        Ok(Ok(None)) => None,
-        Ok(Err(error)) => error
+        Some(Ok(Ok(None))) => None,
+        Some(Ok(Err(error))) => error
             .close_code()
             .map(|code| crate::session::HandshakeRefused::new(code, error.peer_message())),
     };

@@ -213,6 +213,7 @@ impl Driver {
             if let Some(code) = close.or(ended.then_some(CloseCode::NORMAL))
                 && let Some((_, mut writer, _open)) = connection.take()
             {
+                self.queue_last_frames(&mut writer);
                 Metrics::count(&self.handle.metrics().closes, code.name());
                 Box::pin(self.close(&mut writer, code)).await;
                 self.handle.shared.detached.notify_waiters();
@@ -362,6 +363,26 @@ impl Driver {
         output.events = std::iter::from_fn(|| session.poll_event()).collect();
         output.deadline = session.poll_timeout();
         output
+    }
+
+    /// Queues what the session still holds for a closing connection, past the high-water
+    /// mark, up to the `Error` or `GoAway` that says why: with a large frame queued ahead of
+    /// it, `collect` leaves that last frame in the session, and the close would go without it.
+    fn queue_last_frames(&self, writer: &mut FrameWriter) {
+        let mut session = self.cell.lock();
+        if session.generation() != self.generation {
+            return;
+        }
+        let now = Instant::now();
+        while let Some(frame) = session.poll_transmit(now) {
+            let last = matches!(
+                frame.kind,
+                Some(imgate_codec::Kind::Error(_) | imgate_codec::Kind::GoAway(_))
+            );
+            if writer.queue(&frame).is_err() || last {
+                break;
+            }
+        }
     }
 
     /// Waits for input on an attached connection, a wake-up, or the next timer (the session's

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use imgate_transports::{Listener, ListenerConfig, TransportError, TransportKind};
+use imgate_transports::{FramedConn, Listener, ListenerConfig, TransportError, TransportKind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -225,6 +225,15 @@ impl RunningGateway {
         self.addrs.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
     }
 
+    /// Serves a connection accepted outside the gateway's listeners exactly as a listener's
+    /// own (the same handshake, session driver, limits and drain), e.g. the server side of
+    /// an in-memory `FramedConn::pipe` (`imgate-transports` feature `pipe`), which lets a
+    /// test or a fuzz target run the runtime on tokio's paused clock. Its frame limits are
+    /// those it was built with, as a listener's connections get the listener's.
+    pub fn serve(&self, conn: FramedConn) {
+        serve_connection(&self.handle, conn);
+    }
+
     /// Stops accepting and ends every connection and session at once (no drain).
     pub async fn shutdown(mut self) {
         self.stop_accepting().await;
@@ -247,6 +256,7 @@ impl RunningGateway {
         let deadline = tokio::time::Instant::now() + grace;
         let shared = std::sync::Arc::clone(&self.handle.shared);
         shared.draining.store(true, Ordering::Relaxed);
+        shared.drain_started.cancel();
         self.stop_accepting().await;
         let sessions = shared.registry.all_sessions();
         let now = tokio::time::Instant::now();
@@ -387,22 +397,25 @@ async fn accept_loop(
     loop {
         tokio::select! {
             conn = listener.accept() => match conn {
-                Some(conn) => {
-                    // Every event of the connection carries its peer and transport.
-                    let span = tracing::info_span!(
-                        "conn",
-                        client.addr = %conn.info().peer,
-                        transport = %conn.info().kind,
-                        session.id = tracing::field::Empty,
-                    );
-                    let (reader, writer) = conn.split();
-                    handle.spawn(connection::serve(handle.clone(), reader, writer).instrument(span));
-                }
+                Some(conn) => serve_connection(&handle, conn),
                 None => break,
             },
             _ = stop.changed() => break,
         }
     }
+}
+
+/// Spawns the task serving one handshaken connection: `Hello`, then its session's driver.
+fn serve_connection(handle: &GatewayHandle, conn: FramedConn) {
+    // Every event of the connection carries its peer and transport.
+    let span = tracing::info_span!(
+        "conn",
+        client.addr = %conn.info().peer,
+        transport = %conn.info().kind,
+        session.id = tracing::field::Empty,
+    );
+    let (reader, writer) = conn.split();
+    handle.spawn(connection::serve(handle.clone(), reader, writer).instrument(span));
 }
 
 #[cfg(test)]

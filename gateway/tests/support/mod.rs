@@ -19,6 +19,7 @@ use imgate_transports::{Connector, ConnectorConfig, FramedConn, ListenerConfig, 
 use rustls::RootCertStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod pipe;
 pub mod process;
 
 /// Users `alice`, `bob`, `carol` with tokens `tok-<user>`.

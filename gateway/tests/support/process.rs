@@ -25,17 +25,29 @@ impl Server {
     }
 
     /// Waits (bounded) for the process to exit; its status.
+    ///
+    /// A thread blocks in `waitid(WNOWAIT)` until the exit, which leaves the process for
+    /// `Child` to reap: the test wakes on the exit itself, not on a poll.
     pub async fn exited(&mut self, within: std::time::Duration) -> std::process::ExitStatus {
-        tokio::time::timeout(within, async {
-            loop {
-                if let Some(status) = self.0.try_wait().expect("wait") {
-                    return status;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("imgate exits in time")
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32).expect("a child's pid");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let options =
+                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT;
+            let _ = tx.send(rustix::process::waitid(
+                rustix::process::WaitId::Pid(pid),
+                options,
+            ));
+        });
+        let waited = tokio::time::timeout(within, rx)
+            .await
+            .expect("imgate exits in time")
+            .expect("the waiting thread answers");
+        waited.expect("waitid");
+        self.0
+            .try_wait()
+            .expect("wait")
+            .expect("an exited child has a status")
     }
 }
 

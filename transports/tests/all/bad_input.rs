@@ -43,13 +43,12 @@ async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
 }
 
 async fn wait_for(stats: &TransportStats, check: impl Fn(&StatsSnapshot) -> bool) {
-    for _ in 0..500 {
-        if check(&stats.snapshot()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if tokio::time::timeout(WAIT, stats.wait_for(check))
+        .await
+        .is_err()
+    {
+        panic!("counter never moved: {:?}", stats.snapshot());
     }
-    panic!("counter never moved: {:?}", stats.snapshot());
 }
 
 #[cfg(feature = "tls")]

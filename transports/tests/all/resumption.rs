@@ -137,13 +137,9 @@ async fn a_tls12_client_resumes_on_another_node_with_shared_keys() {
         ]
     );
     // The server counts it once the connection is handed over.
-    tokio::time::timeout(WAIT, async {
-        while stats_b.snapshot().handshake_resumed == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("counted as resumed");
+    tokio::time::timeout(WAIT, stats_b.wait_for(|s| s.handshake_resumed > 0))
+        .await
+        .expect("counted as resumed");
 }
 
 /// A phone on QUIC that moves to another node resumes there too.
