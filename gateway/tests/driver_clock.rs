@@ -16,6 +16,7 @@ use imgate::offline::PushTrigger;
 use imgate::session::SessionConfig;
 use imgate::{RunningGateway, ServerConfig};
 use imgate_codec::{Ack, CloseCode, GoAwayReason, Kind, Ping};
+use imgate_transports::FramedConn;
 use support::pipe::{clocked, next, next_kind, pending, pipe, pipe_holding, start_piped};
 use support::{app, hello};
 use tokio::time::{Instant, sleep_until};
@@ -162,12 +163,32 @@ async fn a_client_that_never_says_hello_is_refused_exactly_at_the_handshake_dead
     gw.shutdown().await;
 }
 
+/// A connected client that holds `n` messages it has not acknowledged.
+async fn client_holding(
+    gw: &RunningGateway,
+    token: &str,
+    user: &str,
+    n: usize,
+) -> (FramedConn, u64) {
+    let mut conn = pipe(gw);
+    hello(&mut conn, token, None).await;
+    let mut last = 0;
+    for _ in 0..n {
+        deliver(gw, user, "held").await;
+        let Kind::Deliver(d) = next_kind(&mut conn).await else {
+            panic!("expected a Deliver")
+        };
+        last = d.seq;
+    }
+    (conn, last)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_drain_sends_go_away_at_once_and_closes_a_lingering_client_exactly_at_the_grace() {
     let grace = Duration::from_secs(5);
     let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;
-    let mut stays = pipe(&gw);
-    hello(&mut stays, "tok-alice", None).await;
+    // It holds a message it never acknowledges, so only the grace ends its connection.
+    let (mut stays, _) = client_holding(&gw, "tok-alice", "alice", 1).await;
     let started = Instant::now();
     let drain = tokio::spawn(gw.drain(grace, Duration::from_secs(1)));
 
@@ -198,6 +219,47 @@ async fn a_drain_sends_go_away_at_once_and_closes_a_lingering_client_exactly_at_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_drain_closes_a_client_holding_nothing_at_once_and_one_holding_messages_at_its_ack() {
+    let grace = Duration::from_secs(30);
+    let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;
+    let (mut idle, _) = client_holding(&gw, "tok-alice", "alice", 0).await;
+    let (mut reader, last) = client_holding(&gw, "tok-bob", "bob", 2).await;
+    let started = Instant::now();
+    let drain = tokio::spawn(gw.drain(grace, Duration::ZERO));
+
+    assert!(matches!(next_kind(&mut idle).await, Kind::GoAway(_)));
+    assert!(next(&mut idle).await.is_none(), "closed after the GoAway");
+    assert_eq!(
+        Instant::now(),
+        started,
+        "nothing held: closed at the drain's start"
+    );
+
+    assert!(matches!(next_kind(&mut reader).await, Kind::GoAway(_)));
+    sleep_until(started + Duration::from_secs(2)).await;
+    reader
+        .send(&Ack { seq: last - 1 }.into())
+        .await
+        .expect("partial ack");
+    sleep_until(started + Duration::from_secs(3)).await;
+    assert!(!pending(&mut reader), "one message still held: still open");
+    reader.send(&Ack { seq: last }.into()).await.expect("ack");
+    assert!(
+        next(&mut reader).await.is_none(),
+        "closed once it holds nothing"
+    );
+    assert_eq!(Instant::now(), started + Duration::from_secs(3));
+    let report = drain.await.expect("drain");
+    assert_eq!(
+        Instant::now(),
+        started + Duration::from_secs(3),
+        "the drain ends with the last close, not at the grace"
+    );
+    assert_eq!(report.messages_handed_offline, 0, "{report}");
+    assert!(report.clean, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_connection_yet_to_say_hello_is_refused_going_away_when_a_drain_starts() {
     let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;
     let mut late = pipe(&gw);
@@ -220,12 +282,16 @@ async fn a_connection_yet_to_say_hello_is_refused_going_away_when_a_drain_starts
 async fn a_drain_ends_as_soon_as_the_last_client_leaves() {
     let grace = Duration::from_secs(30);
     let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;
-    let mut leaves = pipe(&gw);
-    hello(&mut leaves, "tok-bob", None).await;
+    // It holds a message, so the drain waits for it; it leaves without acknowledging.
+    let (mut leaves, _) = client_holding(&gw, "tok-bob", "bob", 1).await;
     let started = Instant::now();
     let drain = tokio::spawn(gw.drain(grace, Duration::ZERO));
     assert!(matches!(next_kind(&mut leaves).await, Kind::GoAway(_)));
     sleep_until(started + Duration::from_secs(2)).await;
+    assert!(
+        !pending(&mut leaves),
+        "still open while it holds the message"
+    );
     drop(leaves);
     let report = drain.await.expect("drain");
     assert_eq!(

@@ -25,7 +25,11 @@ fn run(dir: &Path, program: &str, args: &[&str]) {
                  npm on the PATH (or set IMGATE_SKIP_NODE=1 to skip them)"
             )
         });
-    assert!(status.success(), "`{program} {}` failed: {status}", args.join(" "));
+    assert!(
+        status.success(),
+        "`{program} {}` failed: {status}",
+        args.join(" ")
+    );
 }
 
 #[test]
