@@ -507,7 +507,7 @@ async fn an_undelivered_notice_is_done_only_once_the_webhook_took_it() {
     }];
     let (app, user) = (AppId::new("chat"), UserId::new("bob"));
     let mut notice = backend.on_undelivered(
-        &handle,
+        handle,
         &app,
         &user,
         &messages,
