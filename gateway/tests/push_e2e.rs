@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,14 +19,13 @@ use imgate::session::{SessionConfig, Upstream};
 use imgate::{App, GatewayHandle, RunningGateway};
 use imgate_codec::{Ack, Frame, Kind, Ping, PushProvider, ReceiptStatus, RegisterPush};
 use imgate_push::mock::{
-    ApnsRecord, ApnsReply, ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig,
-    RsaTestKey, TestPki,
+    ApnsRecord, ApnsReply, ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig, TestPki,
 };
 use imgate_push::{ApnsConfig, ConnOptions, DispatcherConfig, FcmConfig, RetryPolicy};
 use imgate_transports::FramedConn;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use support::{connect, hello_frame, login, recv, start_app};
+use support::{connect, hello_frame, login, recv, rsa_key, start_app};
 use tokio::sync::watch;
 
 const APP: &str = "chat";
@@ -138,28 +137,6 @@ fn apns_settings(url: &str, ca_pem: &str, key: &ApnsTestKey) -> ApnsSettings {
         topic: TOPIC.into(),
         environment: ApnsEnvironment::Custom,
     }
-}
-
-/// One RSA key per test process, cached in Cargo's per-target temp dir (generation is slow).
-fn rsa_key() -> &'static RsaTestKey {
-    static KEY: OnceLock<RsaTestKey> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let (private, public) = (dir.join("gw-push-rsa.pem"), dir.join("gw-push-rsa.pub.pem"));
-        if let (Ok(private_pem), Ok(public_pem)) = (
-            std::fs::read_to_string(&private),
-            std::fs::read_to_string(&public),
-        ) {
-            return RsaTestKey {
-                private_pem,
-                public_pem,
-            };
-        }
-        let key = RsaTestKey::generate().expect("RSA key");
-        let _ = std::fs::write(&private, &key.private_pem);
-        let _ = std::fs::write(&public, &key.public_pem);
-        key
-    })
 }
 
 async fn gateway(push: &PushService, backend: Arc<TestBackend>) -> RunningGateway {

@@ -1,0 +1,234 @@
+//! Faults of the process: SIGTERM and SIGKILL with unacknowledged messages, SIGKILL with
+//! undelivered notices the webhook had not taken, SIGKILL and SIGTERM with pushes queued
+//! behind a provider answering 503.
+
+use std::time::Duration;
+
+use imgate_codec::{Deliver, GoAwayReason, Kind};
+use imgate_push::mock::ApnsReply;
+
+use crate::N;
+use crate::device;
+use crate::hook::Hook;
+use crate::ledger::Ledger;
+use crate::node::{Node, Setup, case_dir};
+use crate::providers::{Apns, apns_pushed, port_of};
+use crate::support::recv;
+
+/// How many of the messages the device read before the fault.
+const READ_BEFORE: usize = 400;
+
+/// After the restart: Bob resumes from the `read` he holds (`welcome` is his session's)
+/// and gets exactly the rest, in order, and acknowledges them; every message acknowledged,
+/// none reported.
+async fn resumed_and_acknowledged(
+    case: &str,
+    node: &Node,
+    hook: &Hook,
+    delivered: Vec<u64>,
+    welcome: &imgate_codec::Welcome,
+    mut read: Vec<Deliver>,
+) {
+    let last = read.last().map_or(0, |d| d.seq);
+    let mut bob = device::connect(node.tcp, "bob", Some((welcome, last))).await;
+    assert!(bob.welcome.resumed, "{:?}", bob.welcome);
+    let rest = bob.read(N - read.len()).await;
+    assert_eq!(rest[0].seq, last + 1, "resumed right after what he held");
+    read.extend(rest);
+    bob.ack(read[N - 1].seq).await;
+    bob.round_trip().await;
+    let mut ledger = Ledger::default();
+    ledger.delivered(delivered);
+    ledger.acked_delivers(&read);
+    ledger.reports(&hook.taken());
+    let tally = ledger.tally(case);
+    assert_eq!((tally.acked, tally.reported), (N, 0));
+}
+
+#[tokio::test]
+async fn sigterm_with_unacknowledged_messages_loses_none() {
+    let hook = Hook::start(true).await;
+    let dir = case_dir("sigterm");
+    let setup = Setup::new(hook.url());
+    let config = setup.write(&dir);
+    let mut node = Node::start(&config);
+    let mut bob = device::connect(node.tcp, "bob", None).await;
+    let delivered = node.deliver("bob", "sigterm", N, 0).await;
+    let read = bob.read(READ_BEFORE).await;
+
+    node.server.signal("TERM");
+    // Bob stays connected after the GoAway: what was on its way still arrives (he sets it
+    // aside, unprocessed), and his ack of what he processed is taken before he leaves.
+    loop {
+        match recv(&mut bob.conn).await {
+            Kind::GoAway(g) => {
+                assert_eq!(g.reason(), GoAwayReason::Drain);
+                break;
+            }
+            Kind::Deliver(d) => assert!(d.seq as usize > READ_BEFORE),
+            other => panic!("expected GoAway, got {other:?}"),
+        }
+    }
+    bob.ack(read[READ_BEFORE - 1].seq).await;
+    let welcome = bob.welcome.clone();
+    drop(bob);
+    let report = node.drained().await;
+    eprintln!("fault case SIGTERM: drain report {report}");
+    assert!(report.contains("kept=1"), "{report}");
+    assert!(
+        report.contains(&format!("messages_kept={}", N - READ_BEFORE)),
+        "the ack after the GoAway counted: {report}"
+    );
+    assert!(report.contains("clean=true"), "{report}");
+
+    let node = Node::start(&config);
+    resumed_and_acknowledged(
+        "SIGTERM, unacknowledged",
+        &node,
+        &hook,
+        delivered.ids,
+        &welcome,
+        read,
+    )
+    .await;
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigkill_with_unacknowledged_messages_then_restart_and_resume_loses_none() {
+    let hook = Hook::start(true).await;
+    let dir = case_dir("sigkill");
+    let config = Setup::new(hook.url()).write(&dir);
+    let node = Node::start(&config);
+    let mut bob = device::connect(node.tcp, "bob", None).await;
+    let delivered = node.deliver("bob", "sigkill", N, 0).await;
+    let read = bob.read(READ_BEFORE).await;
+    let welcome = bob.welcome.clone();
+    node.kill().await;
+    drop(bob);
+
+    let node = Node::start(&config);
+    resumed_and_acknowledged(
+        "SIGKILL, unacknowledged, resume",
+        &node,
+        &hook,
+        delivered.ids,
+        &welcome,
+        read,
+    )
+    .await;
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bob's session ends with 1,000 unacknowledged messages while the webhook takes nothing;
+/// the process is killed with the notices unanswered. After the restart the session is
+/// restored from the store and, its window over again, reported to the (now answering)
+/// webhook: nothing the webhook never took is forgotten.
+#[tokio::test]
+async fn sigkill_with_undelivered_notices_not_yet_taken_loses_none() {
+    let stuck = Hook::start(false).await;
+    let dir = case_dir("untaken");
+    let mut setup = Setup::new(stuck.url());
+    setup.resume_window_secs = 1;
+    let node = Node::start(&setup.write(&dir));
+    let bob = device::connect(node.tcp, "bob", None).await;
+    let delivered = node.deliver("bob", "untaken", N, 0).await;
+    drop(bob);
+    // The session ends after its window; its report reaches the webhook, which holds it.
+    stuck.until_seen(N).await;
+    node.kill().await;
+    assert!(stuck.taken().is_empty());
+    drop(stuck);
+
+    let hook = Hook::start(true).await;
+    setup.webhook = hook.url();
+    let node = Node::start(&setup.write(&dir));
+    hook.until_taken(N, Duration::from_secs(30)).await;
+    let mut ledger = Ledger::default();
+    ledger.delivered(delivered.ids);
+    ledger.reports(&hook.taken());
+    let tally = ledger.tally("SIGKILL, notices not taken");
+    assert_eq!(tally.reported, N);
+    assert!(hook.taken().iter().all(|r| r.reason == "session_ended"));
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bob has a push token and no session; the provider answers 503 to every push, so 1,000
+/// pushes wait in the queue (retried with back-off) when the process stops. After the
+/// restart, the provider healthy, each is pushed exactly once; the sends in flight when the
+/// process stopped (their 503 never processed) are sent again and counted in
+/// `push_resent_after_restart_total`.
+async fn pushes_queued_then(signal: &str) {
+    let hook = Hook::start(true).await;
+    let apns = Apns::new();
+    let dir = case_dir(&format!("queued-{signal}"));
+    let failing = apns.start(0).await;
+    failing.script(
+        &token(),
+        std::iter::repeat_n(ApnsReply::ServiceUnavailable(None), 4 * N),
+    );
+    let mut setup = Setup::new(hook.url());
+    setup.apns = Some(apns.section(&dir, &failing.url()));
+    setup.resume_window_secs = 0;
+    let config = setup.write(&dir);
+    let node = Node::start(&config);
+    let mut bob = device::connect(node.tcp, "bob", None).await;
+    bob.register_apns(&token()).await;
+    drop(bob);
+    hook.until_ended("bob").await;
+
+    let delivered = node.deliver("bob", &format!("queued-{signal}"), N, 0).await;
+    tokio::time::timeout(Duration::from_secs(60), failing.answered(N as u64))
+        .await
+        .expect("every push tried once and refused");
+    assert!(apns_pushed(&failing).is_empty(), "503 is not a push");
+    match signal {
+        "KILL" => node.kill().await,
+        _ => {
+            let report = node.terminate().await;
+            assert!(report.contains("clean=true"), "{report}");
+        }
+    }
+    let port = port_of(&failing.url());
+    drop(failing);
+
+    let healthy = apns.start(port).await;
+    let node = Node::start(&config);
+    tokio::time::timeout(Duration::from_secs(60), healthy.answered(N as u64))
+        .await
+        .expect("every queued push sent after the restart");
+    node.until_metric("push_queue_depth", &[], |v| v == 0.0)
+        .await;
+    let resent = node.metric("push_resent_after_restart_total", &[]).await;
+    hook.until_taken(N, Duration::from_secs(30)).await;
+    let mut ledger = Ledger::default();
+    ledger.delivered(delivered.ids);
+    ledger.pushed(apns_pushed(&healthy));
+    ledger.reports(&hook.taken());
+    let tally = ledger.tally(&format!("SIG{signal}, pushes queued behind 503"));
+    eprintln!("fault case SIG{signal}, pushes queued: push_resent_after_restart_total={resent}");
+    assert_eq!((tally.pushed, tally.reported), (N, N));
+    assert_eq!(tally.push_duplicates, 0, "{:?}", ledger.pushed_twice());
+    // The sends whose answer the process never processed (in flight when it stopped) are
+    // sent again and counted; they were all refused (503), so none is a second push.
+    assert!(resent <= N as f64, "{resent}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn token() -> String {
+    format!("{:064x}", 0xb0b)
+}
+
+#[tokio::test]
+async fn sigkill_with_pushes_queued_sends_each_once_after_the_restart() {
+    pushes_queued_then("KILL").await;
+}
+
+#[tokio::test]
+async fn sigterm_with_pushes_queued_sends_each_once_after_the_restart() {
+    pushes_queued_then("TERM").await;
+}
