@@ -134,10 +134,15 @@ async fn sigkill_with_undelivered_notices_not_yet_taken_loses_none() {
     setup.resume_window_secs = 1;
     let node = Node::start(&setup.write(&dir));
     let bob = device::connect(node.tcp, "bob", None).await;
+    let mut carol = device::connect(node.tcp, "carol", None).await;
     let delivered = node.deliver("bob", "untaken", N, 0).await;
     drop(bob);
     // The session ends after its window; its report reaches the webhook, which holds it.
     stuck.until_seen(N).await;
+    // A barrier: a delivery is answered once it is committed, and the store commits in
+    // order, so whatever the gateway wrote about Bob's end is on disk before the kill.
+    let barrier = node.deliver("carol", "barrier", 1, 0).await;
+    assert_eq!(carol.read(1).await[0].message_id, barrier.ids[0]);
     node.kill().await;
     assert!(stuck.taken().is_empty());
     drop(stuck);
