@@ -135,6 +135,24 @@ impl Hook {
         .await;
     }
 
+    /// Waits (`within` at most) until the hook has taken notices naming `n` of `user`'s
+    /// messages.
+    pub(crate) async fn until_taken_for(&self, user: &str, n: usize, within: Duration) {
+        self.until(
+            &format!("{n} of {user}'s messages reported"),
+            within,
+            |log| {
+                log.taken
+                    .iter()
+                    .filter(|r| r.user == user)
+                    .map(|r| r.messages.len())
+                    .sum::<usize>()
+                    >= n
+            },
+        )
+        .await;
+    }
+
     /// Waits until the hook has received (not necessarily taken) notices naming `n`
     /// messages.
     pub(crate) async fn until_seen(&self, n: usize) {

@@ -142,7 +142,10 @@ async fn sigkill_with_undelivered_notices_not_yet_taken_loses_none() {
     // A barrier: a delivery is answered once it is committed, and the store commits in
     // order, so whatever the gateway wrote about Bob's end is on disk before the kill.
     let barrier = node.deliver("carol", "barrier", 1, 0).await;
-    assert_eq!(carol.read(1).await[0].message_id, barrier.ids[0]);
+    let taken = carol.read(1).await;
+    assert_eq!(taken[0].message_id, barrier.ids[0]);
+    carol.ack(taken[0].seq).await;
+    carol.round_trip().await;
     node.kill().await;
     assert!(stuck.taken().is_empty());
     drop(stuck);
@@ -150,13 +153,16 @@ async fn sigkill_with_undelivered_notices_not_yet_taken_loses_none() {
     let hook = Hook::start(true).await;
     setup.webhook = hook.url();
     let node = Node::start(&setup.write(&dir));
-    hook.until_taken(N, Duration::from_secs(30)).await;
+    hook.until_taken_for("bob", N, Duration::from_secs(30))
+        .await;
     let mut ledger = Ledger::default();
     ledger.delivered(delivered.ids);
-    ledger.reports(&hook.taken());
+    // Carol's barrier is hers (acknowledged; reported too if her ack missed the kill).
+    let bob_reports = hook.taken_for("bob");
+    ledger.reports(&bob_reports);
     let tally = ledger.tally("SIGKILL, notices not taken");
     assert_eq!(tally.reported, N);
-    assert!(hook.taken().iter().all(|r| r.reason == "session_ended"));
+    assert!(bob_reports.iter().all(|r| r.reason == "session_ended"));
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
