@@ -71,9 +71,17 @@ pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
     fn attach_presence(&self, _presence: Arc<dyn Presence>) {}
 
     /// Resolves once every push asked for so far is durable in the push queue (and the
-    /// policy's own notices are handed over): a drain awaits it before the process exits.
+    /// policy's own notices are handed over).
     fn flush(&self) -> crate::backend::BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    /// The gateway is going away (the end of a drain): everything asked for so far is made
+    /// durable as by [`PushPolicy::flush`], the sends in flight are finished so that no
+    /// provider's answer is lost to the exit (a lost answer means a second push after the
+    /// restart), and nothing more is sent. Defaults to [`PushPolicy::flush`].
+    fn stop(&self) -> crate::backend::BoxFuture<'_, ()> {
+        self.flush()
     }
 
     /// A client registers its push token. Return an error message to reject it.

@@ -536,6 +536,14 @@ impl PushPolicy for PushService {
         })
     }
 
+    fn stop(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            PushPolicy::flush(self).await;
+            // Waits for the sends in flight; their outcomes are committed as the queue closes.
+            self.shutdown().await;
+        })
+    }
+
     fn acked(&self, identity: &Identity, messages: &[MessageId]) {
         if identity.app == self.inner.app {
             self.send(Command::Acked {
