@@ -2,6 +2,7 @@
 //! undelivered notices the webhook had not taken, SIGKILL and SIGTERM with pushes queued
 //! behind a provider answering 503.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use imgate_codec::{Deliver, GoAwayReason, Kind};
@@ -181,16 +182,7 @@ async fn pushes_queued_then(signal: &str) {
         &token(),
         std::iter::repeat_n(ApnsReply::ServiceUnavailable(None), 4 * N),
     );
-    let mut setup = Setup::new(hook.url());
-    setup.apns = Some(apns.section(&dir, &failing.url()));
-    setup.resume_window_secs = 0;
-    let config = setup.write(&dir);
-    let node = Node::start(&config);
-    let mut bob = device::connect(node.tcp, "bob", None).await;
-    bob.register_apns(&token()).await;
-    drop(bob);
-    hook.until_ended("bob").await;
-
+    let (config, node) = sessionless_bob_on_apns(&hook, &apns, &dir, &failing.url()).await;
     let delivered = node.deliver("bob", &format!("queued-{signal}"), N, 0).await;
     tokio::time::timeout(Duration::from_secs(60), failing.answered(N as u64))
         .await
@@ -235,8 +227,111 @@ async fn pushes_queued_then(signal: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Bob's APNs token.
 fn token() -> String {
     format!("{:064x}", 0xb0b)
+}
+
+/// A node pushing to the mock APNs at `url`, where Bob registered his token and left for
+/// good (no session); its config and the node.
+async fn sessionless_bob_on_apns(
+    hook: &Hook,
+    apns: &Apns,
+    dir: &Path,
+    url: &str,
+) -> (PathBuf, Node) {
+    let mut setup = Setup::new(hook.url());
+    setup.apns = Some(apns.section(dir, url));
+    setup.resume_window_secs = 0;
+    let config = setup.write(dir);
+    let node = Node::start(&config);
+    let mut bob = device::connect(node.tcp, "bob", None).await;
+    bob.register_apns(&token()).await;
+    drop(bob);
+    hook.until_ended("bob").await;
+    (config, node)
+}
+
+/// Ids of the pushes `apns` recorded but never answered: the provider took them, their
+/// answer is lost.
+fn unanswered(apns: &imgate_push::mock::MockApns) -> Vec<u64> {
+    apns.requests()
+        .iter()
+        .filter(|r| r.status == 0)
+        .map(|r| {
+            let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+            body["message_id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .expect("message id")
+        })
+        .collect()
+}
+
+/// The provider takes the first 25 pushes without ever answering (as if its answers were lost
+/// on the way), the rest with 200; the process is killed. After the restart exactly the sends
+/// whose answer the process never had are sent again: every unanswered push is pushed a
+/// second time, every second push is counted in `push_resent_after_restart_total`, and
+/// nothing else is pushed twice.
+#[tokio::test]
+async fn sigkill_with_provider_answers_lost_resends_only_those_and_counts_them() {
+    const LOST: usize = 25;
+    let hook = Hook::start(true).await;
+    let apns = Apns::new();
+    let dir = case_dir("answers-lost");
+    let first = apns.start(0).await;
+    first.script(&token(), std::iter::repeat_n(ApnsReply::NoAnswer, LOST));
+    let (config, node) = sessionless_bob_on_apns(&hook, &apns, &dir, &first.url()).await;
+    let delivered = node.deliver("bob", "answers-lost", N, 0).await;
+    tokio::time::timeout(Duration::from_secs(60), first.answered(N as u64))
+        .await
+        .expect("every push taken once");
+    node.kill().await;
+    let lost = unanswered(&first);
+    assert_eq!(lost.len(), LOST);
+    let mut ledger = Ledger::default();
+    ledger.delivered(delivered.ids);
+    // A push the provider took counts, answered or not.
+    ledger.pushed(apns_pushed(&first));
+    ledger.pushed(lost.iter().copied());
+    let port = port_of(&first.url());
+    drop(first);
+
+    let second = apns.start(port).await;
+    let node = Node::start(&config);
+    tokio::time::timeout(Duration::from_secs(60), second.answered(LOST as u64))
+        .await
+        .expect("the unanswered pushes sent again");
+    node.until_metric("push_queue_depth", &[], |v| v == 0.0)
+        .await;
+    let resent = node.metric("push_resent_after_restart_total", &[]).await;
+    hook.until_taken(N, Duration::from_secs(30)).await;
+    ledger.pushed(apns_pushed(&second));
+    ledger.reports(&hook.taken());
+    let tally = ledger.tally("SIGKILL, provider answers lost");
+    eprintln!(
+        "fault case SIGKILL, provider answers lost: {LOST} unanswered, {} pushed twice, \
+         push_resent_after_restart_total={resent}",
+        tally.push_duplicates
+    );
+    assert_eq!((tally.pushed, tally.reported), (N, N));
+    let twice = ledger.pushed_twice();
+    assert!(
+        lost.iter().all(|id| twice.contains(id)),
+        "every unanswered push resent"
+    );
+    assert!(
+        tally.push_duplicates as f64 <= resent,
+        "every second push counted: {} > {resent}",
+        tally.push_duplicates
+    );
+    assert_eq!(
+        resent,
+        second.request_count() as f64,
+        "only resends after the restart"
+    );
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
