@@ -93,8 +93,9 @@ async fn dropped_device_that_stays_away_is_pushed_then_reported() {
 
 /// A burst of 1,000 to a device that stopped reading (its socket open: no FIN, no reads,
 /// no acks; the kernel keeps the bytes it can): every message is pushed within the ack
-/// time-out plus one second of its delivery, with the push queue's files on disk.
-#[tokio::test]
+/// time-out plus one second of its delivery, with the push queue's files on disk. (Two
+/// workers: the mock FCM answers on one while this test watches its answers on the other.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_dead_device_is_pushed_within_ack_timeout_plus_1s() {
     let hook = Hook::start(true).await;
     let fcm = providers::fcm().await;
