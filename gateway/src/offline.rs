@@ -18,7 +18,8 @@ pub enum PushTrigger {
     /// A detached session outlived the push grace period with these messages pending, or a
     /// message arrived for a session already past it.
     DetachedGrace,
-    /// Transmitted but not acknowledged within the ack time-out (a half-dead socket).
+    /// Not acknowledged within the ack time-out by an attached client, transmitted or still
+    /// waiting behind its socket (a half-dead socket).
     AckTimeout,
     /// The session ended with these messages unacknowledged, or could not take them (its
     /// buffer was full, or a message is larger than its client's frame limit).

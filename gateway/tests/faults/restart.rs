@@ -200,9 +200,20 @@ async fn pushes_queued_then(signal: &str) {
 
     let healthy = apns.start(port).await;
     let node = Node::start(&config);
-    tokio::time::timeout(Duration::from_secs(60), healthy.answered(N as u64))
+    if tokio::time::timeout(Duration::from_secs(60), healthy.answered(N as u64))
         .await
-        .expect("every queued push sent after the restart");
+        .is_err()
+    {
+        let (_, metrics) = crate::support::http(node.admin, "GET", "/metrics", "").await;
+        let push: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("push_") && !l.contains("_bucket"))
+            .collect();
+        panic!(
+            "{} of {N} queued pushes sent within 60 s of the restart: {push:#?}",
+            healthy.request_count()
+        );
+    }
     node.until_metric("push_queue_depth", &[], |v| v == 0.0)
         .await;
     let resent = node.metric("push_resent_after_restart_total", &[]).await;
