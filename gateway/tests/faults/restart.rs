@@ -168,11 +168,12 @@ async fn sigkill_with_undelivered_notices_not_yet_taken_loses_none() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Bob has a push token and no session; the provider answers 503 to every push, so 1,000
-/// pushes wait in the queue (retried with back-off) when the process stops. After the
-/// restart, the provider healthy, each is pushed exactly once. After SIGKILL the sends in
-/// flight at the kill (their 503 never processed) are sent again and counted in
-/// `push_resent_after_restart_total`; after SIGTERM the drain let them finish: none.
+/// Bob has a push token and no session; the provider answers 503 to the first attempt of
+/// every push (a retry, one back-off later, would succeed), so about 1,000 pushes wait in
+/// the queue when the process stops. After the restart, the provider healthy, every message
+/// is pushed, and pushed twice only where the process never had the provider's answer:
+/// after SIGKILL those resends are counted in `push_resent_after_restart_total`; after
+/// SIGTERM the drain let the sends in flight finish: none.
 async fn pushes_queued_then(signal: &str) {
     let hook = Hook::start(true).await;
     let apns = Apns::new();
@@ -180,14 +181,13 @@ async fn pushes_queued_then(signal: &str) {
     let failing = apns.start(0).await;
     failing.script(
         &token(),
-        std::iter::repeat_n(ApnsReply::ServiceUnavailable(None), 4 * N),
+        std::iter::repeat_n(ApnsReply::ServiceUnavailable(None), N),
     );
     let (config, node) = sessionless_bob_on_apns(&hook, &apns, &dir, &failing.url()).await;
     let delivered = node.deliver("bob", &format!("queued-{signal}"), N, 0).await;
     tokio::time::timeout(Duration::from_secs(60), failing.answered(N as u64))
         .await
         .expect("every push tried once and refused");
-    assert!(apns_pushed(&failing).is_empty(), "503 is not a push");
     match signal {
         "KILL" => node.kill().await,
         _ => {
@@ -195,12 +195,18 @@ async fn pushes_queued_then(signal: &str) {
             assert!(report.contains("clean=true"), "{report}");
         }
     }
+    let mut ledger = Ledger::default();
+    ledger.delivered(delivered.ids);
+    // Retries that came before the stop were answered 200: pushed.
+    let before = apns_pushed(&failing);
+    ledger.pushed(before.iter().copied());
     let port = port_of(&failing.url());
     drop(failing);
 
     let healthy = apns.start(port).await;
     let node = Node::start(&config);
-    if tokio::time::timeout(Duration::from_secs(60), healthy.answered(N as u64))
+    let rest = N - before.len();
+    if tokio::time::timeout(Duration::from_secs(60), healthy.answered(rest as u64))
         .await
         .is_err()
     {
@@ -210,7 +216,7 @@ async fn pushes_queued_then(signal: &str) {
             .filter(|l| l.starts_with("push_") && !l.contains("_bucket"))
             .collect();
         panic!(
-            "{} of {N} queued pushes sent within 60 s of the restart: {push:#?}",
+            "{} of {rest} queued pushes sent within 60 s of the restart: {push:#?}",
             healthy.request_count()
         );
     }
@@ -218,21 +224,24 @@ async fn pushes_queued_then(signal: &str) {
         .await;
     let resent = node.metric("push_resent_after_restart_total", &[]).await;
     hook.until_taken(N, Duration::from_secs(30)).await;
-    let mut ledger = Ledger::default();
-    ledger.delivered(delivered.ids);
     ledger.pushed(apns_pushed(&healthy));
     ledger.reports(&hook.taken());
     let tally = ledger.tally(&format!("SIG{signal}, pushes queued behind 503"));
-    eprintln!("fault case SIG{signal}, pushes queued: push_resent_after_restart_total={resent}");
+    eprintln!(
+        "fault case SIG{signal}, pushes queued: {} pushed before the stop, {} after; \
+         push_resent_after_restart_total={resent}",
+        before.len(),
+        healthy.request_count()
+    );
     assert_eq!((tally.pushed, tally.reported), (N, N));
-    assert_eq!(tally.push_duplicates, 0, "{:?}", ledger.pushed_twice());
+    assert!(
+        tally.push_duplicates as f64 <= resent,
+        "a second push that is not a counted resend: {:?}",
+        ledger.pushed_twice()
+    );
     if signal == "TERM" {
         // The drain lets the sends in flight finish: no answer is lost, nothing is resent.
         assert_eq!(resent, 0.0, "resent after a drain");
-    } else {
-        // The sends whose answer the killed process never processed are sent again and
-        // counted; they were all refused (503), so none is a second push.
-        assert!(resent <= N as f64, "{resent}");
     }
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
@@ -346,11 +355,11 @@ async fn sigkill_with_provider_answers_lost_resends_only_those_and_counts_them()
 }
 
 #[tokio::test]
-async fn sigkill_with_pushes_queued_sends_each_once_after_the_restart() {
+async fn sigkill_with_pushes_queued_pushes_each_and_counts_every_second_push() {
     pushes_queued_then("KILL").await;
 }
 
 #[tokio::test]
-async fn sigterm_with_pushes_queued_sends_each_once_after_the_restart() {
+async fn sigterm_with_pushes_queued_pushes_each_exactly_once() {
     pushes_queued_then("TERM").await;
 }
