@@ -126,9 +126,14 @@ impl Apns {
 
 /// The message ids of every push `apns` accepted (200), once per push.
 pub(crate) fn apns_pushed(apns: &MockApns) -> Vec<u64> {
+    apns_answered(apns, 200)
+}
+
+/// The message ids of every push `apns` answered with `status` (0: never answered).
+pub(crate) fn apns_answered(apns: &MockApns, status: u16) -> Vec<u64> {
     apns.requests()
         .iter()
-        .filter(|r| r.status == 200)
+        .filter(|r| r.status == status)
         .map(|r| {
             let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
             body["message_id"]

@@ -13,7 +13,7 @@ use crate::device;
 use crate::hook::Hook;
 use crate::ledger::Ledger;
 use crate::node::{Node, Setup, case_dir};
-use crate::providers::{Apns, apns_pushed, port_of};
+use crate::providers::{Apns, apns_answered, apns_pushed, port_of};
 use crate::support::recv;
 
 /// How many of the messages the device read before the fault.
@@ -272,22 +272,6 @@ async fn sessionless_bob_on_apns(
     (config, node)
 }
 
-/// Ids of the pushes `apns` recorded but never answered: the provider took them, their
-/// answer is lost.
-fn unanswered(apns: &imgate_push::mock::MockApns) -> Vec<u64> {
-    apns.requests()
-        .iter()
-        .filter(|r| r.status == 0)
-        .map(|r| {
-            let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
-            body["message_id"]
-                .as_str()
-                .and_then(|id| id.parse().ok())
-                .expect("message id")
-        })
-        .collect()
-}
-
 /// The provider takes the first 25 pushes without ever answering (as if its answers were lost
 /// on the way), the rest with 200; the process is killed. After the restart exactly the sends
 /// whose answer the process never had are sent again: every unanswered push is pushed a
@@ -307,7 +291,8 @@ async fn sigkill_with_provider_answers_lost_resends_only_those_and_counts_them()
         .await
         .expect("every push taken once");
     node.kill().await;
-    let lost = unanswered(&first);
+    // The provider took them; their answer is lost.
+    let lost = apns_answered(&first, 0);
     assert_eq!(lost.len(), LOST);
     let mut ledger = Ledger::default();
     ledger.delivered(delivered.ids);
