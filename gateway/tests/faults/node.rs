@@ -127,12 +127,29 @@ durability = "disk"
 }
 
 /// A fresh directory for `case`, on disk (Cargo's target dir), not tmpfs: the stores'
-/// fsyncs are part of every figure.
-pub(crate) fn case_dir(case: &str) -> PathBuf {
+/// fsyncs are part of every figure. Removed when dropped, whether the case passed or not.
+pub(crate) fn case_dir(case: &str) -> CaseDir {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("faults-{case}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir
+    CaseDir(dir)
+}
+
+/// A case's directory; see [`case_dir`].
+pub(crate) struct CaseDir(PathBuf);
+
+impl std::ops::Deref for CaseDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for CaseDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A running `imgate`.

@@ -33,8 +33,6 @@ async fn user_without_a_session_is_pushed_and_reported() {
     let delivered = node.deliver("bob", "no-session", N, 0).await;
     assert_eq!(delivered.outcomes.get("offline"), Some(&N), "{delivered:?}");
     pushed_and_reported("no session", delivered.ids, &hook, &fcm, "no_session").await;
-    drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The webhook takes nothing while 2 × 1,000 messages for users without a session arrive:
@@ -91,8 +89,6 @@ async fn full_notice_queue_waits_and_reports_every_message_with_and_without_toke
     ledger.reports(&hook.taken_for("carol"));
     let tally = ledger.tally("full notice queue, no push token");
     assert_eq!((tally.pushed, tally.reported), (0, N));
-    drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The push provider is down and the push queue holds 100: the rest of 1,000 pushes are shed,
@@ -135,6 +131,4 @@ async fn push_queue_at_capacity_sheds_visibly_and_loses_nothing() {
     let tally = ledger.tally("push queue at capacity");
     assert_eq!((tally.pushed, tally.reported), (CAPACITY, N));
     assert_eq!(tally.push_duplicates, 0);
-    drop(node);
-    let _ = std::fs::remove_dir_all(&dir);
 }
