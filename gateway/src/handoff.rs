@@ -126,7 +126,7 @@ impl<'a> Handoff<'a> {
                 .on_undelivered(&handle, &app_id, &user, &messages, reason)
                 .await;
             if let Some((store, session)) = forget {
-                push.flush().await;
+                push.committed().await;
                 store.append(Change::Ended { session });
             }
         });

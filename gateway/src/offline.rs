@@ -77,6 +77,13 @@ pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
         Box::pin(async {})
     }
 
+    /// Resolves once every push asked for so far is committed to the push queue, without
+    /// waiting for anything else and without holding up later calls: a durable session's
+    /// hand-off awaits it before the session leaves the store.
+    fn committed(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// The gateway is going away (the end of a drain): everything asked for so far is made
     /// durable as by [`PushPolicy::flush`], the sends in flight are finished so that no
     /// provider's answer is lost to the exit (a lost answer means a second push after the

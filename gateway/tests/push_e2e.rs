@@ -720,3 +720,76 @@ fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::process::id())
 }
+
+/// A relay whose notices are never handed over (`flush_notices` never resolves).
+#[derive(Debug, Default)]
+struct StuckNotices(RelayBackend);
+
+impl Backend for StuckNotices {
+    fn on_upstream<'a>(
+        &'a self,
+        gateway: &'a GatewayHandle,
+        origin: &'a Origin,
+        request: Upstream,
+    ) -> BoxFuture<'a, UpstreamOutcome> {
+        self.0.on_upstream(gateway, origin, request)
+    }
+
+    fn flush_notices(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn committed_waits_for_the_push_queue_only_and_holds_up_no_later_push() {
+    let key = ApnsTestKey::generate().expect("key");
+    let apns = MockApns::start(MockApnsConfig::token(&key))
+        .await
+        .expect("mock");
+    let dir = std::env::temp_dir().join(format!("imgate-committed-{}", rand_u64()));
+    let metrics = PushServiceMetrics::new(&mut Registry::default());
+    let push = PushService::builder(AppId::new(APP))
+        .apns(apns_settings(&apns.url(), &apns.ca_pem(), &key))
+        .data_dir(&dir)
+        .expect("data dir")
+        .backend(Arc::new(StuckNotices::default()))
+        .limits(limits())
+        .start(&metrics)
+        .expect("push service");
+    let (app, ann) = (AppId::new(APP), UserId::new("ann"));
+    push.register_device(
+        &app,
+        &ann,
+        &DeviceId::new("phone"),
+        PushRegistration {
+            provider: PushProvider::Apns,
+            token: apns_token(4),
+            topic: TOPIC.into(),
+            sandbox: false,
+        },
+    )
+    .await
+    .expect("register");
+    let options = PushOptions {
+        alert: Some(PushAlert {
+            title: "Bob".into(),
+            body: "hi".into(),
+        }),
+        ..PushOptions::default()
+    };
+    let trigger = imgate::offline::PushTrigger::NoSession;
+    for id in [1, 2] {
+        let id = imgate::ids::MessageId(id);
+        push.on_message(&app, id, &options);
+        push.push(&app, &ann, None, &[id], trigger);
+        // A session end's hand-off waits for this before the session leaves the store: it
+        // must not wait for the backend's notices (which `flush` does), nor stop the push
+        // after it.
+        reached("committed", push.committed()).await;
+    }
+    reached("both pushed", apns.answered(2)).await;
+    // Read from the metrics: `submitted` (the helper) flushes, which would wait forever.
+    assert_eq!(push.metrics().event_count(&app, "submitted"), 2);
+    push.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

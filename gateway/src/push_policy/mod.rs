@@ -524,15 +524,16 @@ impl PushPolicy for PushService {
     fn flush(&self) -> crate::backend::BoxFuture<'_, ()> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            if self
-                .inner
-                .commands
-                .send(Command::Flush { reply })
-                .await
-                .is_ok()
-            {
-                let _ = rx.await;
-            }
+            // A stopped service has nothing left to commit.
+            let _ = self.call(Command::Flush { reply }, rx).await;
+        })
+    }
+
+    fn committed(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            // A stopped service has nothing left to commit.
+            let _ = self.call(Command::Committed { reply }, rx).await;
         })
     }
 
