@@ -11,20 +11,24 @@
 //! | detached past the push grace | driver (`PushGraceElapsed`), `deliver` (`Buffered{push}`) | [`Handoff::uncovered`] |
 //! | no ack within the ack time-out | driver (`AckOverdue`) | [`Handoff::uncovered`] |
 //! | the device acknowledged | driver (`Acked`) | [`Handoff::acked`] |
-//! | session end: resume window, takeover, kick, refused resume, logout, drain of an in-memory session | driver (`Undelivered`) | [`Handoff::undelivered`] |
-//! | restart recovery: a stored session that cannot come back | `server::restore` | [`Handoff::undelivered`] |
+//! | session end: resume window, takeover, kick, refused resume, logout, drain of an in-memory session | driver (`Undelivered`, `Ended`) | [`Handoff::session_ended`] |
+//! | restart recovery: a stored session that cannot come back | `server::restore` | [`Handoff::session_ended`] |
 //! | restart recovery: a restored message's push options | `server::restore` | [`Handoff::accepted`] |
 //!
 //! "Uncovered" messages stay buffered (the device may still take them; push wakes it);
 //! "undelivered" ones will never reach the device over a session: they are pushed and the
-//! backend is told (`Backend::on_undelivered`, whose notices are never dropped).
+//! backend is told (`Backend::on_undelivered`, whose notices are never dropped). A durable
+//! session that ends leaves the store only after both (see [`Handoff::session_ended`]).
+
+use std::sync::Arc;
 
 use crate::app::App;
 use crate::deliver::PushOptions;
 use crate::handle::GatewayHandle;
-use crate::ids::{DeviceId, MessageId, UserId};
+use crate::ids::{DeviceId, MessageId, SessionId, UserId};
 use crate::offline::PushTrigger;
 use crate::session::{Identity, Undelivered, UndeliveredReason};
+use crate::store::{Change, SessionStore};
 
 /// The offline path of one app.
 pub(crate) struct Handoff<'a> {
@@ -67,6 +71,41 @@ impl<'a> Handoff<'a> {
         messages: Vec<Undelivered>,
         reason: UndeliveredReason,
     ) {
+        self.hand_over(user, device, messages, reason, None);
+    }
+
+    /// A session ended with `messages` unacknowledged: as [`Handoff::undelivered`], and for
+    /// a durable app the session leaves the store only once the backend has taken the
+    /// report and the pushes are in the push queue. A crash before that restores the
+    /// session and reports its messages again (at least once), instead of forgetting
+    /// messages nobody was told about.
+    pub(crate) fn session_ended(
+        &self,
+        session: SessionId,
+        user: UserId,
+        device: Option<&DeviceId>,
+        messages: Vec<Undelivered>,
+        reason: UndeliveredReason,
+    ) {
+        let store = self.handle.shared.store_for(self.app);
+        match store {
+            Some(store) if !messages.is_empty() => {
+                let forget = (Arc::clone(store), session);
+                self.hand_over(user, device, messages, reason, Some(forget));
+            }
+            Some(store) => store.append(Change::Ended { session }),
+            None => self.hand_over(user, device, messages, reason, None),
+        }
+    }
+
+    fn hand_over(
+        &self,
+        user: UserId,
+        device: Option<&DeviceId>,
+        messages: Vec<Undelivered>,
+        reason: UndeliveredReason,
+        forget: Option<(Arc<dyn SessionStore>, SessionId)>,
+    ) {
         if messages.is_empty() {
             return;
         }
@@ -79,12 +118,17 @@ impl<'a> Handoff<'a> {
             .push
             .push(&self.app.id, &user, device, &ids, trigger);
         let backend = self.app.backend.clone();
+        let push = Arc::clone(&self.app.push);
         let app_id = self.app.id.clone();
         let handle = self.handle.clone();
         self.handle.spawn(async move {
             backend
                 .on_undelivered(&handle, &app_id, &user, &messages, reason)
                 .await;
+            if let Some((store, session)) = forget {
+                push.committed().await;
+                store.append(Change::Ended { session });
+            }
         });
     }
 

@@ -18,7 +18,8 @@ pub enum PushTrigger {
     /// A detached session outlived the push grace period with these messages pending, or a
     /// message arrived for a session already past it.
     DetachedGrace,
-    /// Transmitted but not acknowledged within the ack time-out (a half-dead socket).
+    /// Not acknowledged within the ack time-out by an attached client, transmitted or still
+    /// waiting behind its socket (a half-dead socket).
     AckTimeout,
     /// The session ended with these messages unacknowledged, or could not take them (its
     /// buffer was full, or a message is larger than its client's frame limit).
@@ -71,9 +72,24 @@ pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
     fn attach_presence(&self, _presence: Arc<dyn Presence>) {}
 
     /// Resolves once every push asked for so far is durable in the push queue (and the
-    /// policy's own notices are handed over): a drain awaits it before the process exits.
+    /// policy's own notices are handed over).
     fn flush(&self) -> crate::backend::BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    /// Resolves once every push asked for so far is committed to the push queue, without
+    /// waiting for anything else and without holding up later calls: a durable session's
+    /// hand-off awaits it before the session leaves the store.
+    fn committed(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The gateway is going away (the end of a drain): everything asked for so far is made
+    /// durable as by [`PushPolicy::flush`], the sends in flight are finished so that no
+    /// provider's answer is lost to the exit (a lost answer means a second push after the
+    /// restart), and nothing more is sent. Defaults to [`PushPolicy::flush`].
+    fn stop(&self) -> crate::backend::BoxFuture<'_, ()> {
+        self.flush()
     }
 
     /// A client registers its push token. Return an error message to reject it.

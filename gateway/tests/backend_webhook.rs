@@ -481,3 +481,59 @@ async fn a_pruned_push_token_is_reported_to_the_webhook() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_undelivered_notice_is_done_only_once_the_webhook_took_it() {
+    let gate = Arc::new(Notify::new());
+    let hook_gate = gate.clone();
+    let mut hook = Hook::start(Arc::new(move |_: &Value, attempt| {
+        // The first attempt fails, the second waits for the gate: the notice is taken late.
+        match attempt {
+            1 => reply(503, ""),
+            _ => Reply {
+                gate: Some(hook_gate.clone()),
+                ..reply(200, "")
+            },
+        }
+    }))
+    .await;
+    let mut config = config(&hook);
+    config.session_events = false;
+    let backend = WebhookBackend::new(config).expect("backend");
+    let gw = start(backend.clone()).await;
+    let handle = gw.handle();
+    let messages = [imgate::session::Undelivered {
+        message_id: imgate::ids::MessageId(7),
+        seq: 3,
+    }];
+    let (app, user) = (AppId::new("chat"), UserId::new("bob"));
+    let mut notice = backend.on_undelivered(
+        handle,
+        &app,
+        &user,
+        &messages,
+        imgate::session::UndeliveredReason::SessionEnded,
+    );
+    // The hand-off forgets a durable session's messages when this resolves: not while the
+    // webhook has refused the notice, nor while it holds it unanswered.
+    tokio::select! {
+        _ = &mut notice => panic!("resolved before the webhook took the notice"),
+        seen = async { hook.next("undelivered").await; hook.next("undelivered").await } => {
+            assert_eq!(seen.attempt, 2, "{seen:?}");
+        }
+    }
+    tokio::select! {
+        biased;
+        _ = &mut notice => panic!("resolved while the webhook holds the notice"),
+        () = std::future::ready(()) => {}
+    }
+    gate.notify_one();
+    tokio::time::timeout(Duration::from_secs(5), notice)
+        .await
+        .expect("resolved once taken");
+    assert_eq!(
+        backend.metrics().notice_count("undelivered", "delivered"),
+        1
+    );
+    gw.shutdown().await;
+}

@@ -13,7 +13,7 @@ use imgate::ServerConfig;
 use imgate::ids::{AppId, DeviceId, MessageId, UserId};
 use imgate::offline::{PushPolicy, PushTrigger};
 use imgate::session::{SessionConfig, UndeliveredReason};
-use imgate::store::{Durability, RedbStore};
+use imgate::store::{Durability, RedbStore, SessionStore};
 use imgate_codec::Kind;
 use support::{RecordingRelay, builder, connect, hello, recv, text};
 use tokio::sync::watch;
@@ -134,4 +134,110 @@ async fn a_restored_session_whose_device_stays_away_is_pushed_then_reported() {
     );
     gw.shutdown().await;
     let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
+}
+
+/// A relay whose `on_undelivered` records the report and then never returns: a backend that
+/// has not taken the notice yet when the process dies.
+#[derive(Debug, Default, Clone)]
+struct UntakenReports {
+    relay: imgate::backend::RelayBackend,
+    heard: Arc<watch::Sender<usize>>,
+}
+
+#[imgate::backend::async_trait]
+impl imgate::backend::Backend for UntakenReports {
+    async fn on_upstream(
+        &self,
+        gateway: &imgate::GatewayHandle,
+        origin: &imgate::backend::Origin,
+        request: imgate::backend::UpstreamRequest,
+    ) -> imgate::backend::UpstreamOutcome {
+        self.relay.on_upstream(gateway, origin, request).await
+    }
+
+    async fn on_undelivered(
+        &self,
+        _gateway: &imgate::GatewayHandle,
+        _app: &AppId,
+        _user: &UserId,
+        messages: &[imgate::session::Undelivered],
+        _reason: UndeliveredReason,
+    ) {
+        self.heard.send_modify(|n| *n += messages.len());
+        std::future::pending::<()>().await
+    }
+}
+
+#[tokio::test]
+async fn a_session_that_ended_before_its_report_was_taken_is_restored_and_reported_again() {
+    let dir = std::env::temp_dir().join(format!("imgate-untaken-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("sessions.redb");
+    let config = SessionConfig {
+        push_grace: Duration::from_millis(50),
+        resume_window: Duration::from_millis(300),
+        durability: Durability::Disk,
+        ..SessionConfig::default()
+    };
+    let start = |backend: Arc<dyn imgate::backend::Backend>, store: Arc<RedbStore>| {
+        let app = support::app(backend, config.clone());
+        builder(app, ServerConfig::default()).store(store).start()
+    };
+
+    let untaken = UntakenReports::default();
+    let store = Arc::new(RedbStore::open(&path, None).expect("store"));
+    let gw = start(Arc::new(untaken.clone()), Arc::clone(&store))
+        .await
+        .expect("start");
+    let mut bob = connect(&gw).await;
+    hello(&mut bob, "tok-bob", None).await;
+    let mut alice = connect(&gw).await;
+    hello(&mut alice, "tok-alice", None).await;
+    let mut ids = Vec::new();
+    for msg_id in 1..=3 {
+        alice.send(&text(msg_id, "bob", "m")).await.expect("send");
+        assert!(matches!(recv(&mut alice).await, Kind::Receipt(_)));
+        match recv(&mut bob).await {
+            Kind::Deliver(d) => ids.push((MessageId(d.message_id), d.seq)),
+            other => panic!("expected Deliver, got {other:?}"),
+        }
+    }
+    // Bob goes away for good: his session ends after the resume window and its three
+    // messages are handed to a backend that never takes them.
+    drop(bob);
+    let mut heard = untaken.heard.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), heard.wait_for(|n| *n >= 3))
+        .await
+        .expect("reported in time")
+        .expect("watch");
+    // Whatever the gateway appended so far is on disk; then the process "dies".
+    store.sync().await.expect("sync");
+    gw.shutdown().await;
+    drop((alice, store));
+
+    let backend = RecordingRelay::default();
+    let mut reports_seen = backend.reported.subscribe();
+    let store = Arc::new(RedbStore::open(&path, None).expect("store again"));
+    let gw = start(Arc::new(backend.clone()), store)
+        .await
+        .expect("restart");
+    tokio::time::timeout(Duration::from_secs(10), reports_seen.wait_for(|n| *n >= 3))
+        .await
+        .expect("bob's messages reported after the restart")
+        .expect("watch");
+    let bob_reported: Vec<(MessageId, u64)> = backend
+        .undelivered
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(user, _, reason)| user == "bob" && *reason == UndeliveredReason::SessionEnded)
+        .map(|(_, m, _)| (m.message_id, m.seq))
+        .collect();
+    assert_eq!(
+        bob_reported, ids,
+        "the untaken report is made again, in order"
+    );
+    gw.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,14 +21,13 @@ use imgate::session::SessionConfig;
 use imgate::{App, GatewayHandle, RunningGateway};
 use imgate_codec::{Ack, Frame, Kind, Ping, PushProvider, ReceiptStatus, RegisterPush};
 use imgate_push::mock::{
-    ApnsRecord, ApnsReply, ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig,
-    RsaTestKey, TestPki,
+    ApnsRecord, ApnsReply, ApnsTestKey, MockApns, MockApnsConfig, MockFcm, MockFcmConfig, TestPki,
 };
 use imgate_push::{ApnsConfig, ConnOptions, DispatcherConfig, FcmConfig, RetryPolicy};
 use imgate_transports::FramedConn;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use support::{connect, hello_frame, login, recv, start_app};
+use support::{connect, hello_frame, login, recv, rsa_key, start_app};
 use tokio::sync::watch;
 
 const APP: &str = "chat";
@@ -135,28 +134,6 @@ fn apns_settings(url: &str, ca_pem: &str, key: &ApnsTestKey) -> ApnsSettings {
         topic: TOPIC.into(),
         environment: ApnsEnvironment::Custom,
     }
-}
-
-/// One RSA key per test process, cached in Cargo's per-target temp dir (generation is slow).
-fn rsa_key() -> &'static RsaTestKey {
-    static KEY: OnceLock<RsaTestKey> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let (private, public) = (dir.join("gw-push-rsa.pem"), dir.join("gw-push-rsa.pub.pem"));
-        if let (Ok(private_pem), Ok(public_pem)) = (
-            std::fs::read_to_string(&private),
-            std::fs::read_to_string(&public),
-        ) {
-            return RsaTestKey {
-                private_pem,
-                public_pem,
-            };
-        }
-        let key = RsaTestKey::generate().expect("RSA key");
-        let _ = std::fs::write(&private, &key.private_pem);
-        let _ = std::fs::write(&public, &key.public_pem);
-        key
-    })
 }
 
 async fn gateway(push: &PushService, backend: Arc<TestBackend>) -> RunningGateway {
@@ -746,4 +723,78 @@ fn port_of(url: &str) -> u16 {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::process::id())
+}
+
+/// A relay whose notices are never handed over (`flush_notices` never resolves).
+#[derive(Debug, Default)]
+struct StuckNotices(RelayBackend);
+
+#[async_trait]
+impl Backend for StuckNotices {
+    async fn on_upstream(
+        &self,
+        gateway: &GatewayHandle,
+        origin: &Origin,
+        request: UpstreamRequest,
+    ) -> UpstreamOutcome {
+        self.0.on_upstream(gateway, origin, request).await
+    }
+
+    async fn flush_notices(&self) {
+        std::future::pending::<()>().await
+    }
+}
+
+#[tokio::test]
+async fn committed_waits_for_the_push_queue_only_and_holds_up_no_later_push() {
+    let key = ApnsTestKey::generate().expect("key");
+    let apns = MockApns::start(MockApnsConfig::token(&key))
+        .await
+        .expect("mock");
+    let dir = std::env::temp_dir().join(format!("imgate-committed-{}", rand_u64()));
+    let metrics = PushServiceMetrics::new(&mut Registry::default());
+    let push = PushService::builder(AppId::new(APP))
+        .apns(apns_settings(&apns.url(), &apns.ca_pem(), &key))
+        .data_dir(&dir)
+        .expect("data dir")
+        .backend(Arc::new(StuckNotices::default()))
+        .limits(limits())
+        .start(&metrics)
+        .expect("push service");
+    let (app, ann) = (AppId::new(APP), UserId::new("ann"));
+    push.register_device(
+        &app,
+        &ann,
+        &DeviceId::new("phone"),
+        PushRegistration {
+            provider: PushProvider::Apns,
+            token: apns_token(4),
+            topic: TOPIC.into(),
+            sandbox: false,
+        },
+    )
+    .await
+    .expect("register");
+    let options = PushOptions {
+        alert: Some(PushAlert {
+            title: "Bob".into(),
+            body: "hi".into(),
+        }),
+        ..PushOptions::default()
+    };
+    let trigger = imgate::offline::PushTrigger::NoSession;
+    for id in [1, 2] {
+        let id = imgate::ids::MessageId(id);
+        push.on_message(&app, id, &options);
+        push.push(&app, &ann, None, &[id], trigger);
+        // A session end's hand-off waits for this before the session leaves the store: it
+        // must not wait for the backend's notices (which `flush` does), nor stop the push
+        // after it.
+        reached("committed", push.committed()).await;
+    }
+    reached("both pushed", apns.answered(2)).await;
+    // Read from the metrics: `submitted` (the helper) flushes, which would wait forever.
+    assert_eq!(push.metrics().event_count(&app, "submitted"), 2);
+    push.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

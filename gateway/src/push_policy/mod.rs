@@ -524,15 +524,24 @@ impl PushPolicy for PushService {
     fn flush(&self) -> crate::backend::BoxFuture<'_, ()> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            if self
-                .inner
-                .commands
-                .send(Command::Flush { reply })
-                .await
-                .is_ok()
-            {
-                let _ = rx.await;
-            }
+            // A stopped service has nothing left to commit.
+            let _ = self.call(Command::Flush { reply }, rx).await;
+        })
+    }
+
+    fn committed(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            // A stopped service has nothing left to commit.
+            let _ = self.call(Command::Committed { reply }, rx).await;
+        })
+    }
+
+    fn stop(&self) -> crate::backend::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            PushPolicy::flush(self).await;
+            // Waits for the sends in flight; their outcomes are committed as the queue closes.
+            self.shutdown().await;
         })
     }
 

@@ -73,6 +73,11 @@ pub(crate) enum Command {
     Flush {
         reply: oneshot::Sender<()>,
     },
+    /// Answered once every earlier command's pushes and records are committed to the push
+    /// queue; the wait runs beside the loop, which goes on taking commands.
+    Committed {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 pub(crate) struct Setup {
@@ -171,7 +176,8 @@ struct Worker {
     limits: PushLimits,
     metrics: PushServiceMetrics,
     dispatcher: Dispatcher,
-    // Calls into the backend (pruned tokens), finished before the push thread ends.
+    // Calls into the backend (pruned tokens) and `Committed` waits, finished before the
+    // push thread ends.
     notices: tokio::task::JoinSet<()>,
 }
 
@@ -295,6 +301,18 @@ impl Worker {
             }
             Command::Badge { user, reply } => {
                 let _ = reply.send(self.state.badge(&user));
+            }
+            Command::Committed { reply } => {
+                // The journal holds every earlier write already; the commit is awaited on a
+                // task of this thread's runtime, so a session end's hand-off never holds up
+                // the pushes behind it.
+                let queue = Arc::clone(&self.queue);
+                self.notices.spawn(async move {
+                    if let Err(error) = queue.flush().await {
+                        tracing::warn!(%error, "push queue commit failed");
+                    }
+                    let _ = reply.send(());
+                });
             }
             Command::Shutdown { .. } | Command::Flush { .. } => {
                 unreachable!("handled by the loop")

@@ -148,6 +148,7 @@ impl Driver {
             let mut close = slow.then_some(CloseCode::SLOW_CONSUMER);
             let mut ended = false;
             let mut answered = false;
+            let mut end_handed = false;
             for event in events {
                 match event {
                     Event::Upstream { msg_id, request } => {
@@ -173,12 +174,23 @@ impl Driver {
                             .observe(started.elapsed().as_secs_f64());
                         self.answer(msg_id, outcome);
                     }
-                    Event::Undelivered { reason, messages } => self.handoff().undelivered(
-                        self.origin.identity.user.clone(),
-                        Some(&self.origin.identity.device),
-                        messages,
-                        reason,
-                    ),
+                    Event::Undelivered { reason, messages } => {
+                        let identity = &self.origin.identity;
+                        let (user, device) = (identity.user.clone(), Some(&identity.device));
+                        if self.cell.lock().is_ended() {
+                            // The session's end: its rows go once the hand-off is done.
+                            end_handed = true;
+                            self.handoff().session_ended(
+                                self.cell.id(),
+                                user,
+                                device,
+                                messages,
+                                reason,
+                            );
+                        } else {
+                            self.handoff().undelivered(user, device, messages, reason);
+                        }
+                    }
                     Event::CloseConnection { code, .. } => close = Some(code),
                     Event::Ended => ended = true,
                     Event::Acked { seq, message_ids } => {
@@ -199,7 +211,7 @@ impl Driver {
                 }
             }
             if ended {
-                if let Some(store) = self.handle.shared.store_for(&self.app) {
+                if !end_handed && let Some(store) = self.handle.shared.store_for(&self.app) {
                     store.append(Change::Ended {
                         session: self.cell.id(),
                     });

@@ -249,7 +249,9 @@ impl RunningGateway {
     /// apps with `Durability::Memory` end and their unacknowledged messages go to the
     /// offline path (pushed, reported to the backend), while durable sessions stay in the
     /// store, to be restored by the next start (pushed after the push grace, reported when
-    /// the resume window ends, as if the process had never stopped). Returns once the
+    /// the resume window ends, as if the process had never stopped). The apps' push
+    /// policies are stopped ([`crate::offline::PushPolicy::stop`]: sends in flight finish,
+    /// nothing more is sent). Returns once the
     /// hand-offs are done and the store has every change, or shortly after `grace` at the
     /// latest.
     pub async fn drain(mut self, grace: Duration, reconnect_after: Duration) -> DrainReport {
@@ -320,11 +322,12 @@ impl RunningGateway {
         }
         report.clean = finished;
         // The offline hand-off is complete only once the pushes are in the push queue's file
-        // and the backends hold their notices (bounded: a dead webhook must not hold the
-        // exit forever; what is left is logged).
+        // (and the sends in flight answered: an answer lost to the exit is a second push
+        // after the restart) and the backends hold their notices (bounded: a dead webhook
+        // must not hold the exit forever; what is left is logged).
         let handed_over = async {
             for app in shared.apps.values() {
-                app.push.flush().await;
+                app.push.stop().await;
                 app.backend.flush_notices().await;
             }
         };

@@ -54,18 +54,34 @@ pub(super) fn restore_sessions(
         ));
         let Some(app) = app.filter(|_| newest) else {
             report.ended += 1;
-            store.append(Change::Ended {
-                session: session.id,
-            });
-            if let Some(app) = handle.app(&identity.app) {
-                let messages = session
-                    .outbox
-                    .iter()
-                    .map(|m| Undelivered {
-                        message_id: MessageId(m.deliver.message_id),
-                        seq: m.deliver.seq,
-                    })
-                    .collect::<Vec<_>>();
+            let Some(app) = handle.app(&identity.app) else {
+                // Nobody left to tell.
+                store.append(Change::Ended {
+                    session: session.id,
+                });
+                continue;
+            };
+            let messages = session
+                .outbox
+                .iter()
+                .map(|m| Undelivered {
+                    message_id: MessageId(m.deliver.message_id),
+                    seq: m.deliver.seq,
+                })
+                .collect::<Vec<_>>();
+            if handle.shared.store_for(app).is_some() {
+                Handoff::new(handle, app).session_ended(
+                    session.id,
+                    identity.user.clone(),
+                    Some(&identity.device),
+                    messages,
+                    UndeliveredReason::SessionEnded,
+                );
+            } else {
+                // The app is no longer durable: its hand-off does not know this store.
+                store.append(Change::Ended {
+                    session: session.id,
+                });
                 Handoff::new(handle, app).undelivered(
                     identity.user.clone(),
                     Some(&identity.device),

@@ -25,8 +25,10 @@ pub struct SessionConfig {
     pub resume_window: Duration,
     /// How long a detached session waits before its pending messages go to push.
     pub push_grace: Duration,
-    /// How long a transmitted message may stay unacknowledged before push covers it
-    /// (a half-dead mobile socket accepts writes that never arrive).
+    /// How long a message for an attached client may stay unacknowledged before push
+    /// covers it, counted from when it was buffered (or the session resumed) whether it was
+    /// transmitted or still waits behind a socket that takes nothing (a half-dead mobile
+    /// socket accepts writes that never arrive, then stops accepting any).
     pub ack_timeout: Duration,
     /// Upstream receipts remembered to answer re-sent `msg_id`s identically. Set it to at
     /// least the clients' window of un-receipted requests (the SDK's default is 256): a

@@ -83,7 +83,8 @@ pub enum Event {
         /// Messages newly acknowledged, in order.
         message_ids: Vec<MessageId>,
     },
-    /// Transmitted messages not acknowledged within the ack time-out: push should cover them.
+    /// Messages of the attached client not acknowledged within the ack time-out (transmitted,
+    /// or waiting behind a socket that takes nothing): push should cover them.
     /// Reported once per message; they stay buffered in case the ack still comes.
     AckOverdue {
         /// The overdue messages, in order.

@@ -435,7 +435,7 @@ impl Session {
         if imgate_codec::deliver_frame_len(&deliver) > self.client_max_frame as usize {
             return DeliverOutcome::TooLarge;
         }
-        match self.outbox.push(deliver) {
+        match self.outbox.push(now, deliver) {
             Ok(seq) => match self.state {
                 State::Attached => DeliverOutcome::Sent { seq },
                 _ => DeliverOutcome::Buffered {
@@ -592,7 +592,7 @@ impl Session {
         self.state = State::Attached;
         self.generation += 1;
         self.last_rx = now;
-        self.outbox.rewind();
+        self.outbox.rewind(now);
         self.queue_welcome(now, negotiated, true, ResumeRefused::Unspecified);
         Ok(())
     }
@@ -650,8 +650,10 @@ impl Session {
         self.end(UndeliveredReason::SessionEnded);
     }
 
-    /// The next frame to write to the client.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+    /// The next frame to write to the client. Takes the time like every input of the
+    /// state machine, though nothing depends on it now: a message's ack time-out counts
+    /// from when it was buffered, not from when it is written.
+    pub fn poll_transmit(&mut self, _now: Instant) -> Option<Frame> {
         if let Some(frame) = self.transmit.pop_front() {
             if precedes_quiet(&frame) {
                 // Give the queues' buffers back now. While messages flow they keep a small
@@ -664,7 +666,7 @@ impl Session {
             return Some(frame);
         }
         if self.state == State::Attached && !self.draining {
-            return self.outbox.next_transmit(now).map(Frame::from);
+            return self.outbox.next_transmit().map(Frame::from);
         }
         None
     }

@@ -16,8 +16,12 @@ use crate::ids::MessageId;
 #[derive(Debug)]
 struct Entry {
     deliver: Deliver,
-    /// When it was last handed to the transport (None: not yet, or not since a resume).
-    sent_at: Option<Instant>,
+    /// Since when the client could have had it: buffered for the attached connection, or
+    /// the connection resumed (None: restored, not resumed yet). Its ack time-out counts
+    /// from here whether it was transmitted or still waits behind a socket that takes
+    /// nothing: a half-dead client with a full receive window is as overdue as one that
+    /// received and never acknowledged.
+    since: Option<Instant>,
 }
 
 /// Why a message did not fit.
@@ -84,7 +88,7 @@ impl Outbox {
                 outbox.bytes += deliver.payload.len();
                 outbox.entries.push_back(Entry {
                     deliver,
-                    sent_at: None,
+                    since: None,
                 });
             } else {
                 rest.push(deliver);
@@ -120,8 +124,8 @@ impl Outbox {
         self.entries.is_empty()
     }
 
-    /// Assigns the next sequence number to `deliver` and buffers it.
-    pub(crate) fn push(&mut self, mut deliver: Deliver) -> Result<u64, Full> {
+    /// Assigns the next sequence number to `deliver` and buffers it (at `now`).
+    pub(crate) fn push(&mut self, now: Instant, mut deliver: Deliver) -> Result<u64, Full> {
         let size = deliver.payload.len();
         if self.entries.len() >= self.max_count || self.bytes + size > self.max_bytes {
             return Err(Full);
@@ -131,7 +135,7 @@ impl Outbox {
         self.bytes += size;
         self.entries.push_back(Entry {
             deliver,
-            sent_at: None,
+            since: Some(now),
         });
         Ok(seq)
     }
@@ -162,14 +166,13 @@ impl Outbox {
         self.entries.capacity()
     }
 
-    /// The next message to transmit, marked as sent at `now`.
-    pub(crate) fn next_transmit(&mut self, now: Instant) -> Option<Deliver> {
+    /// The next message to transmit.
+    pub(crate) fn next_transmit(&mut self) -> Option<Deliver> {
         if self.cursor > self.durable {
             return None;
         }
         let index = usize::try_from(self.cursor.checked_sub(self.acked + 1)?).ok()?;
-        let entry = self.entries.get_mut(index)?;
-        entry.sent_at = Some(now);
+        let entry = self.entries.get(index)?;
         self.cursor += 1;
         Some(entry.deliver.clone())
     }
@@ -184,20 +187,22 @@ impl Outbox {
         self.cursor <= self.last_seq().min(self.durable)
     }
 
-    /// Transmission restarts after `last_seq` (the client's resume point, already acked).
-    pub(crate) fn rewind(&mut self) {
+    /// Transmission restarts after `last_seq` (the client's resume point, already acked),
+    /// on a connection resumed at `now`.
+    pub(crate) fn rewind(&mut self, now: Instant) {
         self.cursor = self.acked + 1;
         for entry in &mut self.entries {
-            entry.sent_at = None;
+            entry.since = Some(now);
         }
     }
 
-    /// Messages transmitted at least `timeout` ago, not acked and not reported before.
+    /// Messages the client could have had for at least `timeout`, not acked and not
+    /// reported before.
     pub(crate) fn take_overdue(&mut self, now: Instant, timeout: Duration) -> Vec<MessageId> {
         let mut overdue = Vec::new();
         while let Some(entry) = self.entry(self.overdue_cursor) {
-            match entry.sent_at {
-                Some(sent) if sent + timeout <= now => {
+            match entry.since {
+                Some(since) if since + timeout <= now => {
                     overdue.push(MessageId(entry.deliver.message_id));
                     self.overdue_cursor += 1;
                 }
@@ -207,11 +212,11 @@ impl Outbox {
         overdue
     }
 
-    /// When the oldest unreported transmitted message becomes overdue.
+    /// When the oldest unreported message becomes overdue.
     pub(crate) fn overdue_deadline(&self, timeout: Duration) -> Option<Instant> {
         self.entry(self.overdue_cursor)?
-            .sent_at
-            .map(|sent| sent + timeout)
+            .since
+            .map(|since| since + timeout)
     }
 
     /// The largest buffered message's frame length (0: none), as the client's limit counts it.

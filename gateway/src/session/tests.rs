@@ -322,6 +322,31 @@ fn unacked_message_becomes_overdue_once_after_the_ack_timeout() {
 }
 
 #[test]
+fn messages_waiting_behind_a_socket_that_takes_nothing_become_overdue_too() {
+    let t0 = Instant::now();
+    let mut s = session(t0);
+    for id in 1..=3 {
+        s.handle_deliver(t0, msg(id));
+    }
+    // The socket took the first message, then nothing more: the driver pulls no further.
+    assert!(matches!(
+        s.poll_transmit(t0).and_then(|f| f.kind),
+        Some(Kind::Deliver(d)) if d.seq == 1
+    ));
+    // Its pings still arrive (it is not dead, only full); the Pong waits unsent too.
+    s.handle_frame(t0 + Duration::from_secs(1), Ping::default().into());
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(8)));
+    s.handle_timeout(t0 + Duration::from_secs(8));
+    assert_eq!(
+        drain_events(&mut s),
+        vec![Event::AckOverdue {
+            message_ids: vec![MessageId(1), MessageId(2), MessageId(3)]
+        }],
+        "the two never transmitted are as overdue as the one the client never acked"
+    );
+}
+
+#[test]
 fn buffer_overflow_disconnects_a_slow_consumer_and_refuses_its_resume() {
     let t0 = Instant::now();
     let mut s = session(t0);

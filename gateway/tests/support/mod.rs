@@ -1,4 +1,4 @@
-//! Shared test support: start a gateway, a scripted raw-frame client, a tiny HTTP client.
+//! Shared test support: start a gateway, a scripted raw-frame client, a tiny HTTP client, test keys.
 #![allow(dead_code, unreachable_pub)] // reason: each test binary uses a different subset
 
 use std::net::SocketAddr;
@@ -299,4 +299,30 @@ pub async fn http_with_token(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// One RSA key per test process (FCM service accounts), cached in Cargo's per-target temp
+/// dir: generation is slow in a debug build.
+pub fn rsa_key() -> &'static imgate_push::mock::RsaTestKey {
+    static KEY: std::sync::OnceLock<imgate_push::mock::RsaTestKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let (private, public) = (dir.join("gw-push-rsa.pem"), dir.join("gw-push-rsa.pub.pem"));
+        if let (Ok(private_pem), Ok(public_pem)) = (
+            std::fs::read_to_string(&private),
+            std::fs::read_to_string(&public),
+        ) {
+            return imgate_push::mock::RsaTestKey {
+                private_pem,
+                public_pem,
+            };
+        }
+        let key = imgate_push::mock::RsaTestKey::generate().expect("RSA key");
+        // Written whole then renamed: a concurrent test never reads half a key.
+        for (path, pem) in [(&private, &key.private_pem), (&public, &key.public_pem)] {
+            let partial = path.with_extension(format!("{}.part", std::process::id()));
+            let _ = std::fs::write(&partial, pem).and_then(|()| std::fs::rename(&partial, path));
+        }
+        key
+    })
 }

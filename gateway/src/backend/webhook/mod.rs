@@ -244,20 +244,26 @@ impl WebhookBackend {
     /// notice queue is full.
     fn notify(&self, event: &Event<'_>) {
         if let Some(slot) = self.inner.notices.try_slot(event.kind) {
-            self.send_notice(slot, event);
+            // Best effort: nobody waits for it to be taken.
+            drop(self.send_notice(slot, event));
         }
     }
 
-    /// Queues a notice that must not be lost, waiting while the notice queue is full.
+    /// Queues a notice that must not be lost, waiting while the notice queue is full, and
+    /// resolves once the webhook took it (or refused it with a 4xx): the offline hand-off
+    /// forgets a durable session's messages only then, so a crash before it loses nothing.
+    /// The sending itself runs on a task of its own, so a caller that stops waiting (a
+    /// cancelled hand-off) does not take the notice with it.
     async fn notify_reliably(&self, event: Event<'_>) {
         let slot = self.inner.notices.wait_slot(event.kind).await;
-        self.send_notice(slot, &event);
+        // A failed join is a panic in the sender, already reported by tokio.
+        let _ = self.send_notice(slot, &event).await;
     }
 
-    fn send_notice(&self, slot: Slot, event: &Event<'_>) {
+    fn send_notice(&self, slot: Slot, event: &Event<'_>) -> tokio::task::JoinHandle<()> {
         let (kind, id, body) = (event.kind, event.id.clone(), encode(event));
         let inner = self.inner.clone();
-        tokio::spawn(async move { inner.deliver_notice(slot, kind, &id, body).await });
+        tokio::spawn(async move { inner.deliver_notice(slot, kind, &id, body).await })
     }
 
     fn event_id(&self) -> u64 {
