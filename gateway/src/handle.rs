@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub(crate) log_sample: SharedBucket,
     /// Where the sessions of apps with `Durability::Disk` live.
     pub(crate) store: Option<Arc<dyn SessionStore>>,
+    /// The last messages handed to the offline path as undelivered (the admin console).
+    pub(crate) recent_undelivered: crate::recent::RecentUndelivered,
 }
 
 impl Shared {
@@ -122,6 +124,7 @@ impl GatewayHandle {
                 releasing: AtomicBool::new(false),
                 detached: Notify::new(),
                 store,
+                recent_undelivered: crate::recent::RecentUndelivered::default(),
             }),
         }
     }
@@ -363,18 +366,37 @@ impl GatewayHandle {
         self.shared.registry.leave(app, room, user)
     }
 
-    /// Sessions of a user: id, device and whether a connection is attached.
+    /// Sessions of a user: id, device, platform, whether a connection is attached and how
+    /// many messages it holds unacknowledged.
     pub fn user_sessions(&self, app: &AppId, user: &UserId) -> Vec<SessionInfo> {
         self.shared
             .registry
             .user_sessions(app, user)
             .iter()
-            .map(|cell| SessionInfo {
-                id: cell.id(),
-                device: cell.identity().device.clone(),
-                attached: cell.lock().is_attached(),
+            .map(|cell| {
+                let identity = cell.identity();
+                let session = cell.lock();
+                SessionInfo {
+                    id: cell.id(),
+                    device: identity.device.clone(),
+                    platform: identity.platform,
+                    attached: session.is_attached(),
+                    unacked: session.last_seq().saturating_sub(session.acked_seq()),
+                    last_seq: session.last_seq(),
+                }
             })
             .collect()
+    }
+
+    /// The most recent messages handed to the offline path as undelivered (at most
+    /// [`crate::recent::RECENT_UNDELIVERED`]), oldest first.
+    pub fn recent_undelivered(&self) -> Vec<crate::recent::UndeliveredRecord> {
+        self.shared.recent_undelivered.snapshot()
+    }
+
+    /// The app's push policy (for what it can report: devices, badges, its queue).
+    pub fn push_policy(&self, app: &AppId) -> Option<Arc<dyn crate::offline::PushPolicy>> {
+        self.app(app).map(|app| Arc::clone(&app.push))
     }
 
     /// Ends a session: its client gets `GoAway{Kicked}`; pending messages go offline.
@@ -385,6 +407,13 @@ impl GatewayHandle {
         cell.lock().kick();
         cell.wake();
         true
+    }
+
+    /// The configured apps' ids, sorted.
+    pub fn apps(&self) -> Vec<AppId> {
+        let mut apps: Vec<AppId> = self.shared.apps.keys().cloned().collect();
+        apps.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        apps
     }
 
     /// Number of live sessions (attached or detached).
@@ -473,6 +502,12 @@ pub struct SessionInfo {
     pub id: SessionId,
     /// Device.
     pub device: DeviceId,
+    /// The device's platform (from its `Hello`).
+    pub platform: imgate_codec::Platform,
     /// Whether a connection is attached right now.
     pub attached: bool,
+    /// Messages buffered and not acknowledged yet.
+    pub unacked: u64,
+    /// The last sequence number the session assigned.
+    pub last_seq: u64,
 }

@@ -27,6 +27,7 @@ use crate::deliver::PushOptions;
 use crate::handle::GatewayHandle;
 use crate::ids::{DeviceId, MessageId, SessionId, UserId};
 use crate::offline::PushTrigger;
+use crate::recent::UndeliveredRecord;
 use crate::session::{Identity, Undelivered, UndeliveredReason};
 use crate::store::{Change, SessionStore};
 
@@ -110,6 +111,18 @@ impl<'a> Handoff<'a> {
             return;
         }
         let ids: Vec<MessageId> = messages.iter().map(|m| m.message_id).collect();
+        let at_ms = crate::handle::wall_ms();
+        self.handle
+            .shared
+            .recent_undelivered
+            .record(ids.iter().map(|&message_id| UndeliveredRecord {
+                at_ms,
+                app: self.app.id.clone(),
+                user: user.clone(),
+                device: device.cloned(),
+                message_id,
+                reason,
+            }));
         let trigger = match reason {
             UndeliveredReason::NoSession => PushTrigger::NoSession,
             other => PushTrigger::SessionEnded(other),

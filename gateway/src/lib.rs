@@ -72,6 +72,7 @@ pub mod metrics;
 pub mod offline;
 pub mod push_policy;
 pub mod rate_limit;
+pub mod recent;
 mod registry;
 pub mod server;
 pub mod session;

@@ -196,7 +196,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     let entered = runtime.enter();
     let config = match &path {
         Some(path) => Config::load(path),
-        None => Config::parse(DEFAULT_CONFIG),
+        None => Config::embedded(),
     };
     let config = match config {
         Ok(config) => config,
@@ -208,7 +208,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!("configuration: {warning}");
     }
-    let admin_config = config.admin.clone();
+    let mut admin_config = config.admin.clone();
+    let demo = config.demo.clone();
     let drain_grace = config.drain_grace;
     let ticket_keys = config.ticket_keys.clone();
     let dev_certificate = config.dev_certificate;
@@ -249,6 +250,8 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        admin_config.demo = demo.and_then(|demo| demo_page(demo, &gateway));
+        let demo_on = admin_config.demo.is_some();
         let admin = match AdminServer::start(admin_config, gateway.handle().clone(), registry).await
         {
             Ok(admin) => admin,
@@ -276,6 +279,16 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             "imgate admin: http://{}/metrics /healthz /readyz /v1/deliver",
             admin.local_addr()
         ));
+        announce(format_args!(
+            "imgate console: http://{}/console/",
+            admin.local_addr()
+        ));
+        if demo_on {
+            announce(format_args!(
+                "imgate demo chat: http://{}/demo/ (development only: it logs anyone in)",
+                admin.local_addr()
+            ));
+        }
         match signals.next().await {
             Signal::Terminate => {
                 tracing::info!(grace = ?drain_grace, "SIGTERM: draining");
@@ -300,6 +313,27 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         ExitCode::SUCCESS
     })
 }
+
+/// The demo page's settings once the gateway listens: its clients connect to the first `ws`
+/// listener (on loopback if it listens on every address).
+fn demo_page(
+    demo: imgate::config::DemoSettings,
+    gateway: &imgate::RunningGateway,
+) -> Option<imgate::admin::DemoConfig> {
+    let mut addr = gateway.local_addr(imgate::TransportKind::Ws)?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("ws://{addr}{}", demo.ws_path);
+    let app = demo.app.clone();
+    let mint: imgate::admin::MintToken = std::sync::Arc::new(move |user| {
+        demo.token(user, DEMO_TOKEN_TTL).map_err(|e| e.to_string())
+    });
+    Some(imgate::admin::DemoConfig { app, url, mint })
+}
+
+/// How long a demo page's login token lasts (the page asks again on each connection).
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// SIGHUP re-reads `[tls] ticket_keys` from the config file (the list and the files; key
 /// rotation without a restart); with none configured it is logged and ignored, never the

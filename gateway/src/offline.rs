@@ -92,6 +92,24 @@ pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
         self.flush()
     }
 
+    /// What the admin console shows of `user`: registered devices and the badge. `None`:
+    /// this policy keeps neither (no push for the app).
+    fn user_state<'a>(
+        &'a self,
+        _user: &'a UserId,
+    ) -> crate::backend::BoxFuture<'a, Option<Result<PushUserState, String>>> {
+        Box::pin(async { None })
+    }
+
+    /// The push queue as the admin console shows it, with its first `limit` pushes. `None`:
+    /// this policy has no queue.
+    fn queue_state(
+        &self,
+        _limit: usize,
+    ) -> crate::backend::BoxFuture<'_, Option<Result<imgate_push::QueueSnapshot, String>>> {
+        Box::pin(async { None })
+    }
+
     /// A client registers its push token. Return an error message to reject it.
     fn register(
         &self,
@@ -100,6 +118,15 @@ pub trait PushPolicy: Send + Sync + fmt::Debug + 'static {
     ) -> Result<(), String> {
         Err("push is not configured for this app".into())
     }
+}
+
+/// A user's push state ([`PushPolicy::user_state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushUserState {
+    /// Registered devices.
+    pub devices: Vec<crate::push_policy::RegisteredDevice>,
+    /// The unread badge: pushed messages none of the user's devices acknowledged.
+    pub badge: u32,
 }
 
 /// The policy of apps without push: nothing is pushed; registrations are refused.

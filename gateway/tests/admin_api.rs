@@ -3,24 +3,9 @@
 
 mod support;
 
-use std::time::Duration;
-
 use imgate::admin::{AdminConfig, AdminServer};
 use prometheus_client::registry::Registry;
-use support::{http, loopback, start};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The raw response (status line, headers and body) to one request.
-async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-        .await
-        .expect("timely")
-        .expect("read");
-    response
-}
+use support::{http, loopback, raw, start};
 
 #[tokio::test]
 async fn wrong_methods_get_405_with_allow_and_errors_are_json() {
@@ -29,6 +14,7 @@ async fn wrong_methods_get_405_with_allow_and_errors_are_json() {
         AdminConfig {
             bind: loopback(),
             token: None,
+            demo: None,
         },
         gw.handle().clone(),
         Registry::default(),

@@ -26,6 +26,7 @@ async fn admin_delivers_lists_kicks_and_metrics_move() {
         AdminConfig {
             bind: loopback(),
             token: Some("s3cret".into()),
+            demo: None,
         },
         gw.handle().clone(),
         registry,
@@ -105,6 +106,7 @@ async fn admin_refuses_to_listen_beyond_loopback_without_a_token() {
         AdminConfig {
             bind: "0.0.0.0:0".parse().expect("addr"),
             token: None,
+            demo: None,
         },
         gw.handle().clone(),
         Registry::default(),

@@ -167,6 +167,17 @@ struct Inner {
     admit: Mutex<()>,
 }
 
+/// The queue as [`Dispatcher::snapshot`] saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueSnapshot {
+    /// Pushes stored and not finished.
+    pub pending: usize,
+    /// Sends in flight.
+    pub in_flight: usize,
+    /// The first pushes by due time (those being sent included).
+    pub next: Vec<QueuedPush>,
+}
+
 /// The push dispatcher. See the module docs.
 pub struct Dispatcher {
     inner: Arc<Inner>,
@@ -272,6 +283,24 @@ impl Dispatcher {
     /// Pushes stored and not yet finished.
     pub fn pending(&self) -> Result<usize, PushError> {
         Ok(self.inner.queue.len()?)
+    }
+
+    /// What the queue holds now: how many pushes, how many are being sent, and the first
+    /// `limit` by due time (for an operator's console; the queue is not changed).
+    pub fn snapshot(&self, limit: usize) -> Result<QueueSnapshot, PushError> {
+        let inner = &self.inner;
+        let pending = inner.queue.len()?;
+        let in_flight = inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let (next, _) = inner.queue.due(u64::MAX, limit, &|_| false)?;
+        Ok(QueueSnapshot {
+            pending,
+            in_flight,
+            next,
+        })
     }
 
     /// Resolves once every push submitted (and every outcome recorded) before the call is

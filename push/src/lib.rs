@@ -55,7 +55,9 @@ pub use conn::ConnOptions;
 
 pub use error::{AuthError, PayloadError, PushError, QueueError};
 
-pub use dispatcher::{Dispatcher, DispatcherConfig, FailureKind, PushOutcome, Routes};
+pub use dispatcher::{
+    Dispatcher, DispatcherConfig, FailureKind, PushOutcome, QueueSnapshot, Routes,
+};
 pub use fcm::{FcmClient, FcmConfig};
 pub use metrics::PushMetrics;
 pub use queue::{MemoryQueue, PushQueue, QueuedPush, RedbQueue};

@@ -1,11 +1,20 @@
-//! The admin HTTP listener: Prometheus metrics, health, readiness, and the delivery API.
+//! The admin HTTP listener: Prometheus metrics, health, readiness, the delivery and
+//! inspection API, the web console, and (development only) the demo chat page.
 //!
 //! Routes: `GET /metrics`, `GET /healthz`, `GET /readyz`, `POST /v1/deliver`,
-//! `GET /v1/users/{app}/{user}/sessions`, `DELETE /v1/sessions/{id}`. A bearer token is
-//! required for every route but `/healthz` and `/readyz` whenever the listener is not on
-//! loopback (and whenever a token is configured).
+//! `GET /v1/apps`, `GET /v1/users/{app}/{user}`, `GET /v1/users/{app}/{user}/sessions`,
+//! `DELETE /v1/sessions/{id}`, `GET /v1/push/{app}/queue`, `GET /v1/undelivered`; the
+//! console's static files under `/console/`; with [`AdminConfig::demo`], the demo page under
+//! `/demo/` and its token endpoint. A bearer token is required for every API route whenever
+//! one is configured (and the listener refuses to start beyond loopback without one); the
+//! static pages load without it, and the console sends it with each request it makes.
 
+mod assets;
+mod demo;
+mod inspect;
 mod routes;
+
+pub use demo::{DemoConfig, MintToken};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +34,9 @@ pub struct AdminConfig {
     pub bind: SocketAddr,
     /// Bearer token; required when `bind` is not a loopback address.
     pub token: Option<String>,
+    /// The demo chat page and its token endpoint (development only: it mints a login token
+    /// for any user name, so it is refused beyond loopback).
+    pub demo: Option<DemoConfig>,
 }
 
 impl Default for AdminConfig {
@@ -32,6 +44,7 @@ impl Default for AdminConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 7180)),
             token: None,
+            demo: None,
         }
     }
 }
@@ -43,6 +56,9 @@ pub enum AdminError {
     /// Listening beyond loopback without a token would expose the delivery API.
     #[error("the admin listener on {0} is not loopback: set a bearer token")]
     TokenRequired(SocketAddr),
+    /// The demo page mints login tokens for anyone who reaches it: loopback only.
+    #[error("the admin listener on {0} is not loopback: the demo page is for loopback only")]
+    DemoNotLoopback(SocketAddr),
     /// Binding failed.
     #[error("cannot bind the admin listener on {addr}: {source}")]
     Bind {
@@ -57,6 +73,7 @@ pub(crate) struct AdminState {
     pub(crate) gateway: GatewayHandle,
     pub(crate) registry: Registry,
     pub(crate) token: Option<String>,
+    pub(crate) demo: Option<DemoConfig>,
 }
 
 /// A running admin listener; dropping it stops accepting.
@@ -76,6 +93,9 @@ impl AdminServer {
         if !config.bind.ip().is_loopback() && config.token.is_none() {
             return Err(AdminError::TokenRequired(config.bind));
         }
+        if !config.bind.ip().is_loopback() && config.demo.is_some() {
+            return Err(AdminError::DemoNotLoopback(config.bind));
+        }
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(|source| AdminError::Bind {
@@ -90,6 +110,7 @@ impl AdminServer {
             gateway,
             registry,
             token: config.token,
+            demo: config.demo,
         });
         let task = tokio::spawn(async move {
             loop {

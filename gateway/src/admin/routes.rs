@@ -7,18 +7,20 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 
-use super::AdminState;
+use super::{AdminState, assets, inspect};
 use crate::deliver::{Delivery, DeliveryOptions, DeviceOutcome, PushAlert, PushOptions, Target};
 use crate::ids::{AppId, DeviceId, RoomId, SessionId, UserId};
 
 /// Largest request body accepted (a message payload plus JSON overhead).
 const MAX_BODY: usize = 2 * 1024 * 1024;
 
-type Reply = Response<Full<Bytes>>;
+pub(super) type Reply = Response<Full<Bytes>>;
 
 pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Reply {
     let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let demo = state.demo.as_ref();
     match (request.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => {
@@ -28,27 +30,43 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
                 text(StatusCode::OK, "ready\n")
             }
         }
+        // The pages load without the token (they hold no data; the console asks for it).
+        (&Method::GET, [""]) => redirect(if demo.is_some() {
+            "/demo/"
+        } else {
+            "/console/"
+        }),
+        (&Method::GET, ["console", file @ ..]) if file.len() <= 1 => {
+            assets::console(file.first().copied().unwrap_or(""))
+                .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "not found"))
+        }
+        (&Method::GET, ["demo", "config"]) => demo.map_or_else(demo_off, super::demo::config),
+        (&Method::POST, ["demo", "token"]) => match demo {
+            Some(demo) => super::demo::token(demo, request).await,
+            None => demo_off(),
+        },
+        (&Method::GET, ["demo", file @ ..]) if file.len() <= 1 => match demo {
+            Some(_) => assets::demo(file.first().copied().unwrap_or(""))
+                .unwrap_or_else(|| error(StatusCode::NOT_FOUND, "not found")),
+            None => demo_off(),
+        },
         _ if !authorized(state, &request) => {
             error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
         }
         (&Method::GET, ["metrics"]) => metrics(state),
         (&Method::POST, ["v1", "deliver"]) => deliver(state, request).await,
-        (&Method::GET, ["v1", "users", app, user, "sessions"]) => {
-            let sessions = state
-                .gateway
-                .user_sessions(&AppId::new(*app), &UserId::new(*user));
-            let body: Vec<_> = sessions
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "id": s.id.to_string(),
-                        "device": s.device.as_str(),
-                        "attached": s.attached,
-                    })
-                })
-                .collect();
-            json(StatusCode::OK, &body)
+        (&Method::GET, ["v1", "apps"]) => inspect::apps(state),
+        (&Method::GET, ["v1", "users", app, user]) => {
+            inspect::user(state, &AppId::new(*app), &UserId::new(*user)).await
         }
+        (&Method::GET, ["v1", "users", app, user, "sessions"]) => json(
+            StatusCode::OK,
+            &inspect::sessions(state, &AppId::new(*app), &UserId::new(*user)),
+        ),
+        (&Method::GET, ["v1", "push", app, "queue"]) => {
+            inspect::push_queue(state, &AppId::new(*app), query.as_deref()).await
+        }
+        (&Method::GET, ["v1", "undelivered"]) => inspect::undelivered(state),
         (&Method::DELETE, ["v1", "sessions", id]) => match u64::from_str_radix(id, 16) {
             Ok(id) if state.gateway.kick(SessionId(id)) => text(StatusCode::NO_CONTENT, ""),
             Ok(_) => error(StatusCode::NOT_FOUND, "no such session"),
@@ -75,9 +93,11 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
 fn allowed(path: &[&str]) -> Option<Method> {
     Some(match path {
         ["healthz"] | ["readyz"] | ["metrics"] => Method::GET,
-        ["v1", "deliver"] => Method::POST,
-        ["v1", "users", _, _, "sessions"] => Method::GET,
+        ["v1", "deliver"] | ["demo", "token"] => Method::POST,
+        ["v1", "apps"] | ["v1", "undelivered"] | ["v1", "push", _, "queue"] => Method::GET,
+        ["v1", "users", _, _] | ["v1", "users", _, _, "sessions"] => Method::GET,
         ["v1", "sessions", _] => Method::DELETE,
+        [""] | ["console", ..] | ["demo", ..] => Method::GET,
         _ => return None,
     })
 }
@@ -263,6 +283,23 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
     }
 }
 
+fn demo_off() -> Reply {
+    error(
+        StatusCode::NOT_FOUND,
+        "the demo page is off (on for `imgate serve` without --config, or [admin] demo = true)",
+    )
+}
+
+/// `303 See Other` to `location`.
+fn redirect(location: &'static str) -> Reply {
+    let mut reply = Response::new(Full::new(Bytes::new()));
+    *reply.status_mut() = StatusCode::SEE_OTHER;
+    reply
+        .headers_mut()
+        .insert(header::LOCATION, header::HeaderValue::from_static(location));
+    reply
+}
+
 fn text(status: StatusCode, body: &str) -> Reply {
     let mut reply = Response::new(Full::new(Bytes::from(body.to_owned())));
     *reply.status_mut() = status;
@@ -274,11 +311,11 @@ fn text(status: StatusCode, body: &str) -> Reply {
 }
 
 /// An error of the JSON API: `{"error": message}` (clients parse one format, not two).
-fn error(status: StatusCode, message: &str) -> Reply {
+pub(super) fn error(status: StatusCode, message: &str) -> Reply {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut reply = Response::new(Full::new(Bytes::from(body)));

@@ -25,6 +25,13 @@ pub(super) fn file(file: &ConfigFile) -> Result<(), ConfigError> {
             file.admin.bind
         )));
     }
+    if admin.demo && !admin.bind.ip().is_loopback() {
+        return Err(ConfigError(format!(
+            "admin.demo = true with admin.bind = {}: the demo page hands out login tokens \
+             for any user name, so it is for loopback only",
+            file.admin.bind
+        )));
+    }
     // Sockets of one protocol (TCP, or UDP for QUIC) cannot share a port.
     let mut bound: Vec<(String, bool, SocketAddr)> =
         vec![("admin.bind".to_owned(), false, file.admin.bind)];

@@ -60,6 +60,8 @@ pub(super) struct Admin {
     pub(super) token_env: Option<String>,
     /// The token from this file (trailing newline ignored) instead of inline.
     pub(super) token_file: Option<PathBuf>,
+    /// The demo chat page (`/demo/`, with tokens for any user name): loopback only.
+    pub(super) demo: bool,
 }
 
 impl Default for Admin {
@@ -69,6 +71,7 @@ impl Default for Admin {
             token: None,
             token_env: None,
             token_file: None,
+            demo: false,
         }
     }
 }

@@ -47,8 +47,11 @@ pub struct Config {
     /// Whether TLS, WSS and QUIC use the development certificate (worth a loud warning): it
     /// is loaded or written by [`Config::into_builder`].
     pub dev_certificate: bool,
-    /// The admin HTTP listener.
+    /// The admin HTTP listener (its `demo` is filled in by the binary once the WebSocket
+    /// listener is bound: see [`Config::demo`]).
     pub admin: crate::admin::AdminConfig,
+    /// `[admin] demo`: the demo page's app, WebSocket path and token minter.
+    pub demo: Option<DemoSettings>,
     /// How long a SIGTERM drain waits for clients to leave.
     pub drain_grace: Duration,
     /// `[tls] ticket_keys`, shared by every TLS listener; on SIGHUP the binary re-reads the
@@ -80,6 +83,16 @@ impl Config {
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse_in(&text, base)
+    }
+
+    /// The embedded defaults `imgate serve` runs without `--config`: [`DEFAULT_CONFIG`] with
+    /// the demo chat page on (`[admin] demo`), the one difference from that file.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        let mut file: ConfigFile = toml::from_str(DEFAULT_CONFIG)
+            .map_err(|e| ConfigError(format!("invalid config: {e}")))?;
+        file.admin.demo = true;
+        file.resolve_paths(Path::new(""));
+        file.validate()
     }
 
     /// Parses and validates TOML text; relative paths are relative to the working directory.
@@ -188,6 +201,24 @@ impl Config {
             builder = builder.listener(listener);
         }
         Ok(builder)
+    }
+}
+
+/// What the demo chat page needs from the configuration (`[admin] demo`): it logs its users
+/// in to the first app, over the first `ws` listener.
+#[derive(Clone, Debug)]
+pub struct DemoSettings {
+    /// The first app's id.
+    pub app: AppId,
+    /// The WebSocket path of the first `ws` listener (its address is known once bound).
+    pub ws_path: String,
+    tokens: dev_token::DevToken,
+}
+
+impl DemoSettings {
+    /// A login token for `user`, valid for `ttl`.
+    pub fn token(&self, user: &UserId, ttl: Duration) -> Result<String, ConfigError> {
+        self.tokens.token(self.app.as_str(), user.as_str(), ttl)
     }
 }
 
@@ -363,6 +394,35 @@ impl ConfigFile {
             .iter()
             .any(|app| app.session.durability == crate::store::Durability::Disk);
         let warnings = checks::warnings(&listeners);
+        let demo = if self.admin.demo {
+            let app = apps[0].id.clone();
+            let tokens = dev_tokens
+                .get(app.as_str())
+                .cloned()
+                .ok_or_else(|| ConfigError(format!("no [[app]] with id {app}")))?;
+            if matches!(tokens, dev_token::DevToken::PublicKey) {
+                return Err(ConfigError(format!(
+                    "admin.demo: app {app} verifies RS256/ES256 tokens, which imgate cannot \
+                     mint for the demo page"
+                )));
+            }
+            let ws = listeners
+                .iter()
+                .find(|l| l.kind == TransportKind::Ws)
+                .ok_or_else(|| {
+                    ConfigError(
+                        "admin.demo: the demo page needs a [[listener]] with transport = \"ws\""
+                            .into(),
+                    )
+                })?;
+            Some(DemoSettings {
+                app,
+                ws_path: ws.ws.path.clone(),
+                tokens,
+            })
+        } else {
+            None
+        };
         let admin_token = secret::resolve(
             "admin.token",
             self.admin.token.as_ref(),
@@ -382,7 +442,9 @@ impl ConfigFile {
             admin: crate::admin::AdminConfig {
                 bind: self.admin.bind,
                 token: admin_token,
+                demo: None,
             },
+            demo,
             drain_grace: Duration::from_secs(self.server.drain_grace_secs),
             session_store: durable.then(|| self.server.data_dir.join("sessions.redb")),
             offline_queue: (!offline_apps.is_empty())
@@ -704,6 +766,50 @@ mod tests {
         assert_eq!(config.listeners.len(), 5);
         assert!(config.dev_certificate);
         assert_eq!(config.apps[0].id, AppId::new("default"));
+        assert!(config.demo.is_none(), "the file itself keeps the demo off");
+    }
+
+    #[tokio::test]
+    async fn the_embedded_defaults_turn_the_demo_page_on_and_it_mints_tokens_that_verify() {
+        let config = Config::embedded().expect("embedded");
+        let demo = config.demo.as_ref().expect("demo on");
+        assert_eq!(demo.app, AppId::new("default"));
+        assert_eq!(demo.ws_path, "/ws");
+        let token = demo
+            .token(&UserId::new("alice"), Duration::from_secs(60))
+            .expect("token");
+        let request = crate::auth::AuthRequest {
+            app: AppId::new("default"),
+            device: crate::ids::DeviceId::new("web"),
+            token,
+            peer: None,
+        };
+        let user = config.apps[0]
+            .authenticator
+            .authenticate(&request)
+            .await
+            .expect("the app accepts the demo's token");
+        assert_eq!(user.user, UserId::new("alice"));
+    }
+
+    #[test]
+    fn the_demo_page_needs_loopback_a_ws_listener_and_mintable_tokens() {
+        let on = DEFAULT_CONFIG.replace("[admin]\n", "[admin]\ndemo = true\n");
+        let config = Config::parse(&on).expect("demo in a file");
+        assert!(config.demo.is_some());
+        let wide = on.replace(
+            "bind = \"127.0.0.1:7180\"",
+            "bind = \"0.0.0.0:7180\"\ntoken = \"t\"",
+        );
+        let error = Config::parse(&wide).expect_err("beyond loopback");
+        assert!(error.0.contains("admin.demo"), "{error}");
+        let no_ws = on.replace("transport = \"ws\"", "transport = \"tcp\"");
+        let no_ws = no_ws.replace(
+            "path = \"/ws\"\n\n[[listener]]\ntransport = \"wss\"",
+            "\n[[listener]]\ntransport = \"wss\"",
+        );
+        let error = Config::parse(&no_ws).expect_err("no ws listener");
+        assert!(error.0.contains("transport = \"ws\""), "{error}");
     }
 
     #[test]

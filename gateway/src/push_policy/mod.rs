@@ -64,7 +64,7 @@ pub use store::{
 use crate::backend::Backend;
 use crate::deliver::PushOptions;
 use crate::ids::{AppId, DeviceId, MessageId, UserId};
-use crate::offline::{Presence, PushPolicy, PushRegistration, PushTrigger};
+use crate::offline::{Presence, PushPolicy, PushRegistration, PushTrigger, PushUserState};
 use crate::session::Identity;
 use worker::Command;
 
@@ -190,6 +190,9 @@ pub enum PushServiceError {
     /// Building the providers, the queue or the push thread failed.
     #[error("push setup: {0}")]
     Setup(String),
+    /// The push queue failed.
+    #[error("push queue: {0}")]
+    Queue(imgate_push::PushError),
     /// The service was shut down.
     #[error("push service stopped")]
     Stopped,
@@ -413,6 +416,17 @@ impl PushService {
         .await
     }
 
+    /// The push queue: how many pushes, how many in flight, the first `limit` by due time.
+    pub async fn queue(
+        &self,
+        limit: usize,
+    ) -> Result<imgate_push::QueueSnapshot, PushServiceError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(Command::Queue { limit, reply }, rx)
+            .await?
+            .map_err(PushServiceError::Queue)
+    }
+
     /// The metrics this service counts into.
     pub fn metrics(&self) -> &PushServiceMetrics {
         &self.inner.metrics
@@ -543,6 +557,27 @@ impl PushPolicy for PushService {
             // Waits for the sends in flight; their outcomes are committed as the queue closes.
             self.shutdown().await;
         })
+    }
+
+    fn user_state<'a>(
+        &'a self,
+        user: &'a UserId,
+    ) -> crate::backend::BoxFuture<'a, Option<Result<PushUserState, String>>> {
+        Box::pin(async move {
+            let state = async {
+                let devices = self.devices(user).await?;
+                let badge = self.badge(user).await?;
+                Ok::<_, PushServiceError>(PushUserState { devices, badge })
+            };
+            Some(state.await.map_err(|e| e.to_string()))
+        })
+    }
+
+    fn queue_state(
+        &self,
+        limit: usize,
+    ) -> crate::backend::BoxFuture<'_, Option<Result<imgate_push::QueueSnapshot, String>>> {
+        Box::pin(async move { Some(self.queue(limit).await.map_err(|e| e.to_string())) })
     }
 
     fn acked(&self, identity: &Identity, messages: &[MessageId]) {

@@ -65,6 +65,11 @@ pub(crate) enum Command {
         user: UserId,
         reply: oneshot::Sender<u32>,
     },
+    /// The dispatcher's queue, with its first `limit` pushes (the admin console).
+    Queue {
+        limit: usize,
+        reply: oneshot::Sender<Result<imgate_push::QueueSnapshot, imgate_push::PushError>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -301,6 +306,9 @@ impl Worker {
             }
             Command::Badge { user, reply } => {
                 let _ = reply.send(self.state.badge(&user));
+            }
+            Command::Queue { limit, reply } => {
+                let _ = reply.send(self.dispatcher.snapshot(limit));
             }
             Command::Committed { reply } => {
                 // The journal holds every earlier write already; the commit is awaited on a

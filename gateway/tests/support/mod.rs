@@ -264,6 +264,18 @@ pub fn resume_of(welcome: &Welcome, last_seq: u64) -> Resume {
     }
 }
 
+/// The raw response (status line, headers and body) to one request written as it is.
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .expect("timely")
+        .expect("read");
+    response
+}
+
 /// One HTTP/1.1 request over a fresh connection; returns (status, body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     http_with_token(addr, method, path, body, None).await
