@@ -268,6 +268,8 @@ async function refresh() {
   if (!$("push-app").value) await loadApps();
   await refreshPush();
   await refreshUndelivered();
+  // A user once looked up stays on view, live.
+  if (!$("user-result").hidden) await lookUp();
   if ($("status").className === "error" && $("status").textContent.includes("token")) status("");
 }
 

@@ -1,0 +1,200 @@
+// The demo chat page and the web console in headless Chromium (Debian's, driven by
+// playwright-core) against the real `imgate` binary: two pages exchange messages; one goes
+// offline while messages arrive and, back online, receives every one exactly once; the
+// console shows a connected user, sends it a test message and kicks it. Screenshots of both
+// pages are taken on the way (into IMGATE_SCREENSHOT_DIR; docs/ with
+// IMGATE_WRITE_SCREENSHOTS=1).
+//
+// Run by gateway/tests/browser.rs, which sets IMGATE_BIN and IMGATE_CHROMIUM. Every wait is
+// for an event in a page (a state, a text, a message count), bounded by Playwright's timeouts.
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+import { ADMIN_TOKEN, startServer } from "./server.mjs";
+
+const BINARY = process.env.IMGATE_BIN;
+const CHROMIUM = process.env.IMGATE_CHROMIUM ?? "/usr/bin/chromium";
+const DOCS = fileURLToPath(new URL("../../../docs/", import.meta.url));
+const SHOTS = process.env.IMGATE_WRITE_SCREENSHOTS === "1" ? DOCS : process.env.IMGATE_SCREENSHOT_DIR;
+const WAIT = { timeout: 15_000 };
+
+// The closed network refuses what Chromium fetches for itself; these keep it quiet.
+const ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+let server;
+let browser;
+
+/** A page of its own browser context (its own network switch, storage and devices). */
+async function open(path, viewport = { width: 900, height: 700 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (error) => console.error(`page error on ${path}:`, error));
+  await page.goto(`${server.admin}${path}`);
+  return { context, page };
+}
+
+/** Waits until `user`'s pane in `page` is in client state `state`. */
+async function state(page, user, state) {
+  await page.locator(`.pane[data-user="${user}"] .state.${state}`).waitFor(WAIT);
+}
+
+/** Sends `text` to `to` from `user`'s pane and waits for its receipt. */
+async function send(page, user, to, text) {
+  const pane = page.locator(`.pane[data-user="${user}"]`);
+  await pane.locator(".to").fill(to);
+  await pane.locator(".text").fill(text);
+  await pane.locator("button").click();
+  const mine = pane.locator("li.mine").filter({ hasText: text }).last();
+  await mine.locator(".meta").filter({ hasNotText: "sending…" }).waitFor(WAIT);
+  return mine.locator(".meta").textContent();
+}
+
+/** Waits until `user` in `page` has received `count` messages; returns their texts. */
+async function received(page, user, count) {
+  await page.waitForFunction(
+    ([user, count]) => (window.imgateDemo?.received(user).length ?? 0) >= count,
+    [user, count],
+    WAIT,
+  );
+  return page.evaluate((user) => window.imgateDemo.received(user), user);
+}
+
+async function screenshot(page, name) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot({ path: join(SHOTS, name), fullPage: true });
+}
+
+describe("the demo page and the console in Chromium", () => {
+  let alice;
+  let bob;
+
+  before(async () => {
+    assert.ok(BINARY, "IMGATE_BIN names the imgate binary");
+    server = await startServer(BINARY);
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30_000 });
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  it("two pages exchange messages", async () => {
+    alice = await open("/demo/?users=alice&to=bob");
+    bob = await open("/demo/?users=bob&to=alice");
+    await state(alice.page, "alice", "open");
+    await state(bob.page, "bob", "open");
+
+    assert.match(await send(alice.page, "alice", "bob", "hello bob"), /delivered/);
+    const atBob = await received(bob.page, "bob", 1);
+    assert.deepEqual(
+      atBob.map((m) => [m.from, m.text]),
+      [["alice", "hello bob"]],
+    );
+    await bob.page.locator("li.theirs").filter({ hasText: "hello bob" }).waitFor(WAIT);
+
+    await send(bob.page, "bob", "alice", "hi alice");
+    const atAlice = await received(alice.page, "alice", 1);
+    assert.deepEqual(
+      atAlice.map((m) => [m.from, m.text]),
+      [["bob", "hi alice"]],
+    );
+  });
+
+  it("a page that goes offline while messages arrive gets every one exactly once", async () => {
+    await bob.context.setOffline(true);
+    await state(bob.page, "bob", "offline");
+    const texts = Array.from({ length: 5 }, (_, i) => `while you were away ${i + 1}`);
+    for (const text of texts) await send(alice.page, "alice", "bob", text);
+
+    await bob.context.setOffline(false);
+    await state(bob.page, "bob", "open");
+    await bob.page.locator("li.note").filter({ hasText: "resumed" }).waitFor(WAIT);
+    // A last message after the resume: once it is in, anything replayed twice would be too.
+    await send(alice.page, "alice", "bob", "welcome back");
+    const all = await received(bob.page, "bob", 7);
+    assert.deepEqual(
+      all.map((m) => m.text),
+      ["hello bob", ...texts, "welcome back"],
+    );
+    const seqs = all.map((m) => m.seq);
+    assert.deepEqual(
+      seqs,
+      seqs.map((_, i) => seqs[0] + i),
+      "one session, gap-free",
+    );
+    assert.equal(new Set(all.map((m) => m.messageId)).size, all.length, "no message twice");
+  });
+
+  it("the two-user demo page shows alice and bob talking", async () => {
+    const demo = await open("/demo/", { width: 1100, height: 620 });
+    await state(demo.page, "alice", "open");
+    await state(demo.page, "bob", "open");
+    await send(demo.page, "alice", "bob", "Hi Bob! This is the imgate demo.");
+    await received(demo.page, "bob", 1);
+    await send(demo.page, "bob", "alice", "Hi Alice, it works: over WebSocket, through the SDK.");
+    await received(demo.page, "alice", 1);
+    await send(demo.page, "alice", "bob", "Now try the console: /console/");
+    await received(demo.page, "bob", 2);
+    await screenshot(demo.page, "demo.png");
+    await demo.context.close();
+  });
+
+  it("the console shows a connected user, sends it a test message and kicks it", async () => {
+    const carol = await open("/demo/?users=carol&to=alice");
+    await state(carol.page, "carol", "open");
+    const admin = await open("/console/", { width: 1280, height: 900 });
+    const $ = (selector) => admin.page.locator(selector);
+
+    // No data without the token.
+    await $("#status").filter({ hasText: "token" }).waitFor(WAIT);
+    await $("#token").fill(ADMIN_TOKEN);
+    await $("#token-form button").click();
+    await $("#m-sessions").filter({ hasNotText: "–" }).waitFor(WAIT);
+    // alice, bob and carol are connected over the WebSocket listener.
+    await $("#transports tbody tr").filter({ hasText: "ws" }).filter({ hasText: "3" }).waitFor(WAIT);
+
+    // A test message to carol, and one to nobody (it shows up as undelivered).
+    await $("#send-target").fill("carol");
+    await $("#send-text").fill("a test message from the console");
+    await $("#send-form button").click();
+    await $("#send-result").filter({ hasText: "carol" }).filter({ hasText: "sent" }).waitFor(WAIT);
+    const atCarol = await received(carol.page, "carol", 1);
+    assert.deepEqual(
+      atCarol.map((m) => [m.from, m.text]),
+      [["console", "a test message from the console"]],
+    );
+    await $("#send-target").fill("dave");
+    await $("#send-form button").click();
+    await $("#undelivered-list tbody tr").filter({ hasText: "dave" }).filter({ hasText: "no_session" }).waitFor(WAIT);
+
+    // Carol's session, attached, nothing left unacknowledged once her page acked.
+    await $("#user-name").fill("carol");
+    await $("#user-form button").click();
+    const row = $("#sessions tbody tr").filter({ hasText: "attached" });
+    await row.waitFor(WAIT);
+    assert.match(await row.textContent(), /web/);
+    // Rates need two samples of /metrics.
+    await $("#m-delivered").filter({ hasNotText: "–" }).waitFor(WAIT);
+    await screenshot(admin.page, "console.png");
+
+    await row.locator("button.kick").click();
+    await carol.page.locator("li.note").filter({ hasText: "stopped: kicked by the server" }).waitFor(WAIT);
+    await state(carol.page, "carol", "stopped");
+    await $("#sessions tbody td.empty").filter({ hasText: "carol has no session" }).waitFor(WAIT);
+  });
+});
