@@ -1,12 +1,14 @@
 // The demo chat page and the web console in headless Chromium (Debian's, driven by
 // playwright-core) against the real `imgate` binary: two pages exchange messages; one goes
 // offline while messages arrive and, back online, receives every one exactly once; the
-// console shows a connected user, sends it a test message and kicks it. Screenshots of both
-// pages are taken on the way (into IMGATE_SCREENSHOT_DIR; docs/ with
-// IMGATE_WRITE_SCREENSHOTS=1).
+// console shows a connected user, sends it a test message and kicks it, and shows a push in
+// the push queue with the user's device and badge. Screenshots of both pages are taken on
+// the way (into IMGATE_SCREENSHOT_DIR; docs/ with IMGATE_WRITE_SCREENSHOTS=1).
 //
-// Run by gateway/tests/browser.rs, which sets IMGATE_BIN and IMGATE_CHROMIUM. Every wait is
-// for an event in a page (a state, a text, a message count), bounded by Playwright's timeouts.
+// Run by gateway/tests/browser.rs, which sets IMGATE_BIN, IMGATE_CHROMIUM and the app's push
+// configuration for its mock APNs (IMGATE_PUSH_CONFIG, _TOPIC, _TOKEN: the mock never answers
+// that token's first push). Every wait is for an event in a page (a state, a text, a message
+// count), bounded by Playwright's timeouts.
 
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
@@ -21,6 +23,11 @@ const CHROMIUM = process.env.IMGATE_CHROMIUM ?? "/usr/bin/chromium";
 const DOCS = fileURLToPath(new URL("../../../docs/", import.meta.url));
 const SHOTS = process.env.IMGATE_WRITE_SCREENSHOTS === "1" ? DOCS : process.env.IMGATE_SCREENSHOT_DIR;
 const WAIT = { timeout: 15_000 };
+const PUSH = {
+  config: process.env.IMGATE_PUSH_CONFIG,
+  topic: process.env.IMGATE_PUSH_TOPIC,
+  token: process.env.IMGATE_PUSH_TOKEN,
+};
 
 // The closed network refuses what Chromium fetches for itself; these keep it quiet.
 const ARGS = [
@@ -84,7 +91,8 @@ describe("the demo page and the console in Chromium", () => {
 
   before(async () => {
     assert.ok(BINARY, "IMGATE_BIN names the imgate binary");
-    server = await startServer(BINARY);
+    assert.ok(PUSH.config && PUSH.topic && PUSH.token, "IMGATE_PUSH_* describe the mock APNs");
+    server = await startServer(BINARY, PUSH.config);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: 30_000 });
   });
 
@@ -154,12 +162,27 @@ describe("the demo page and the console in Chromium", () => {
     await demo.context.close();
   });
 
-  it("the console shows a connected user, sends it a test message and kicks it", async () => {
+  it("the console shows a connected user and a push waiting for another, and kicks the first", async () => {
     const carol = await open("/demo/?users=carol&to=alice");
     await state(carol.page, "carol", "open");
+    // Dave registers an APNs token from his page, then logs out: his messages are pushed.
+    const dave = await open("/demo/?users=dave");
+    await state(dave.page, "dave", "open");
+    const registered = await dave.page.evaluate(
+      async ({ token, topic }) => {
+        const client = window.imgateDemo.panes.dave.client;
+        const receipt = await client.registerPush({ provider: 1 /* APNS */, token, topic });
+        await client.logout();
+        return receipt.status;
+      },
+      { token: PUSH.token, topic: PUSH.topic },
+    );
+    assert.equal(registered, 1, "RegisterPush ACCEPTED");
+    await state(dave.page, "dave", "stopped");
+    await dave.context.close();
+
     const admin = await open("/console/", { width: 1280, height: 900 });
     const $ = (selector) => admin.page.locator(selector);
-
     // No data without the token.
     await $("#status").filter({ hasText: "token" }).waitFor(WAIT);
     await $("#token").fill(ADMIN_TOKEN);
@@ -168,10 +191,10 @@ describe("the demo page and the console in Chromium", () => {
     // alice, bob and carol are connected over the WebSocket listener.
     await $("#transports tbody tr").filter({ hasText: "ws" }).filter({ hasText: "3" }).waitFor(WAIT);
 
-    // A test message to carol, and one to nobody (it shows up as undelivered).
+    // A test message to carol, and one with a push alert to dave, who has no session.
     await $("#send-target").fill("carol");
     await $("#send-text").fill("a test message from the console");
-    await $("#send-form button").click();
+    await $("#send-form button[type=submit]").click();
     await $("#send-result").filter({ hasText: "carol" }).filter({ hasText: "sent" }).waitFor(WAIT);
     const atCarol = await received(carol.page, "carol", 1);
     assert.deepEqual(
@@ -179,15 +202,28 @@ describe("the demo page and the console in Chromium", () => {
       [["console", "a test message from the console"]],
     );
     await $("#send-target").fill("dave");
-    await $("#send-form button").click();
+    await $("#send-text").fill("dave, you have a message");
+    await $("#send-push").check();
+    await $("#send-form button[type=submit]").click();
+    await $("#send-result").filter({ hasText: "dave: offline" }).waitFor(WAIT);
     await $("#undelivered-list tbody tr").filter({ hasText: "dave" }).filter({ hasText: "no_session" }).waitFor(WAIT);
+    // The mock APNs holds the push: queued, being sent, badge 1, a prefix of the token.
+    await $("#push-summary").filter({ hasText: "1 queued, 1 being sent" }).waitFor(WAIT);
+    const queued = $("#push-queue tbody tr").filter({ hasText: "sending" });
+    assert.match(await queued.textContent(), new RegExp(`apns${PUSH.token.slice(0, 12)}…alert1`));
 
-    // Carol's session, attached, nothing left unacknowledged once her page acked.
+    await $("#user-name").fill("dave");
+    await $("#user-form button").click();
+    await $("#sessions tbody td.empty").filter({ hasText: "dave has no session" }).waitFor(WAIT);
+    await $("#badge").filter({ hasText: "Badge: 1" }).waitFor(WAIT);
+    assert.match(await $("#devices tbody tr").textContent(), new RegExp(`apns${PUSH.token.slice(0, 12)}…`));
+
+    // Carol's session, attached.
     await $("#user-name").fill("carol");
     await $("#user-form button").click();
     const row = $("#sessions tbody tr").filter({ hasText: "attached" });
     await row.waitFor(WAIT);
-    assert.match(await row.textContent(), /web/);
+    assert.match(await row.textContent(), /web-carol-/);
     // Rates need two samples of /metrics.
     await $("#m-delivered").filter({ hasNotText: "–" }).waitFor(WAIT);
     await screenshot(admin.page, "console.png");

@@ -35,10 +35,14 @@ secret = "browser-test-secret-0123456789abcdef"
 durability = "memory"
 `;
 
-/** Starts `imgate serve` and waits (bounded) until it announced its listeners. */
-export async function startServer(binary) {
+/**
+ * Starts `imgate serve` and waits (bounded) until it announced its listeners. `push` is the
+ * app's `[app.push]` and `[app.push.apns]` sections (gateway/tests/browser.rs writes them
+ * for its mock APNs).
+ */
+export async function startServer(binary, push) {
   const dir = mkdtempSync(join(tmpdir(), "imgate-browser-"));
-  writeFileSync(join(dir, "imgate.toml"), CONFIG(dir));
+  writeFileSync(join(dir, "imgate.toml"), CONFIG(dir) + push);
   const child = spawn(binary, ["serve", "--config", join(dir, "imgate.toml")], {
     env: { ...process.env, RUST_LOG: "warn" },
     stdio: ["ignore", "pipe", "inherit"],

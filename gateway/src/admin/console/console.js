@@ -195,12 +195,11 @@ async function kickSession(id) {
 async function send() {
   const kind = $("send-kind").value;
   const target = { [kind]: $("send-target").value.trim() };
-  const report = await api("POST", "/v1/deliver", {
-    app: $("send-app").value,
-    target,
-    text: $("send-text").value,
-    from: "console",
-  });
+  const text = $("send-text").value;
+  const request = { app: $("send-app").value, target, text, from: "console" };
+  // Push options make the message pushable: a device without a session is woken with it.
+  if ($("send-push").checked) request.push = { title: "imgate console", body: text };
+  const report = await api("POST", "/v1/deliver", request);
   const outcomes = report.devices.map((d) => `${d.user}${d.device ? "/" + d.device : ""}: ${d.outcome}`);
   $("send-result").textContent = `message ${report.message_id}: ${outcomes.join(", ") || "no recipient"}`;
 }
