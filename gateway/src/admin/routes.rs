@@ -24,6 +24,8 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
         (&Method::GET, ["readyz"]) => {
             if state.gateway.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !state.gateway.is_ready() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "cluster unreachable\n")
             } else {
                 text(StatusCode::OK, "ready\n")
             }
@@ -33,6 +35,28 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
         }
         (&Method::GET, ["metrics"]) => metrics(state),
         (&Method::POST, ["v1", "deliver"]) => deliver(state, request).await,
+        #[cfg(feature = "cluster")]
+        (&Method::GET, ["v1", "users", app, user, "sessions"]) => {
+            match state.gateway.locate(&AppId::new(*app), &UserId::new(*user)).await {
+                Ok(sessions) => {
+                    let body: Vec<_> = sessions
+                        .iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "id": s.id.to_string(),
+                                "device": s.device.as_str(),
+                                "attached": s.attached,
+                                "unacked": s.unacked,
+                                "node": s.node,
+                            })
+                        })
+                        .collect();
+                    json(StatusCode::OK, &body)
+                }
+                Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+            }
+        }
+        #[cfg(not(feature = "cluster"))]
         (&Method::GET, ["v1", "users", app, user, "sessions"]) => {
             let sessions = state
                 .gateway
@@ -44,6 +68,7 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
                         "id": s.id.to_string(),
                         "device": s.device.as_str(),
                         "attached": s.attached,
+                        "unacked": s.unacked,
                     })
                 })
                 .collect();
@@ -241,6 +266,7 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
                         DeviceOutcome::Sent { seq } => ("sent", Some(seq)),
                         DeviceOutcome::Buffered { seq } => ("buffered", Some(seq)),
                         DeviceOutcome::Offline => ("offline", None),
+                        _ => ("unreachable", None),
                     };
                     DeviceJson {
                         user: d.user.to_string(),
