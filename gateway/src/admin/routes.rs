@@ -37,7 +37,11 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
         (&Method::POST, ["v1", "deliver"]) => deliver(state, request).await,
         #[cfg(feature = "cluster")]
         (&Method::GET, ["v1", "users", app, user, "sessions"]) => {
-            match state.gateway.locate(&AppId::new(*app), &UserId::new(*user)).await {
+            match state
+                .gateway
+                .locate(&AppId::new(*app), &UserId::new(*user))
+                .await
+            {
                 Ok(sessions) => {
                     let body: Vec<_> = sessions
                         .iter()

@@ -47,7 +47,10 @@ impl UserEntry {
 
     /// Makes `session` on `node` the device's session; returns the entry it replaced.
     fn claim(&mut self, device: &DeviceId, node: &str, session: u64) -> Option<DeviceEntry> {
-        let index = self.devices.iter().position(|d| d.device == device.as_str());
+        let index = self
+            .devices
+            .iter()
+            .position(|d| d.device == device.as_str());
         let previous = index.map(|i| self.devices.remove(i));
         let mut taken_over = previous
             .as_ref()
@@ -75,6 +78,9 @@ impl UserEntry {
 #[derive(Debug)]
 pub(crate) struct Directory {
     kv: kv::Store,
+    client: async_nats::Client,
+    /// The bound on every directory operation (the cluster's request time-out).
+    timeout: std::time::Duration,
 }
 
 impl Directory {
@@ -82,23 +88,62 @@ impl Directory {
     pub(super) async fn open(
         client: &async_nats::Client,
         replicas: usize,
+        timeout: std::time::Duration,
     ) -> Result<Self, ClusterError> {
+        use async_nats::jetstream::stream;
         let jetstream = async_nats::jetstream::new(client.clone());
-        let kv = match jetstream.get_key_value(DIRECTORY_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => jetstream
-                .create_key_value(kv::Config {
-                    bucket: DIRECTORY_BUCKET.into(),
-                    description: "imgate: which node holds each device's session".into(),
-                    history: 1,
+        if jetstream.get_key_value(DIRECTORY_BUCKET).await.is_err() {
+            // The bucket's stream, made the way KV clients make it. Not `create_key_value`:
+            // it first reads the account's limits, whose reply from a 2.9 server (Debian's)
+            // lacks fields async-nats 0.50 requires. Creating an existing stream with the
+            // same config is a no-op, so nodes starting together do not race.
+            jetstream
+                .create_stream(stream::Config {
+                    name: format!("KV_{DIRECTORY_BUCKET}"),
+                    description: Some("imgate: which node holds each device's session".into()),
+                    subjects: vec![format!("$KV.{DIRECTORY_BUCKET}.>")],
+                    max_messages_per_subject: 1,
+                    discard: stream::DiscardPolicy::New,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
                     num_replicas: replicas.max(1),
-                    storage: async_nats::jetstream::stream::StorageType::File,
+                    storage: stream::StorageType::File,
+                    duplicate_window: std::time::Duration::from_secs(120),
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| ClusterError::Directory(format!("creating {DIRECTORY_BUCKET}: {e}")))?,
-        };
-        Ok(Self { kv })
+                .map_err(|e| {
+                    ClusterError::Directory(format!("creating {DIRECTORY_BUCKET}: {e}"))
+                })?;
+        }
+        let kv = jetstream
+            .get_key_value(DIRECTORY_BUCKET)
+            .await
+            .map_err(|e| ClusterError::Directory(format!("opening {DIRECTORY_BUCKET}: {e}")))?;
+        Ok(Self {
+            kv,
+            client: client.clone(),
+            timeout,
+        })
+    }
+
+    /// Fails at once while NATS is unreachable, and after the time-out otherwise: a
+    /// delivery or a login never waits longer than that for the directory.
+    async fn bounded<T, E: std::fmt::Display>(
+        &self,
+        operation: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, ClusterError> {
+        if self.client.connection_state() == async_nats::connection::State::Disconnected {
+            return Err(ClusterError::Directory("NATS is unreachable".into()));
+        }
+        match tokio::time::timeout(self.timeout, operation).await {
+            Ok(result) => result.map_err(|e| ClusterError::Directory(e.to_string())),
+            Err(_) => Err(ClusterError::Directory(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
+        }
     }
 
     /// The user's entry and its revision (0: no entry).
@@ -107,11 +152,7 @@ impl Directory {
         app: &AppId,
         user: &UserId,
     ) -> Result<(UserEntry, u64), ClusterError> {
-        let entry = self
-            .kv
-            .entry(user_key(app, user))
-            .await
-            .map_err(|e| ClusterError::Directory(e.to_string()))?;
+        let entry = self.bounded(self.kv.entry(user_key(app, user))).await?;
         match entry {
             None => Ok((UserEntry::default(), 0)),
             // A deleted key: empty, but a write must name the delete marker's revision.
@@ -119,9 +160,8 @@ impl Directory {
                 Ok((UserEntry::default(), entry.revision))
             }
             Some(entry) => {
-                let value = serde_json::from_slice(&entry.value).map_err(|e| {
-                    ClusterError::Directory(format!("entry {}: {e}", entry.key))
-                })?;
+                let value = serde_json::from_slice(&entry.value)
+                    .map_err(|e| ClusterError::Directory(format!("entry {}: {e}", entry.key)))?;
                 Ok((value, entry.revision))
             }
         }
@@ -144,35 +184,48 @@ impl Directory {
             if entry == before {
                 return Ok(out);
             }
-            let written = if entry.devices.is_empty() {
-                self.kv
-                    .delete_expect_revision(&key, Some(revision))
-                    .await
-                    .map(|()| ())
-                    .map_err(|e| (e.kind() == kv::DeleteErrorKind::WrongLastRevision, e.to_string()))
+            let value = if entry.devices.is_empty() {
+                None
             } else {
-                let value = serde_json::to_vec(&entry)
-                    .map_err(|e| ClusterError::Directory(e.to_string()))?;
-                if revision == 0 {
-                    self.kv
-                        .create(&key, value.into())
-                        .await
-                        .map(drop)
-                        .map_err(|e| (e.kind() == kv::CreateErrorKind::AlreadyExists, e.to_string()))
-                } else {
-                    self.kv
-                        .update(&key, value.into(), revision)
-                        .await
-                        .map(drop)
-                        .map_err(|e| (e.kind() == kv::UpdateErrorKind::WrongLastRevision, e.to_string()))
-                }
+                Some(
+                    serde_json::to_vec(&entry)
+                        .map_err(|e| ClusterError::Directory(e.to_string()))?,
+                )
             };
-            match written {
-                Ok(()) => return Ok(out),
-                // Another node wrote first: apply the change to what it wrote.
-                Err((true, _)) => {}
-                Err((false, error)) => return Err(ClusterError::Directory(error)),
+            let written = self
+                .bounded(async {
+                    // Ok(false): another node wrote first.
+                    match value {
+                        None => match self.kv.delete_expect_revision(&key, Some(revision)).await {
+                            Ok(()) => Ok(true),
+                            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => {
+                                Ok(false)
+                            }
+                            Err(e) => Err(e.to_string()),
+                        },
+                        Some(value) if revision == 0 => {
+                            match self.kv.create(&key, value.into()).await {
+                                Ok(_) => Ok(true),
+                                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                                    Ok(false)
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                        Some(value) => match self.kv.update(&key, value.into(), revision).await {
+                            Ok(_) => Ok(true),
+                            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                                Ok(false)
+                            }
+                            Err(e) => Err(e.to_string()),
+                        },
+                    }
+                })
+                .await?;
+            if written {
+                return Ok(out);
             }
+            // Another node wrote first: apply the change to what it wrote.
         }
         Err(ClusterError::Directory(format!(
             "entry {key}: {MAX_ATTEMPTS} concurrent writers in a row"
@@ -203,9 +256,9 @@ impl Directory {
         session: u64,
     ) -> Result<(), ClusterError> {
         self.modify(app, user, |entry| {
-            entry
-                .devices
-                .retain(|d| !(d.device == device.as_str() && d.node == node && d.session == session));
+            entry.devices.retain(|d| {
+                !(d.device == device.as_str() && d.node == node && d.session == session)
+            });
         })
         .await
     }
@@ -221,13 +274,19 @@ mod tests {
         let phone = DeviceId::new("phone");
         assert_eq!(entry.claim(&phone, "a", 1), None);
         let previous = entry.claim(&phone, "b", 2).expect("replaced");
-        assert_eq!((previous.node.as_str(), previous.session, previous.epoch), ("a", 1, 1));
+        assert_eq!(
+            (previous.node.as_str(), previous.session, previous.epoch),
+            ("a", 1, 1)
+        );
         let now = entry.device(&phone).expect("claimed");
         assert_eq!((now.node.as_str(), now.session, now.epoch), ("b", 2, 2));
         assert_eq!(now.taken_over, vec![1]);
         // A resume moving the same session to another node is no take-over.
         entry.claim(&phone, "c", 2);
-        assert_eq!(entry.device(&phone).map(|d| d.taken_over.clone()), Some(vec![1]));
+        assert_eq!(
+            entry.device(&phone).map(|d| d.taken_over.clone()),
+            Some(vec![1])
+        );
         for session in 3..10 {
             entry.claim(&phone, "a", session);
         }

@@ -37,8 +37,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub(crate) use directory::Directory;
-pub use route::ClusterSession;
 pub use names::valid_node_name;
+pub use route::ClusterSession;
 
 use crate::metrics::{ClusterRequestLabel, Metrics};
 
@@ -158,7 +158,10 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Connects to NATS and opens (or creates) the directory bucket.
-    pub(crate) async fn join(config: ClusterConfig, metrics: Metrics) -> Result<Self, ClusterError> {
+    pub(crate) async fn join(
+        config: ClusterConfig,
+        metrics: Metrics,
+    ) -> Result<Self, ClusterError> {
         if !valid_node_name(&config.node) {
             return Err(ClusterError::Config(format!(
                 "node name {:?}: use 1 to 64 letters, digits, '-' or '_'",
@@ -170,18 +173,19 @@ impl Cluster {
         }
         let disconnected_since = Arc::new(Mutex::new(None));
         let options = connect_options(&config, &disconnected_since, &metrics).await?;
-        let client = tokio::time::timeout(config.connect_timeout, options.connect(config.urls.clone()))
-            .await
-            .map_err(|_| {
-                ClusterError::Connect(format!(
-                    "no NATS server answered within {:?} ({})",
-                    config.connect_timeout,
-                    config.urls.join(", ")
-                ))
-            })?
-            .map_err(|e| ClusterError::Connect(e.to_string()))?;
+        let client =
+            tokio::time::timeout(config.connect_timeout, options.connect(config.urls.clone()))
+                .await
+                .map_err(|_| {
+                    ClusterError::Connect(format!(
+                        "no NATS server answered within {:?} ({})",
+                        config.connect_timeout,
+                        config.urls.join(", ")
+                    ))
+                })?
+                .map_err(|e| ClusterError::Connect(e.to_string()))?;
         metrics.cluster_connected.set(1);
-        let directory = Directory::open(&client, config.replicas).await?;
+        let directory = Directory::open(&client, config.replicas, config.request_timeout).await?;
         Ok(Self {
             node: config.node.into(),
             client,
@@ -223,8 +227,7 @@ impl Cluster {
         let subject = names::node_subject(node, verb);
         let sent = tokio::time::timeout(
             self.request_timeout,
-            self.client
-                .request(subject, request.encode_to_vec().into()),
+            self.client.request(subject, request.encode_to_vec().into()),
         )
         .await;
         let outcome = match &sent {
@@ -245,7 +248,8 @@ impl Cluster {
             .observe(started.elapsed().as_secs_f64());
         let reason = match sent {
             Ok(Ok(message)) => {
-                return A::decode(message.payload).map_err(|_| ClusterError::Malformed(node.into()));
+                return A::decode(message.payload)
+                    .map_err(|_| ClusterError::Malformed(node.into()));
             }
             Err(_) => "no answer in time",
             Ok(Err(e)) => match e.kind() {
@@ -274,9 +278,13 @@ async fn connect_options(
         ClusterAuth::UserPassword { user, password } => {
             async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
         }
-        ClusterAuth::CredentialsFile(path) => async_nats::ConnectOptions::with_credentials_file(path)
-            .await
-            .map_err(|e| ClusterError::Config(format!("credentials file {}: {e}", path.display())))?,
+        ClusterAuth::CredentialsFile(path) => {
+            async_nats::ConnectOptions::with_credentials_file(path)
+                .await
+                .map_err(|e| {
+                    ClusterError::Config(format!("credentials file {}: {e}", path.display()))
+                })?
+        }
     };
     options = options
         .name(format!("imgate {}", config.node))
@@ -295,7 +303,9 @@ async fn connect_options(
         let connected = connected.clone();
         let node = node.clone();
         async move {
-            let mut since = since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut since = since
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match event {
                 async_nats::Event::Connected => {
                     *since = None;

@@ -49,7 +49,11 @@ pub(crate) async fn deliver(
             // node's sessions get the message, the rest is refused in the report.
             tracing::warn!(%app, %user, %error, "cluster directory unreachable; delivering locally only");
             let mut report = handle
-                .deliver_here(app, delivery, Scope::Listed(&local_sessions(handle, app, &user)))
+                .deliver_here(
+                    app,
+                    delivery,
+                    Scope::Listed(&local_sessions(handle, app, &user)),
+                )
                 .await?;
             report.devices.push(DeviceReport {
                 user,
@@ -81,7 +85,11 @@ pub(crate) async fn deliver(
             sessions: sessions.iter().map(|(id, _)| id.0).collect(),
             message_id: message_id.0,
             payload: delivery.payload.clone(),
-            from: delivery.options.from.as_ref().map(|f| f.as_str().to_owned()),
+            from: delivery
+                .options
+                .from
+                .as_ref()
+                .map(|f| f.as_str().to_owned()),
             sent_at_ms: delivery
                 .options
                 .sent_at_ms
@@ -112,16 +120,18 @@ pub(crate) async fn deliver(
         };
         match reply {
             Ok(reply) if reply.error.is_empty() => {
-                report.devices.extend(reply.devices.into_iter().map(|d| DeviceReport {
-                    user: user.clone(),
-                    session: Some(SessionId(d.session)),
-                    device: Some(DeviceId::new(d.device)),
-                    outcome: match d.outcome {
-                        OUTCOME_SENT => DeviceOutcome::Sent { seq: d.seq },
-                        OUTCOME_BUFFERED => DeviceOutcome::Buffered { seq: d.seq },
-                        _ => DeviceOutcome::Offline,
-                    },
-                }));
+                report
+                    .devices
+                    .extend(reply.devices.into_iter().map(|d| DeviceReport {
+                        user: user.clone(),
+                        session: Some(SessionId(d.session)),
+                        device: Some(DeviceId::new(d.device)),
+                        outcome: match d.outcome {
+                            OUTCOME_SENT => DeviceOutcome::Sent { seq: d.seq },
+                            OUTCOME_BUFFERED => DeviceOutcome::Buffered { seq: d.seq },
+                            _ => DeviceOutcome::Offline,
+                        },
+                    }));
             }
             failed => {
                 let why = match failed {
@@ -132,12 +142,16 @@ pub(crate) async fn deliver(
                 Metrics::count(&handle.metrics().deliveries, "unreachable");
                 report
                     .devices
-                    .extend(unanswered.into_iter().map(|(session, device)| DeviceReport {
-                        user: user.clone(),
-                        session: Some(session),
-                        device: Some(device),
-                        outcome: DeviceOutcome::Unreachable,
-                    }));
+                    .extend(
+                        unanswered
+                            .into_iter()
+                            .map(|(session, device)| DeviceReport {
+                                user: user.clone(),
+                                session: Some(session),
+                                device: Some(device),
+                                outcome: DeviceOutcome::Unreachable,
+                            }),
+                    );
             }
         }
     }
@@ -174,12 +188,18 @@ fn local_sessions(handle: &GatewayHandle, app: &AppId, user: &UserId) -> Vec<Ses
 /// directory, and end the one another node held. A directory that cannot be written now is
 /// retried in the background while the session lives (until then deliveries from other
 /// nodes do not find it).
-pub(crate) async fn claim(handle: &GatewayHandle, cluster: &Arc<Cluster>, identity: &Identity, session: SessionId) {
+pub(crate) async fn claim(
+    handle: &GatewayHandle,
+    cluster: &Arc<Cluster>,
+    identity: &Identity,
+    session: SessionId,
+) {
     match claim_once(cluster, identity, session).await {
         Ok(()) => {}
         Err(error) => {
             tracing::warn!(user = %identity.user, %error, "cluster directory claim failed; retrying in the background");
-            let (handle2, cluster, identity) = (handle.clone(), Arc::clone(cluster), identity.clone());
+            let (handle2, cluster, identity) =
+                (handle.clone(), Arc::clone(cluster), identity.clone());
             handle.spawn(async move {
                 let mut delay = std::time::Duration::from_millis(200);
                 while handle2.shared.registry.session(session).is_some() {
@@ -201,7 +221,13 @@ async fn claim_once(
 ) -> Result<(), super::ClusterError> {
     let previous = cluster
         .directory()
-        .claim(&identity.app, &identity.user, &identity.device, cluster.node(), session.0)
+        .claim(
+            &identity.app,
+            &identity.user,
+            &identity.device,
+            cluster.node(),
+            session.0,
+        )
         .await?;
     if let Some(previous) = previous
         && previous.node != cluster.node()
@@ -227,7 +253,12 @@ async fn claim_once(
 
 /// A session of this node ended: the directory stops naming it (unless the device already
 /// has a newer one, or the session moved to another node).
-pub(crate) fn release_ended(handle: &GatewayHandle, cluster: &Arc<Cluster>, identity: &Identity, session: SessionId) {
+pub(crate) fn release_ended(
+    handle: &GatewayHandle,
+    cluster: &Arc<Cluster>,
+    identity: &Identity,
+    session: SessionId,
+) {
     let (cluster, identity) = (Arc::clone(cluster), identity.clone());
     handle.spawn(async move {
         let released = cluster
@@ -257,7 +288,11 @@ pub(crate) async fn fetch_for_resume(
     identity: &Identity,
     resume: &imgate_codec::Resume,
 ) -> Fetched {
-    let entry = match cluster.directory().read(&identity.app, &identity.user).await {
+    let entry = match cluster
+        .directory()
+        .read(&identity.app, &identity.user)
+        .await
+    {
         Ok((entry, _)) => entry,
         Err(error) => {
             tracing::warn!(%error, "cluster directory unreachable; a resume of a session held elsewhere is refused");
@@ -293,7 +328,9 @@ pub(crate) async fn fetch_for_resume(
         }
     };
     let Some(snapshot) = reply.session else {
-        return Fetched::Refused(ResumeRefused::try_from(reply.refused).unwrap_or(ResumeRefused::UnknownSession));
+        return Fetched::Refused(
+            ResumeRefused::try_from(reply.refused).unwrap_or(ResumeRefused::UnknownSession),
+        );
     };
     match super::moved::restore(handle, snapshot).await {
         Ok(()) => {
@@ -301,7 +338,13 @@ pub(crate) async fn fetch_for_resume(
             // Owner here from now on; the session id stays the same (no take-over).
             if let Err(error) = cluster
                 .directory()
-                .claim(&identity.app, &identity.user, &identity.device, cluster.node(), resume.session_id)
+                .claim(
+                    &identity.app,
+                    &identity.user,
+                    &identity.device,
+                    cluster.node(),
+                    resume.session_id,
+                )
                 .await
             {
                 tracing::warn!(%error, "moved session not yet claimed in the cluster directory");

@@ -25,7 +25,11 @@ use crate::store::record::{ReceiptRecord, SessionRecord};
 /// aborting the task once a drain no longer needs it: clients moving away still ask this
 /// node to release their sessions while it drains).
 pub(crate) async fn serve_node(handle: GatewayHandle, cluster: Arc<Cluster>) {
-    let mut requests = match cluster.client.subscribe(node_wildcard(cluster.node())).await {
+    let mut requests = match cluster
+        .client
+        .subscribe(node_wildcard(cluster.node()))
+        .await
+    {
         Ok(subscriber) => subscriber,
         Err(error) => {
             tracing::error!(%error, "cannot subscribe to this node's cluster requests");
@@ -237,7 +241,10 @@ fn release(handle: &GatewayHandle, request: &ReleaseRequest) -> ReleaseReply {
 
 /// The user's sessions on this node.
 fn sessions(handle: &GatewayHandle, request: &SessionsRequest) -> SessionsReply {
-    let (app, user) = (AppId::new(request.app.as_str()), UserId::new(request.user.as_str()));
+    let (app, user) = (
+        AppId::new(request.app.as_str()),
+        UserId::new(request.user.as_str()),
+    );
     let sessions = handle
         .shared
         .registry

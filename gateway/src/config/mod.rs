@@ -913,7 +913,9 @@ fn cluster_config(file: &file::Cluster) -> Result<crate::cluster::ClusterConfig,
         )));
     }
     if file.urls.is_empty() {
-        return Err(ConfigError("cluster.urls: name at least one NATS server".into()));
+        return Err(ConfigError(
+            "cluster.urls: name at least one NATS server".into(),
+        ));
     }
     for url in &file.urls {
         let scheme_ok = ["nats://", "tls://"].iter().any(|s| url.starts_with(s));
@@ -958,9 +960,7 @@ fn cluster_config(file: &file::Cluster) -> Result<crate::cluster::ClusterConfig,
             ClusterAuth::CredentialsFile(path.clone())
         }
         (None, Some(_), None, None) | (None, None, Some(_), None) => {
-            return Err(ConfigError(
-                "cluster: user and password go together".into(),
-            ));
+            return Err(ConfigError("cluster: user and password go together".into()));
         }
         _ => {
             return Err(ConfigError(

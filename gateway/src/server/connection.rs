@@ -87,8 +87,7 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
     #[cfg(not(feature = "cluster"))]
     let elsewhere = None;
     let now = Instant::now();
-    let (cell, fresh) = match attach(&handle, &app, &hello, identity, &negotiated, now, elsewhere)
-    {
+    let (cell, fresh) = match attach(&handle, &app, &hello, identity, &negotiated, now, elsewhere) {
         Ok(attached) => attached,
         Err(refused) => {
             Metrics::count(&handle.metrics().handshakes, refused.code.name());
@@ -251,7 +250,12 @@ async fn fetch_from_cluster(
     let (Some(cluster), Some(resume)) = (&handle.shared.cluster, &hello.resume) else {
         return Ok(None);
     };
-    if handle.shared.registry.session(SessionId(resume.session_id)).is_some() {
+    if handle
+        .shared
+        .registry
+        .session(SessionId(resume.session_id))
+        .is_some()
+    {
         return Ok(None);
     }
     match fetch_for_resume(handle, cluster, identity, resume).await {

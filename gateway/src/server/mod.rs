@@ -188,7 +188,10 @@ impl GatewayBuilder {
         // Requests from other nodes are answered from here on, restored sessions included.
         #[cfg(feature = "cluster")]
         let cluster_task = cluster.map(|cluster| {
-            AbortOnDrop(tokio::spawn(crate::cluster::serve_node(handle.clone(), cluster)))
+            AbortOnDrop(tokio::spawn(crate::cluster::serve_node(
+                handle.clone(),
+                cluster,
+            )))
         });
         // The push thread holds the handle until the push service shuts down.
         for push in presence {

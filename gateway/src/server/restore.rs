@@ -120,7 +120,11 @@ pub(super) fn restore_sessions(
 /// Registers a session that moved here from another cluster node, detached with its own
 /// driver, for the resume that asked for it (which attaches it right after).
 #[cfg(feature = "cluster")]
-pub(crate) fn adopt_session(handle: &GatewayHandle, app: Arc<crate::app::App>, stored: StoredSession) {
+pub(crate) fn adopt_session(
+    handle: &GatewayHandle,
+    app: Arc<crate::app::App>,
+    stored: StoredSession,
+) {
     let restored = Session::restore(Instant::now(), wall_ms(), stored, Arc::clone(&app.session));
     let cell = SessionCell::new(restored);
     handle.shared.registry.insert(Arc::clone(&cell));

@@ -122,12 +122,14 @@ async fn relay(
         // Other nodes answer only once the message is durable there: ask them.
         gateway.deliver(app, delivery).await
     } else {
-        gateway.deliver_queued(app, delivery).map(|(report, pending)| {
-            if let Some(pending) = pending {
-                pending.release_when_durable(gateway.metrics());
-            }
-            report
-        })
+        gateway
+            .deliver_queued(app, delivery)
+            .map(|(report, pending)| {
+                if let Some(pending) = pending {
+                    pending.release_when_durable(gateway.metrics());
+                }
+                report
+            })
     };
     let report = match queued {
         Ok(report) => report,
