@@ -451,7 +451,7 @@ impl GatewayHandle {
             None => Ok(self
                 .user_sessions(app, user)
                 .into_iter()
-                .map(|s| crate::cluster::ClusterSession::local(s))
+                .map(crate::cluster::ClusterSession::local)
                 .collect()),
         }
     }
@@ -493,6 +493,7 @@ pub(crate) enum Scope<'a> {
     /// Only these sessions (those the cluster directory lists on this node: a session it
     /// does not list belongs to a stale owner); finding none is no one's business here, the
     /// node that asked decides.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))] // reason: only a cluster lists
     Listed(&'a [SessionId]),
 }
 

@@ -2,6 +2,7 @@
 //! into the library's typed settings.
 
 mod checks;
+mod cluster;
 mod dev_token;
 mod file;
 mod paths;
@@ -213,7 +214,7 @@ impl std::fmt::Debug for PendingPush {
 impl ConfigFile {
     fn validate(self) -> Result<Config, ConfigError> {
         checks::file(&self)?;
-        let cluster = self.cluster.as_ref().map(cluster_config).transpose()?;
+        let cluster = self.cluster.as_ref().map(cluster::from_file).transpose()?;
         let server = ServerConfig {
             handshake_timeout: Duration::from_secs(self.server.handshake_timeout_secs.max(1)),
             shards: self.server.shards.max(1),
@@ -901,88 +902,4 @@ mod tests {
                 .contains("symbian")
         );
     }
-}
-
-/// `[cluster]` as the library takes it; every key checked here, nothing connected.
-fn cluster_config(file: &file::Cluster) -> Result<crate::cluster::ClusterConfig, ConfigError> {
-    use crate::cluster::{ClusterAuth, ClusterConfig, valid_node_name};
-    if !valid_node_name(&file.node) {
-        return Err(ConfigError(format!(
-            "cluster.node = {:?}: use 1 to 64 letters, digits, '-' or '_'",
-            file.node
-        )));
-    }
-    if file.urls.is_empty() {
-        return Err(ConfigError(
-            "cluster.urls: name at least one NATS server".into(),
-        ));
-    }
-    for url in &file.urls {
-        let scheme_ok = ["nats://", "tls://"].iter().any(|s| url.starts_with(s));
-        if !scheme_ok {
-            return Err(ConfigError(format!(
-                "cluster.urls: {url:?}: use nats://host:port or tls://host:port"
-            )));
-        }
-    }
-    if !(1..=5).contains(&file.replicas) {
-        return Err(ConfigError(format!(
-            "cluster.replicas = {}: JetStream takes 1 to 5",
-            file.replicas
-        )));
-    }
-    let token = secret::resolve(
-        "cluster.token",
-        file.token.as_ref(),
-        file.token_env.as_ref(),
-        file.token_file.as_ref(),
-    )?;
-    let password = secret::resolve(
-        "cluster.password",
-        file.password.as_ref(),
-        file.password_env.as_ref(),
-        file.password_file.as_ref(),
-    )?;
-    let auth = match (token, &file.user, password, &file.credentials_file) {
-        (None, None, None, None) => ClusterAuth::None,
-        (Some(token), None, None, None) => ClusterAuth::Token(token),
-        (None, Some(user), Some(password), None) => ClusterAuth::UserPassword {
-            user: user.clone(),
-            password,
-        },
-        (None, None, None, Some(path)) => {
-            if !path.is_file() {
-                return Err(ConfigError(format!(
-                    "cluster.credentials_file: {} is not a file",
-                    path.display()
-                )));
-            }
-            ClusterAuth::CredentialsFile(path.clone())
-        }
-        (None, Some(_), None, None) | (None, None, Some(_), None) => {
-            return Err(ConfigError("cluster: user and password go together".into()));
-        }
-        _ => {
-            return Err(ConfigError(
-                "cluster: give one of token, user + password and credentials_file".into(),
-            ));
-        }
-    };
-    if let Some(ca) = &file.tls_ca
-        && !ca.is_file()
-    {
-        return Err(ConfigError(format!(
-            "cluster.tls_ca: {} is not a file",
-            ca.display()
-        )));
-    }
-    let mut config = ClusterConfig::new(file.node.clone(), file.urls.clone());
-    config.auth = auth;
-    config.tls_ca = file.tls_ca.clone();
-    config.require_tls = file.require_tls;
-    config.replicas = file.replicas;
-    config.request_timeout = Duration::from_millis(file.request_timeout_ms.max(1));
-    config.unready_after = Duration::from_secs(file.unready_after_secs);
-    config.connect_timeout = Duration::from_secs(file.connect_timeout_secs.max(1));
-    Ok(config)
 }
