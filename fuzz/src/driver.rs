@@ -576,6 +576,7 @@ impl Model {
             let seq = match device.outcome {
                 DeviceOutcome::Sent { seq } | DeviceOutcome::Buffered { seq } => seq,
                 DeviceOutcome::Offline => continue,
+                ref other => panic!("a single node reported {other:?}"),
             };
             let session = device.session.expect("a seq is in a session");
             let before = self.seqs.insert((session, seq), report.message_id);

@@ -77,6 +77,7 @@ pub struct Delivery {
 
 /// What happened for one device.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DeviceOutcome {
     /// Queued on the device's attached connection with this sequence number; the device
     /// acknowledges it (or push covers it after the ack time-out).
@@ -91,6 +92,10 @@ pub enum DeviceOutcome {
     },
     /// Handed to the offline path (backend notice, push).
     Offline,
+    /// Not delivered: the cluster node holding the device's session (or, without a
+    /// session, the cluster directory) did not answer in time. Nothing was pushed or
+    /// reported for it: the caller decides (retry, or its own offline path).
+    Unreachable,
 }
 
 /// The outcome for one device (or, with no session at all, for the user).

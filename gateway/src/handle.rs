@@ -68,6 +68,9 @@ pub(crate) struct Shared {
     pub(crate) store: Option<Arc<dyn SessionStore>>,
     /// The last messages handed to the offline path as undelivered (the admin console).
     pub(crate) recent_undelivered: crate::recent::RecentUndelivered,
+    /// The cluster this node is part of, if any.
+    #[cfg(feature = "cluster")]
+    pub(crate) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -103,6 +106,7 @@ impl GatewayHandle {
         config: ServerConfig,
         metrics: Metrics,
         store: Option<Arc<dyn SessionStore>>,
+        #[cfg(feature = "cluster")] cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -125,6 +129,8 @@ impl GatewayHandle {
                 detached: Notify::new(),
                 store,
                 recent_undelivered: crate::recent::RecentUndelivered::default(),
+                #[cfg(feature = "cluster")]
+                cluster,
             }),
         }
     }
@@ -162,12 +168,47 @@ impl GatewayHandle {
     /// message is durable in every session it joined (one group commit of the session
     /// store, shared with every delivery made meanwhile), and no device receives it before
     /// that; with `Durability::Memory` it never waits.
+    ///
+    /// On a cluster node, a user or device target reaches the user's devices on every node
+    /// (one report per device, merged from each node's answer); a node that does not answer
+    /// in time has its devices reported [`DeviceOutcome::Unreachable`].
     pub async fn deliver(
         &self,
         app: &AppId,
         delivery: Delivery,
     ) -> Result<DeliveryReport, DeliverError> {
-        let (report, pending) = self.deliver_queued(app, delivery)?;
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.shared.cluster
+            && matches!(delivery.target, Target::User(_) | Target::Device(..))
+        {
+            return crate::cluster::route::deliver(self, cluster, app, delivery).await;
+        }
+        self.deliver_here(app, delivery, Scope::All).await
+    }
+
+    /// Whether deliveries may reach other nodes (a cluster node): such a delivery must go
+    /// through [`GatewayHandle::deliver`], which asks them.
+    pub(crate) fn is_clustered(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        return self.shared.cluster.is_some();
+        #[cfg(not(feature = "cluster"))]
+        false
+    }
+
+    /// A new message id, unique across restarts (and across nodes, with high probability:
+    /// the counter starts at the wall clock in µs).
+    pub(crate) fn next_message_id(&self) -> MessageId {
+        MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Delivers to this node's sessions within `scope` and waits for their durability.
+    pub(crate) async fn deliver_here(
+        &self,
+        app: &AppId,
+        delivery: Delivery,
+        scope: Scope<'_>,
+    ) -> Result<DeliveryReport, DeliverError> {
+        let (report, pending) = self.deliver_queued_in(app, delivery, scope)?;
         if let Some(pending) = pending {
             let message_id = report.message_id;
             pending
@@ -189,13 +230,24 @@ impl GatewayHandle {
         app: &AppId,
         delivery: Delivery,
     ) -> Result<(DeliveryReport, Option<PendingDurability>), DeliverError> {
+        self.deliver_queued_in(app, delivery, Scope::All)
+    }
+
+    /// [`GatewayHandle::deliver_queued`] to this node's sessions within `scope`.
+    pub(crate) fn deliver_queued_in(
+        &self,
+        app: &AppId,
+        delivery: Delivery,
+        scope: Scope<'_>,
+    ) -> Result<(DeliveryReport, Option<PendingDurability>), DeliverError> {
         let app_state = self
             .app(app)
             .ok_or_else(|| DeliverError::UnknownApp(app.clone()))?;
         let now = Instant::now();
-        let message_id = delivery.options.message_id.unwrap_or_else(|| {
-            MessageId(self.shared.next_message_id.fetch_add(1, Ordering::Relaxed))
-        });
+        let message_id = delivery
+            .options
+            .message_id
+            .unwrap_or_else(|| self.next_message_id());
         let handoff = Handoff::new(self, app_state);
         if let Some(push) = &delivery.options.push {
             handoff.accepted(message_id, push);
@@ -226,6 +278,9 @@ impl GatewayHandle {
         if let Some(excluded) = delivery.options.exclude_session {
             cells.retain(|c| c.id() != excluded);
         }
+        if let Scope::Listed(listed) = scope {
+            cells.retain(|c| listed.contains(&c.id()));
+        }
         let metrics = &self.shared.metrics;
         let store = self.shared.store_for(app_state);
         let push_options = store.and(delivery.options.push.clone().map(Arc::new));
@@ -236,6 +291,7 @@ impl GatewayHandle {
         // A user or device target with no session left is reported (and handed offline)
         // as the user.
         if cells.is_empty()
+            && scope == Scope::All
             && let Target::User(user) | Target::Device(user, _) = &delivery.target
         {
             Metrics::count(&metrics.deliveries, "no_session");
@@ -399,6 +455,37 @@ impl GatewayHandle {
         self.app(app).map(|app| Arc::clone(&app.push))
     }
 
+    /// Every session of a user in the cluster: the node holding it, its device, and (if the
+    /// node answered in time) whether it is attached and what it holds unacknowledged. On a
+    /// single node, this node's sessions.
+    #[cfg(feature = "cluster")]
+    pub async fn locate(
+        &self,
+        app: &AppId,
+        user: &UserId,
+    ) -> Result<Vec<crate::cluster::ClusterSession>, crate::cluster::ClusterError> {
+        match &self.shared.cluster {
+            Some(cluster) => crate::cluster::route::locate(self, cluster, app, user).await,
+            None => Ok(self
+                .user_sessions(app, user)
+                .into_iter()
+                .map(crate::cluster::ClusterSession::local)
+                .collect()),
+        }
+    }
+
+    /// Whether the node can serve: not draining and, on a cluster node, NATS not lost for
+    /// longer than its `unready_after`.
+    pub fn is_ready(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &self.shared.cluster
+            && !cluster.is_ready()
+        {
+            return false;
+        }
+        !self.is_draining()
+    }
+
     /// Ends a session: its client gets `GoAway{Kicked}`; pending messages go offline.
     pub fn kick(&self, session: SessionId) -> bool {
         let Some(cell) = self.shared.registry.session(session) else {
@@ -420,6 +507,19 @@ impl GatewayHandle {
     pub fn session_count(&self) -> usize {
         self.shared.registry.session_count()
     }
+}
+
+/// Which of this node's sessions a delivery may reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope<'a> {
+    /// Every session of the target; a user or device with none is reported and handed to
+    /// the offline path.
+    All,
+    /// Only these sessions (those the cluster directory lists on this node: a session it
+    /// does not list belongs to a stale owner); finding none is no one's business here, the
+    /// node that asked decides.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))] // reason: only a cluster lists
+    Listed(&'a [SessionId]),
 }
 
 /// A delivery's messages waiting for the session store's commit: the sessions transmit them

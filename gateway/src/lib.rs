@@ -17,6 +17,7 @@
 //! - `config`: `imgate::config`, the binary's TOML file validated into this crate's types;
 //!   implies `grpc`.
 //! - `grpc`: `imgate::backend::GrpcBackend`, a backend reached over gRPC (tonic).
+//! - `cluster` (in `cli`): [`cluster`], many gateway nodes on NATS (async-nats).
 //!
 //! # A backend in twenty lines
 //! An echo service: every message a client sends comes back to the same user's devices.
@@ -62,6 +63,8 @@ pub mod admin;
 mod app;
 pub mod auth;
 pub mod backend;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 #[cfg(feature = "config")]
 pub mod config;
 pub mod deliver;

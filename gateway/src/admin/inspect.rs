@@ -47,6 +47,43 @@ pub(super) fn sessions(state: &AdminState, app: &AppId, user: &UserId) -> Vec<se
         .collect()
 }
 
+/// `GET /v1/users/{app}/{user}/sessions`: this node's sessions of the user, or on a cluster
+/// node every node's (each with its `node`; what a node that did not answer could not say is
+/// `null`).
+pub(super) async fn sessions_reply(state: &AdminState, app: &AppId, user: &UserId) -> Reply {
+    #[cfg(feature = "cluster")]
+    if state.gateway.is_clustered() {
+        let here = sessions(state, app, user);
+        return match state.gateway.locate(app, user).await {
+            Ok(found) => {
+                let body: Vec<_> = found
+                    .iter()
+                    .map(|s| {
+                        let id = s.id.to_string();
+                        let local = here.iter().find(|l| l["id"] == id.as_str());
+                        serde_json::json!({
+                            "id": id,
+                            "device": s.device.as_str(),
+                            "platform": local.map_or(serde_json::Value::Null, |l| l["platform"].clone()),
+                            "attached": s.attached,
+                            "unacked": s.unacked,
+                            "last_seq": local.map_or(serde_json::Value::Null, |l| l["last_seq"].clone()),
+                            "node": s.node,
+                        })
+                    })
+                    .collect();
+                json(StatusCode::OK, &body)
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        };
+    }
+    let mut body = sessions(state, app, user);
+    for session in &mut body {
+        session["node"] = serde_json::Value::from("");
+    }
+    json(StatusCode::OK, &body)
+}
+
 /// `GET /v1/users/{app}/{user}`: sessions, and the push policy's devices and badge (`push`
 /// is `null` for an app without push).
 pub(super) async fn user(state: &AdminState, app: &AppId, user: &UserId) -> Reply {

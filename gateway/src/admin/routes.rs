@@ -26,6 +26,8 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
         (&Method::GET, ["readyz"]) => {
             if state.gateway.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+            } else if !state.gateway.is_ready() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "cluster unreachable\n")
             } else {
                 text(StatusCode::OK, "ready\n")
             }
@@ -59,10 +61,9 @@ pub(super) async fn route(state: &AdminState, request: Request<Incoming>) -> Rep
         (&Method::GET, ["v1", "users", app, user]) => {
             inspect::user(state, &AppId::new(*app), &UserId::new(*user)).await
         }
-        (&Method::GET, ["v1", "users", app, user, "sessions"]) => json(
-            StatusCode::OK,
-            &inspect::sessions(state, &AppId::new(*app), &UserId::new(*user)),
-        ),
+        (&Method::GET, ["v1", "users", app, user, "sessions"]) => {
+            inspect::sessions_reply(state, &AppId::new(*app), &UserId::new(*user)).await
+        }
         (&Method::GET, ["v1", "push", app, "queue"]) => {
             inspect::push_queue(state, &AppId::new(*app), query.as_deref()).await
         }
@@ -261,6 +262,7 @@ async fn deliver(state: &AdminState, request: Request<Incoming>) -> Reply {
                         DeviceOutcome::Sent { seq } => ("sent", Some(seq)),
                         DeviceOutcome::Buffered { seq } => ("buffered", Some(seq)),
                         DeviceOutcome::Offline => ("offline", None),
+                        _ => ("unreachable", None),
                     };
                     DeviceJson {
                         user: d.user.to_string(),

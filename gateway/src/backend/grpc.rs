@@ -367,6 +367,7 @@ async fn apply(
                                     (proto::DeviceOutcome::Buffered, seq)
                                 }
                                 DeviceOutcome::Offline => (proto::DeviceOutcome::Offline, 0),
+                                _ => (proto::DeviceOutcome::Unreachable, 0),
                             };
                             proto::DeviceResult {
                                 user: d.user.to_string(),

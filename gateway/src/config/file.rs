@@ -21,6 +21,56 @@ pub struct ConfigFile {
     pub(super) listener: Vec<Listener>,
     #[serde(default)]
     pub(super) app: Vec<App>,
+    /// Absent: a single node.
+    pub(super) cluster: Option<Cluster>,
+}
+
+/// `[cluster]`: join other nodes on NATS.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Cluster {
+    /// NATS servers (`nats://…` or `tls://…`).
+    pub(super) urls: Vec<String>,
+    /// This node's name, unique in the cluster.
+    pub(super) node: String,
+    pub(super) token: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) user: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) password_env: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    /// A NATS `.creds` file (user JWT + NKey seed).
+    pub(super) credentials_file: Option<PathBuf>,
+    /// Extra trust roots (PEM) for the NATS servers' certificates.
+    pub(super) tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) require_tls: bool,
+    /// JetStream replicas of the directory: 1 for one NATS server, 3 for a NATS cluster.
+    #[serde(default = "one")]
+    pub(super) replicas: usize,
+    #[serde(default = "default_request_timeout_ms")]
+    pub(super) request_timeout_ms: u64,
+    #[serde(default = "default_unready_after_secs")]
+    pub(super) unready_after_secs: u64,
+    #[serde(default = "default_connect_timeout_secs")]
+    pub(super) connect_timeout_secs: u64,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_request_timeout_ms() -> u64 {
+    2000
+}
+
+fn default_unready_after_secs() -> u64 {
+    5
+}
+
+fn default_connect_timeout_secs() -> u64 {
+    10
 }
 
 #[derive(Debug, Deserialize)]

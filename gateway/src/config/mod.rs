@@ -2,6 +2,7 @@
 //! into the library's typed settings.
 
 mod checks;
+mod cluster;
 mod dev_token;
 mod file;
 mod paths;
@@ -68,6 +69,8 @@ pub struct Config {
     dev_tokens: HashMap<String, dev_token::DevToken>,
     /// Push services to start, by index into `apps` (their push is [`NoPush`] until then).
     push: Vec<(usize, PendingPush)>,
+    /// `[cluster]`: the NATS cluster this node joins (None: a single node).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// What is allowed but probably a mistake (e.g. no client listener), for the operator.
     pub warnings: Vec<String>,
     /// The notice metrics webhook backends share, registered by `into_builder_with_registry`.
@@ -194,6 +197,9 @@ impl Config {
             }
         }
         let mut builder = crate::Gateway::builder().config(self.server);
+        if let Some(cluster) = self.cluster {
+            builder = builder.cluster(cluster);
+        }
         for app in self.apps {
             builder = builder.app(app);
         }
@@ -239,6 +245,7 @@ impl std::fmt::Debug for PendingPush {
 impl ConfigFile {
     fn validate(self) -> Result<Config, ConfigError> {
         checks::file(&self)?;
+        let cluster = self.cluster.as_ref().map(cluster::from_file).transpose()?;
         let server = ServerConfig {
             handshake_timeout: Duration::from_secs(self.server.handshake_timeout_secs.max(1)),
             shards: self.server.shards.max(1),
@@ -431,6 +438,7 @@ impl ConfigFile {
         )?;
         Ok(Config {
             server,
+            cluster,
             listeners,
             apps,
             dev_certificate,

@@ -24,6 +24,12 @@ impl ConfigFile {
         self.tls.ticket_keys.iter_mut().for_each(fix);
         fix_opt(&mut self.admin.token_file);
         fix(&mut self.server.data_dir);
+        if let Some(cluster) = &mut self.cluster {
+            fix_opt(&mut cluster.token_file);
+            fix_opt(&mut cluster.password_file);
+            fix_opt(&mut cluster.credentials_file);
+            fix_opt(&mut cluster.tls_ca);
+        }
         for app in &mut self.app {
             fix_opt(&mut app.auth.public_key_pem);
             fix_opt(&mut app.auth.secret_file);

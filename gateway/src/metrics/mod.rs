@@ -26,6 +26,15 @@ pub struct OutcomeLabel {
     pub outcome: &'static str,
 }
 
+/// Labels: a request to another cluster node.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterRequestLabel {
+    /// What was asked (`deliver`, `takeover`, `release`, `sessions`).
+    pub verb: &'static str,
+    /// How it ended (`ok`, `timeout`, `no_node`, `error`).
+    pub outcome: &'static str,
+}
+
 /// Label: direction of traffic.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
@@ -62,6 +71,17 @@ pub struct Metrics {
     pub store_commit_changes: Histogram,
     /// Sessions restored from the session store at start.
     pub sessions_restored: Counter,
+    /// Requests between cluster nodes, by verb and outcome (`ok`, `timeout`, `no_node`,
+    /// `error`), counted by the node that sent them.
+    pub cluster_requests: Family<ClusterRequestLabel, Counter>,
+    /// Time a request to another node took to be answered.
+    pub cluster_request_latency: Histogram,
+    /// 1 while the node's NATS connection is up (0 when down or not clustered).
+    pub cluster_connected: Gauge,
+    /// Sessions ended here because the device logged in on another node.
+    pub cluster_takeovers: Counter,
+    /// Sessions moved here from another node by a resume.
+    pub cluster_sessions_moved_in: Counter,
     /// The listeners' transport counters, exported at scrape time.
     pub(crate) transports: TransportCollector,
     /// Series touched by every message, resolved once: a `Family` lookup takes its lock and
@@ -119,6 +139,11 @@ impl Metrics {
             store_commit_latency: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             store_commit_changes: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
             sessions_restored: Counter::default(),
+            cluster_requests: Family::default(),
+            cluster_request_latency: Histogram::new(exponential_buckets(0.000_02, 2.0, 18)),
+            cluster_connected: Gauge::default(),
+            cluster_takeovers: Counter::default(),
+            cluster_sessions_moved_in: Counter::default(),
             transports: TransportCollector::default(),
             hot,
         };
@@ -179,6 +204,31 @@ impl Metrics {
             "sessions_restored",
             "Sessions restored from the session store at start",
             metrics.sessions_restored.clone(),
+        );
+        r.register(
+            "cluster_requests",
+            "Requests to other cluster nodes, by verb and outcome",
+            metrics.cluster_requests.clone(),
+        );
+        r.register(
+            "cluster_request_seconds",
+            "Time a request to another cluster node took to be answered",
+            metrics.cluster_request_latency.clone(),
+        );
+        r.register(
+            "cluster_connected",
+            "1 while the node's NATS connection is up",
+            metrics.cluster_connected.clone(),
+        );
+        r.register(
+            "cluster_takeovers",
+            "Sessions ended because their device logged in on another node",
+            metrics.cluster_takeovers.clone(),
+        );
+        r.register(
+            "cluster_sessions_moved_in",
+            "Sessions moved to this node from another by a resume",
+            metrics.cluster_sessions_moved_in.clone(),
         );
         r.register_collector(Box::new(metrics.transports.clone()));
         metrics

@@ -75,8 +75,19 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
     };
     let (negotiated, compression) = negotiate(&hello);
     limits::apply(&mut reader, &app, compression.as_ref());
+    #[cfg(feature = "cluster")]
+    let elsewhere = match fetch_from_cluster(&handle, &hello, &identity).await {
+        Ok(refused) => refused,
+        Err(refused) => {
+            Metrics::count(&handle.metrics().handshakes, refused.code.name());
+            let _ = writer.close(refused.code, &refused.message).await;
+            return;
+        }
+    };
+    #[cfg(not(feature = "cluster"))]
+    let elsewhere = None;
     let now = Instant::now();
-    let (cell, fresh) = match attach(&handle, &app, &hello, identity, &negotiated, now) {
+    let (cell, fresh) = match attach(&handle, &app, &hello, identity, &negotiated, now, elsewhere) {
         Ok(attached) => attached,
         Err(refused) => {
             Metrics::count(&handle.metrics().handshakes, refused.code.name());
@@ -107,6 +118,10 @@ pub(super) async fn serve(handle: GatewayHandle, mut reader: FrameReader, mut wr
         session: cell.id(),
         identity: cell.identity().clone(),
     };
+    #[cfg(feature = "cluster")]
+    if fresh && let Some(cluster) = &handle.shared.cluster {
+        crate::cluster::route::claim(&handle, cluster, cell.identity(), cell.id()).await;
+    }
     if fresh {
         app.backend.on_connect(&handle, &origin).await;
     }
@@ -221,6 +236,38 @@ async fn handshake(
     None
 }
 
+/// A resume of a session this node does not hold: bring it from the node that does (it is
+/// then resumed here like a local one), or refuse a device that lost its session to a newer
+/// login from evicting it (§10's rule, cluster-wide). A resume that finds nothing goes on as
+/// a fresh login, as it would on one node, its `Welcome` saying why (the returned reason).
+#[cfg(feature = "cluster")]
+async fn fetch_from_cluster(
+    handle: &GatewayHandle,
+    hello: &Hello,
+    identity: &Identity,
+) -> Result<Option<ResumeRefused>, HandshakeRefused> {
+    use crate::cluster::route::{Fetched, fetch_for_resume};
+    let (Some(cluster), Some(resume)) = (&handle.shared.cluster, &hello.resume) else {
+        return Ok(None);
+    };
+    if handle
+        .shared
+        .registry
+        .session(SessionId(resume.session_id))
+        .is_some()
+    {
+        return Ok(None);
+    }
+    match fetch_for_resume(handle, cluster, identity, resume).await {
+        Fetched::TakenOver => Err(HandshakeRefused::new(
+            CloseCode::SESSION_TAKEN_OVER,
+            "this session was taken over by a newer login of the device",
+        )),
+        Fetched::Moved => Ok(None),
+        Fetched::Refused(reason) => Ok(Some(reason)),
+    }
+}
+
 /// Compression the client can take (LZ4 if it lists the feature, with the built-in
 /// dictionary if it holds it) and the largest frame it takes.
 fn negotiate(hello: &Hello) -> (Negotiated, Option<Compression>) {
@@ -257,6 +304,7 @@ fn attach(
     identity: Identity,
     negotiated: &Negotiated,
     now: Instant,
+    refused_elsewhere: Option<ResumeRefused>,
 ) -> Result<(Arc<SessionCell>, bool), HandshakeRefused> {
     let registry = &handle.shared.registry;
     let mut refused = ResumeRefused::Unspecified;
@@ -280,7 +328,7 @@ fn attach(
                     Err(reason) => refused = reason,
                 }
             }
-            None => refused = ResumeRefused::UnknownSession,
+            None => refused = refused_elsewhere.unwrap_or(ResumeRefused::UnknownSession),
         }
         Metrics::count(&handle.metrics().resumes, refused.as_str_name());
     }

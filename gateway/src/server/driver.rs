@@ -217,10 +217,22 @@ impl Driver {
                     });
                 }
                 self.handle.shared.registry.remove(&self.cell);
-                self.app
-                    .backend
-                    .on_disconnect(&self.handle, &self.origin)
-                    .await;
+                // A session that moved to another node goes on there: no disconnect.
+                if !self.cell.lock().moved_out() {
+                    #[cfg(feature = "cluster")]
+                    if let Some(cluster) = &self.handle.shared.cluster {
+                        crate::cluster::route::release_ended(
+                            &self.handle,
+                            cluster,
+                            &self.origin.identity,
+                            self.cell.id(),
+                        );
+                    }
+                    self.app
+                        .backend
+                        .on_disconnect(&self.handle, &self.origin)
+                        .await;
+                }
             }
             if let Some(code) = close.or(ended.then_some(CloseCode::NORMAL))
                 && let Some((_, mut writer, _open)) = connection.take()

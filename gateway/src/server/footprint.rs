@@ -36,7 +36,14 @@ fn handle() -> (GatewayHandle, Arc<App>) {
     let app = Arc::new(app);
     let apps = HashMap::from([(app.id.clone(), app.clone())]);
     (
-        GatewayHandle::new(apps, ServerConfig::default(), Metrics::default(), None),
+        GatewayHandle::new(
+            apps,
+            ServerConfig::default(),
+            Metrics::default(),
+            None,
+            #[cfg(feature = "cluster")]
+            None,
+        ),
         app,
     )
 }

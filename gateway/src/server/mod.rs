@@ -5,6 +5,9 @@ mod driver;
 mod limits;
 mod restore;
 
+#[cfg(feature = "cluster")]
+pub(crate) use restore::adopt_session;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -83,6 +86,8 @@ pub struct GatewayBuilder {
     config: ServerConfig,
     metrics: Option<Metrics>,
     store: Option<Arc<dyn SessionStore>>,
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Entry point: `Gateway::builder().app(…).listener(…).start().await`.
@@ -128,6 +133,16 @@ impl GatewayBuilder {
         self
     }
 
+    /// Joins a cluster of gateway nodes on NATS ([`crate::cluster`]): deliveries reach the
+    /// users' devices on every node, a device has one session cluster-wide, and a session
+    /// resumes on any node. `start` fails if NATS cannot be reached within the config's
+    /// `connect_timeout`; after that the node reconnects by itself.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(mut self, config: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(config);
+        self
+    }
+
     /// Binds every listener and starts serving. Must be called inside a tokio runtime.
     ///
     /// Sessions in the store are restored before the first connection is accepted.
@@ -152,12 +167,32 @@ impl GatewayBuilder {
             )));
         }
         let presence: Vec<Arc<dyn PushPolicy>> = apps.values().map(|a| a.push.clone()).collect();
+        let metrics = self.metrics.unwrap_or_default();
+        #[cfg(feature = "cluster")]
+        let cluster = match self.cluster {
+            Some(config) => Some(Arc::new(
+                crate::cluster::Cluster::join(config, metrics.clone())
+                    .await
+                    .map_err(|e| GatewayError::Config(e.to_string()))?,
+            )),
+            None => None,
+        };
         let handle = GatewayHandle::new(
             apps,
             self.config.clone(),
-            self.metrics.unwrap_or_default(),
+            metrics,
             self.store,
+            #[cfg(feature = "cluster")]
+            cluster.clone(),
         );
+        // Requests from other nodes are answered from here on, restored sessions included.
+        #[cfg(feature = "cluster")]
+        let cluster_task = cluster.map(|cluster| {
+            AbortOnDrop(tokio::spawn(crate::cluster::serve_node(
+                handle.clone(),
+                cluster,
+            )))
+        });
         // The push thread holds the handle until the push service shuts down.
         for push in presence {
             push.attach_presence(Arc::new(handle.clone()));
@@ -196,6 +231,8 @@ impl GatewayBuilder {
             addrs,
             stop: stop_tx,
             tasks,
+            #[cfg(feature = "cluster")]
+            cluster_task,
         })
     }
 }
@@ -207,6 +244,21 @@ pub struct RunningGateway {
     addrs: Vec<(TransportKind, SocketAddr)>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Answers the other nodes' requests; stopped with the gateway.
+    #[cfg(feature = "cluster")]
+    cluster_task: Option<AbortOnDrop>,
+}
+
+/// A task aborted when its owner is dropped.
+#[cfg(feature = "cluster")]
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+#[cfg(feature = "cluster")]
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl RunningGateway {
@@ -286,6 +338,10 @@ impl RunningGateway {
             sessions: sessions.len(),
             ..DrainReport::default()
         };
+        // The clients have moved on (resuming elsewhere asked this node for their sessions
+        // meanwhile): no more requests from other nodes.
+        #[cfg(feature = "cluster")]
+        drop(self.cluster_task.take());
         // Durable sessions' drivers let go once they see this (their sessions stay stored).
         shared.releasing.store(true, Ordering::Relaxed);
         let now = tokio::time::Instant::now();

@@ -116,3 +116,22 @@ pub(super) fn restore_sessions(
         .inc_by(report.sessions as u64);
     report
 }
+
+/// Registers a session that moved here from another cluster node, detached with its own
+/// driver, for the resume that asked for it (which attaches it right after).
+#[cfg(feature = "cluster")]
+pub(crate) fn adopt_session(
+    handle: &GatewayHandle,
+    app: Arc<crate::app::App>,
+    stored: StoredSession,
+) {
+    let restored = Session::restore(Instant::now(), wall_ms(), stored, Arc::clone(&app.session));
+    let cell = SessionCell::new(restored);
+    handle.shared.registry.insert(Arc::clone(&cell));
+    let origin = Origin {
+        session: cell.id(),
+        identity: cell.identity().clone(),
+    };
+    let driver = Driver::new(handle.clone(), app, cell, origin);
+    handle.spawn(detached_driver_task(driver));
+}

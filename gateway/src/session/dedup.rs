@@ -131,6 +131,22 @@ impl Dedup {
         })
     }
 
+    /// The remembered receipts, oldest first, as [`Dedup::restore`] takes them (a move to
+    /// another node carries them along, so re-sends there are still de-duplicated).
+    pub(crate) fn snapshot(&self) -> Vec<StoredReceipt> {
+        let first = self.answers.saturating_sub(self.order.len() as u64);
+        (first..)
+            .zip(&self.order)
+            .filter_map(|(ordinal, msg_id)| {
+                Some(StoredReceipt {
+                    ordinal,
+                    forgotten_up_to: self.forgotten_up_to,
+                    receipt: self.answered.get(msg_id)?.clone(),
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.len()
     }

@@ -150,6 +150,8 @@ pub struct Session {
     /// `GoAway{Drain}` was sent on this connection: nothing new is transmitted, and the
     /// connection closes once every transmitted message is acknowledged.
     draining: bool,
+    /// Ended by [`Session::move_out`].
+    moved: bool,
     /// The upstream request handed to the runtime and not yet answered. Only one is out at a
     /// time, so that a request collected by a connection's driver just before a resume
     /// reaches the backend before anything the client sends on the new connection.
@@ -195,6 +197,7 @@ impl Session {
             client_max_frame: negotiated.frame_limit(),
             push_grace_reported: false,
             draining: false,
+            moved: false,
             forwarding: None,
             mono_base: now,
             wall_base_ms: wall_ms,
@@ -253,6 +256,7 @@ impl Session {
             client_max_frame: Negotiated::default().frame_limit(),
             push_grace_reported: false,
             draining: false,
+            moved: false,
             forwarding: None,
             mono_base: now,
             wall_base_ms: wall_ms,
@@ -601,6 +605,45 @@ impl Session {
     /// `GoAway{Takeover}`, and the session ends.
     pub fn take_over(&mut self) {
         self.terminate(GoAwayReason::Takeover, CloseCode::SESSION_TAKEN_OVER);
+    }
+
+    /// The session moves to another node (its client resumes there): the attached client,
+    /// if any, gets `GoAway{Takeover}`, and the session ends here without handing anything
+    /// to the offline path, since the new owner holds its messages. Returns what the new
+    /// owner restores it from ([`Session::restore`]).
+    pub fn move_out(&mut self) -> StoredSession {
+        if self.state == State::Attached {
+            self.go_away(GoAwayReason::Takeover, CloseCode::SESSION_TAKEN_OVER, 0);
+        }
+        let (acked, outbox) = self.outbox.take_all();
+        let stored = StoredSession {
+            id: self.id,
+            secret: self.secret.clone(),
+            identity: self.identity.clone(),
+            opened_at_ms: self.wall_base_ms,
+            overflowed: self.overflowed,
+            acked,
+            outbox: outbox
+                .into_iter()
+                .map(|deliver| crate::store::StoredMessage {
+                    deliver,
+                    push: None,
+                })
+                .collect(),
+            receipts: self.dedup.snapshot(),
+        };
+        if self.state != State::Ended {
+            self.state = State::Ended;
+            self.moved = true;
+            self.events.push_back(Event::Ended);
+        }
+        stored
+    }
+
+    /// Whether the session ended by moving to another node ([`Session::move_out`]): its
+    /// end is no disconnect for the backend and hands nothing to the offline path.
+    pub fn moved_out(&self) -> bool {
+        self.moved
     }
 
     /// An operator or the backend ends the session.

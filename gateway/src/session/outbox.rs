@@ -252,6 +252,17 @@ impl Outbox {
         drained
     }
 
+    /// Empties the buffer for another owner of the session (a move to another node): the
+    /// acknowledged point and every unacknowledged frame, in order.
+    pub(crate) fn take_all(&mut self) -> (u64, Vec<Deliver>) {
+        let acked = self.acked;
+        self.bytes = 0;
+        self.cursor = self.cursor.max(self.last_seq() + 1);
+        let taken: Vec<_> = self.entries.drain(..).map(|e| e.deliver).collect();
+        self.acked += taken.len() as u64;
+        (acked, taken)
+    }
+
     fn entry(&self, seq: u64) -> Option<&Entry> {
         let index = usize::try_from(seq.checked_sub(self.acked + 1)?).ok()?;
         self.entries.get(index)

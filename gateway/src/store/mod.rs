@@ -16,7 +16,7 @@
 
 mod log;
 mod net;
-mod record;
+pub(crate) mod record;
 mod redb_store;
 
 use std::fmt;

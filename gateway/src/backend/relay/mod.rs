@@ -118,13 +118,21 @@ async fn relay(
     // Not `deliver`: the sender's receipt is sent only once its de-duplication mark is
     // committed, a later commit than this delivery's, so waiting here would only make each
     // sender's messages queue for one fsync each instead of sharing group commits.
-    let report = match gateway.deliver_queued(app, delivery) {
-        Ok((report, pending)) => {
-            if let Some(pending) = pending {
-                pending.release_when_durable(gateway.metrics());
-            }
-            report
-        }
+    let queued = if gateway.is_clustered() {
+        // Other nodes answer only once the message is durable there: ask them.
+        gateway.deliver(app, delivery).await
+    } else {
+        gateway
+            .deliver_queued(app, delivery)
+            .map(|(report, pending)| {
+                if let Some(pending) = pending {
+                    pending.release_when_durable(gateway.metrics());
+                }
+                report
+            })
+    };
+    let report = match queued {
+        Ok(report) => report,
         Err(error) => return UpstreamOutcome::rejected(CloseCode::INTERNAL, error.to_string()),
     };
     let message_id = Some(report.message_id);
