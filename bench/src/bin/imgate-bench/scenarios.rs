@@ -116,7 +116,9 @@ pub(crate) struct LatencyArgs {
     secs: u64,
     #[arg(long, default_value_t = 100)]
     size: usize,
-    /// imgate session durability, comma-separated (memory, disk): one imgate row each.
+    /// imgate variants, comma-separated: memory, disk (session durability), cluster-same
+    /// (a cluster node on NATS, senders and receivers on it: the directory lookup),
+    /// cluster-hop (senders on node a, receivers on node b: lookup plus the hop). One row each.
     #[arg(long, default_value = "memory,disk")]
     durability: String,
 }
@@ -249,13 +251,21 @@ fn variants(
             continue;
         }
         for mode in durability.split(',').map(str::trim) {
-            let (name, durable) = match mode {
-                "memory" => ("imgate", false),
-                "disk" => ("imgate-disk", true),
-                other => return Err(format!("unknown durability {other:?} (memory, disk)")),
+            let (name, durable, cluster) = match mode {
+                "memory" => ("imgate", false, None),
+                "disk" => ("imgate-disk", true, None),
+                // The NATS url is filled in when the run starts its nats-server.
+                "cluster-same" => ("imgate-cluster-same", false, Some((String::new(), "a".into()))),
+                "cluster-hop" => ("imgate-cluster-hop", false, Some((String::new(), "b".into()))),
+                other => {
+                    return Err(format!(
+                        "unknown variant {other:?} (memory, disk, cluster-same, cluster-hop)"
+                    ));
+                }
             };
             let settings = ImgateSettings {
                 durable,
+                cluster,
                 ..ImgateSettings::default()
             };
             runs.push((target, name, settings));
@@ -861,16 +871,44 @@ async fn latency_one(
     secs: u64,
     size: usize,
 ) -> Result<Row, String> {
-    let server = start_server(ctx, target, settings, 300)?;
+    // A cluster variant: a nats-server with JetStream, node a for the senders, and for
+    // `cluster-hop` node b for the receivers (every message crosses from a to b).
+    let nats = match &settings.cluster {
+        Some(_) => Some(Server::start(
+            crate::server::ServerKind::Nats,
+            &ctx.imgate,
+            settings,
+            300,
+        )?),
+        None => None,
+    };
+    let node = |name: &str| {
+        let mut node = settings.clone();
+        if let Some(nats) = &nats {
+            node.cluster = Some((format!("nats://{}", nats.addr), name.to_owned()));
+        }
+        node
+    };
+    let server = start_server(ctx, target, &node("a"), 300)?;
+    let hop = match &settings.cluster {
+        Some((_, name)) if name == "b" => Some(start_server(ctx, target, &node("b"), 300)?),
+        _ => None,
+    };
     let config = client_config(target, &server, 1024, Duration::from_secs(30));
+    let receiving = client_config(target, hop.as_ref().unwrap_or(&server), 1024, Duration::from_secs(30));
     let total = rate * secs;
     let ledger = Ledger::new(total, true);
     let names = Arc::new(user_names(users, "user"));
-    let _receivers = connect_many(&config, &names, &ledger.on_message(), "receivers").await?;
+    let _receivers = connect_many(&receiving, &names, &ledger.on_message(), "receivers").await?;
     let noop: OnMessage = Arc::new(|_: &[u8]| {});
     let sender_conns =
         connect_many(&config, &user_names(senders, "sender"), &noop, "senders").await?;
-    let server_cpu0 = server.cpu();
+    let servers_cpu = || {
+        server.cpu()
+            + hop.as_ref().map_or(0.0, Server::cpu)
+            + nats.as_ref().map_or(0.0, Server::cpu)
+    };
+    let server_cpu0 = servers_cpu();
     let client_cpu0 = self_cpu();
     let start = Instant::now();
     let per_sender = rate as f64 / senders as f64;
@@ -918,7 +956,7 @@ async fn latency_one(
     for task in tasks {
         let _ = task.await;
     }
-    let server_cpu = server.cpu() - server_cpu0;
+    let server_cpu = servers_cpu() - server_cpu0;
     let client_cpu = self_cpu() - client_cpu0;
     let delivered = ledger.delivered.load(Ordering::Relaxed);
     let hist = ledger

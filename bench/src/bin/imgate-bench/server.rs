@@ -29,6 +29,8 @@ pub(crate) struct ImgateSettings {
     pub transport: TransportKind,
     /// Sessions in the session store (`durability = "disk"`) rather than in memory.
     pub durable: bool,
+    /// A cluster node: the NATS url and this node's name (`[cluster]`).
+    pub cluster: Option<(String, String)>,
 }
 
 impl Default for ImgateSettings {
@@ -39,6 +41,7 @@ impl Default for ImgateSettings {
             resume_window_secs: 120,
             transport: TransportKind::Tcp,
             durable: false,
+            cluster: None,
         }
     }
 }
@@ -167,8 +170,14 @@ pub(crate) fn imgate_config(
             toml_str(key)
         )
     });
+    let cluster = settings
+        .cluster
+        .as_ref()
+        .map_or_else(String::new, |(url, node)| {
+            format!("[cluster]\nurls = [{url:?}]\nnode = {node:?}\n\n")
+        });
     format!(
-        r#"[server]
+        r#"{cluster}[server]
 handshakes_per_sec = 1000000.0
 frames_per_sec_per_connection = 1000000000.0
 drain_grace_secs = 1
@@ -259,6 +268,11 @@ impl Server {
                 port = free_port()?;
                 cmd.arg(which("nats-server").ok_or("nats-server not installed")?);
                 cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+                // An imgate cluster's NATS: JetStream for the directory (`settings.cluster`
+                // only marks that this server is for a cluster).
+                if settings.cluster.is_some() {
+                    cmd.arg("-js").arg("-sd").arg(dir.join("js"));
+                }
             }
         }
         let (child, pid, addr, transport_addr) = launch(kind, cmd, port, settings.transport)?;
