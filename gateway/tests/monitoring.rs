@@ -98,6 +98,13 @@ async fn registered() -> Registered {
         .frames
         .get_or_create(&DirectionLabel { direction: "in" })
         .inc();
+    metrics
+        .cluster_requests
+        .get_or_create(&imgate::metrics::ClusterRequestLabel {
+            verb: "deliver",
+            outcome: "ok",
+        })
+        .inc();
     // A running gateway: its listener's transport counters are exported too.
     let gw = start_with_metrics(metrics).await;
     let mut found = BTreeMap::new();

@@ -255,8 +255,16 @@ fn variants(
                 "memory" => ("imgate", false, None),
                 "disk" => ("imgate-disk", true, None),
                 // The NATS url is filled in when the run starts its nats-server.
-                "cluster-same" => ("imgate-cluster-same", false, Some((String::new(), "a".into()))),
-                "cluster-hop" => ("imgate-cluster-hop", false, Some((String::new(), "b".into()))),
+                "cluster-same" => (
+                    "imgate-cluster-same",
+                    false,
+                    Some((String::new(), "a".into())),
+                ),
+                "cluster-hop" => (
+                    "imgate-cluster-hop",
+                    false,
+                    Some((String::new(), "b".into())),
+                ),
                 other => {
                     return Err(format!(
                         "unknown variant {other:?} (memory, disk, cluster-same, cluster-hop)"
@@ -895,7 +903,12 @@ async fn latency_one(
         _ => None,
     };
     let config = client_config(target, &server, 1024, Duration::from_secs(30));
-    let receiving = client_config(target, hop.as_ref().unwrap_or(&server), 1024, Duration::from_secs(30));
+    let receiving = client_config(
+        target,
+        hop.as_ref().unwrap_or(&server),
+        1024,
+        Duration::from_secs(30),
+    );
     let total = rate * secs;
     let ledger = Ledger::new(total, true);
     let names = Arc::new(user_names(users, "user"));
