@@ -24,6 +24,7 @@
 //! across nodes (both reach the sessions of the node `deliver` is called on).
 
 mod directory;
+mod liveness;
 mod moved;
 mod names;
 pub(crate) mod route;
@@ -66,6 +67,10 @@ pub struct ClusterConfig {
     pub unready_after: Duration,
     /// How long the first connection to NATS may take at start.
     pub connect_timeout: Duration,
+    /// A node that has not said it is alive for this long is dead: the other nodes stop
+    /// routing to its sessions (deliveries for its users go to the offline path instead).
+    /// It re-says it every third of this.
+    pub node_timeout: Duration,
 }
 
 impl ClusterConfig {
@@ -81,6 +86,7 @@ impl ClusterConfig {
             request_timeout: Duration::from_secs(2),
             unready_after: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
+            node_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -149,6 +155,9 @@ pub(crate) struct Cluster {
     node: Arc<str>,
     client: async_nats::Client,
     directory: Directory,
+    liveness: liveness::Liveness,
+    /// How often this node says it is alive.
+    pub(crate) heartbeat: Duration,
     request_timeout: Duration,
     unready_after: Duration,
     /// Since when NATS has been unreachable (None: connected).
@@ -186,10 +195,23 @@ impl Cluster {
                 .map_err(|e| ClusterError::Connect(e.to_string()))?;
         metrics.cluster_connected.set(1);
         let directory = Directory::open(&client, config.replicas, config.request_timeout).await?;
+        let liveness = liveness::Liveness::open(
+            &client,
+            config.replicas,
+            config.node_timeout,
+            config.request_timeout,
+        )
+        .await?;
+        // Alive before the first client can be routed here.
+        liveness
+            .beat(&config.node, crate::handle::wall_ms())
+            .await?;
         Ok(Self {
             node: config.node.into(),
             client,
             directory,
+            liveness,
+            heartbeat: (config.node_timeout / 3).max(Duration::from_millis(100)),
             request_timeout: config.request_timeout,
             unready_after: config.unready_after,
             disconnected_since,
@@ -204,6 +226,11 @@ impl Cluster {
 
     pub(crate) fn directory(&self) -> &Directory {
         &self.directory
+    }
+
+    /// Whether `node` has said it is alive within the node time-out.
+    pub(crate) async fn is_alive(&self, node: &str) -> bool {
+        self.liveness.is_alive(node).await
     }
 
     /// Whether the node can take part in the cluster: NATS has not been unreachable for
@@ -323,4 +350,5 @@ async fn connect_options(
     }))
 }
 
+pub(crate) use liveness::beat_forever;
 pub(crate) use serve::serve_node;

@@ -134,6 +134,17 @@ pub(crate) async fn deliver(
                     }));
             }
             failed => {
+                if !cluster.is_alive(&node).await {
+                    // The node is dead (no heartbeat within the node time-out): its sessions
+                    // went with it. The directory stops naming them, and the message is
+                    // handled as for a user without them (offline, below).
+                    release_dead(cluster, app, &user, &node, &unanswered).await;
+                    handle
+                        .metrics()
+                        .cluster_orphans_released
+                        .inc_by(unanswered.len() as u64);
+                    continue;
+                }
                 let why = match failed {
                     Ok(reply) => reply.error,
                     Err(error) => error.to_string(),
@@ -172,6 +183,33 @@ pub(crate) async fn deliver(
         });
     }
     Ok(report)
+}
+
+/// Removes a dead node's sessions of `user` from the directory (those it was asked about;
+/// a device that logged in elsewhere meanwhile keeps its newer entry).
+async fn release_dead(
+    cluster: &Cluster,
+    app: &AppId,
+    user: &UserId,
+    node: &str,
+    sessions: &[(SessionId, DeviceId)],
+) {
+    let removed = cluster
+        .directory()
+        .modify(app, user, |entry| {
+            entry
+                .devices
+                .retain(|d| !(d.node == node && sessions.iter().any(|(id, _)| id.0 == d.session)));
+        })
+        .await;
+    match removed {
+        Ok(()) => {
+            tracing::info!(%app, %user, node, sessions = sessions.len(), "sessions of a dead node released")
+        }
+        Err(error) => {
+            tracing::warn!(%app, %user, node, %error, "sessions of a dead node not released")
+        }
+    }
 }
 
 fn local_sessions(handle: &GatewayHandle, app: &AppId, user: &UserId) -> Vec<SessionId> {

@@ -87,6 +87,7 @@ pub(super) fn from_file(
     config.request_timeout = Duration::from_millis(file.request_timeout_ms.max(1));
     config.unready_after = Duration::from_secs(file.unready_after_secs);
     config.connect_timeout = Duration::from_secs(file.connect_timeout_secs.max(1));
+    config.node_timeout = Duration::from_secs(file.node_timeout_secs.max(1));
     Ok(config)
 }
 

@@ -55,6 +55,13 @@ pub(super) struct Cluster {
     pub(super) unready_after_secs: u64,
     #[serde(default = "default_connect_timeout_secs")]
     pub(super) connect_timeout_secs: u64,
+    /// A node silent this long is dead (its sessions are released on the next delivery).
+    #[serde(default = "default_node_timeout_secs")]
+    pub(super) node_timeout_secs: u64,
+}
+
+fn default_node_timeout_secs() -> u64 {
+    10
 }
 
 fn one() -> usize {

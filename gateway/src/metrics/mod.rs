@@ -82,6 +82,9 @@ pub struct Metrics {
     pub cluster_takeovers: Counter,
     /// Sessions moved here from another node by a resume.
     pub cluster_sessions_moved_in: Counter,
+    /// Sessions of dead nodes removed from the cluster directory by this node (found by a
+    /// delivery the dead node did not answer).
+    pub cluster_orphans_released: Counter,
     /// The listeners' transport counters, exported at scrape time.
     pub(crate) transports: TransportCollector,
     /// Series touched by every message, resolved once: a `Family` lookup takes its lock and
@@ -144,6 +147,7 @@ impl Metrics {
             cluster_connected: Gauge::default(),
             cluster_takeovers: Counter::default(),
             cluster_sessions_moved_in: Counter::default(),
+            cluster_orphans_released: Counter::default(),
             transports: TransportCollector::default(),
             hot,
         };
@@ -229,6 +233,11 @@ impl Metrics {
             "cluster_sessions_moved_in",
             "Sessions moved to this node from another by a resume",
             metrics.cluster_sessions_moved_in.clone(),
+        );
+        r.register(
+            "cluster_orphans_released",
+            "Sessions of dead cluster nodes removed from the directory by this node",
+            metrics.cluster_orphans_released.clone(),
         );
         r.register_collector(Box::new(metrics.transports.clone()));
         metrics

@@ -188,10 +188,13 @@ impl GatewayBuilder {
         // Requests from other nodes are answered from here on, restored sessions included.
         #[cfg(feature = "cluster")]
         let cluster_task = cluster.map(|cluster| {
-            AbortOnDrop(tokio::spawn(crate::cluster::serve_node(
-                handle.clone(),
-                cluster,
-            )))
+            let heartbeat = cluster.heartbeat;
+            let beating = tokio::spawn(crate::cluster::beat_forever(
+                Arc::clone(&cluster),
+                heartbeat,
+            ));
+            let serving = tokio::spawn(crate::cluster::serve_node(handle.clone(), cluster));
+            (AbortOnDrop(serving), AbortOnDrop(beating))
         });
         // The push thread holds the handle until the push service shuts down.
         for push in presence {
@@ -244,9 +247,10 @@ pub struct RunningGateway {
     addrs: Vec<(TransportKind, SocketAddr)>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    /// Answers the other nodes' requests; stopped with the gateway.
+    /// Answers the other nodes' requests, and says this node is alive; stopped with the
+    /// gateway.
     #[cfg(feature = "cluster")]
-    cluster_task: Option<AbortOnDrop>,
+    cluster_task: Option<(AbortOnDrop, AbortOnDrop)>,
 }
 
 /// A task aborted when its owner is dropped.

@@ -375,3 +375,47 @@ async fn without_nats_local_sessions_keep_working_remote_ones_are_reported_unrea
         .await
         .expect("/readyz turns false within 10 s of losing NATS");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_sessions_are_released_once_its_heartbeat_stops() {
+    let Some(cluster) = Cluster::start("dead-node", "memory") else {
+        return;
+    };
+    let _carol = login(cluster.node("a"), "carol", "phone", None).await;
+    let _phone = login(cluster.node("a"), "bob", "phone", None).await;
+    let mut tablet = login(cluster.node("b"), "bob", "tablet", None).await;
+    cluster.node("a").server.signal("KILL");
+    // Until node a's heartbeat ages out (node_timeout_secs = 2) its devices are reported
+    // unreachable; then the first delivery that finds it dead releases them, and carol, with
+    // no session left anywhere, is handed to the offline path.
+    let released = async {
+        for i in 0.. {
+            let answer = cluster.node("c").deliver("carol", &format!("c{i}")).await;
+            match outcomes(&answer).as_slice() {
+                [(device, outcome)] if device == "-" && outcome == "offline" => return i,
+                [(device, outcome)] if device == "phone" && outcome == "unreachable" => {}
+                other => panic!("unexpected outcomes {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        unreachable!()
+    };
+    let attempts = tokio::time::timeout(Duration::from_secs(15), released)
+        .await
+        .expect("node a declared dead within 15 s");
+    eprintln!("carol's session on the dead node released after {attempts} deliveries");
+    // Bob's phone went with node a; his tablet on b still gets everything.
+    let answer = cluster.node("c").deliver("bob", "after a died").await;
+    let found = outcomes(&answer);
+    assert!(
+        found == vec![pair("tablet", "sent")]
+            || found == vec![pair("phone", "unreachable"), pair("tablet", "sent")],
+        "{found:?}"
+    );
+    let answer = cluster.node("c").deliver("bob", "and again").await;
+    assert_eq!(outcomes(&answer), vec![pair("tablet", "sent")]);
+    assert_eq!(text_of(&tablet.deliver().await), "after a died");
+    assert_eq!(text_of(&tablet.deliver().await), "and again");
+    let sessions = cluster.node("b").sessions("bob").await;
+    assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{sessions}");
+}

@@ -31,6 +31,7 @@ urls = ["{url}"]
 node = "{name}"
 request_timeout_ms = 1000
 unready_after_secs = 1
+node_timeout_secs = 2
 
 [[listener]]
 transport = "tcp"
