@@ -181,7 +181,9 @@ impl GatewayHandle {
         if let Some(cluster) = &self.shared.cluster
             && matches!(delivery.target, Target::User(_) | Target::Device(..))
         {
-            return crate::cluster::route::deliver(self, cluster, app, delivery).await;
+            // Boxed: the cluster path's state (its requests in flight) would otherwise grow
+            // every caller's future, the relay's per-message one included.
+            return Box::pin(crate::cluster::route::deliver(self, cluster, app, delivery)).await;
         }
         self.deliver_here(app, delivery, Scope::All).await
     }

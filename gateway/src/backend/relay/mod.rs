@@ -119,8 +119,9 @@ async fn relay(
     // committed, a later commit than this delivery's, so waiting here would only make each
     // sender's messages queue for one fsync each instead of sharing group commits.
     let queued = if gateway.is_clustered() {
-        // Other nodes answer only once the message is durable there: ask them.
-        gateway.deliver(app, delivery).await
+        // Other nodes answer only once the message is durable there: ask them (boxed, so
+        // a single node's per-message future does not carry the cluster path's size).
+        Box::pin(gateway.deliver(app, delivery)).await
     } else {
         gateway
             .deliver_queued(app, delivery)
