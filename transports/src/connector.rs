@@ -27,7 +27,16 @@ enum Mode {
     Wss(tokio_rustls::TlsConnector),
     #[cfg(feature = "quic")]
     Quic(quinn::Endpoint, quinn::ClientConfig),
+    /// The HTTP fallback (TLS connector for HTTPS).
+    #[cfg(feature = "http")]
+    Http(HttpTls),
 }
+
+/// The HTTP fallback's TLS connector (HTTPS), if TLS is compiled in.
+#[cfg(all(feature = "http", feature = "tls"))]
+type HttpTls = Option<tokio_rustls::TlsConnector>;
+#[cfg(all(feature = "http", not(feature = "tls")))]
+type HttpTls = ();
 
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -55,6 +64,12 @@ impl Connector {
                 let client = crate::quic::client_config(Arc::clone(&config.roots), &config.quic)?;
                 let endpoint = quinn::Endpoint::client(config.quic_bind)?;
                 Mode::Quic(endpoint, client)
+            }
+            #[cfg(feature = "http")]
+            crate::TransportKind::Http => Mode::Http(Default::default()),
+            #[cfg(all(feature = "http", feature = "tls"))]
+            crate::TransportKind::Https => {
+                Mode::Http(Some(tls_connector(&config, crate::ALPN_HTTP1)?))
             }
             // TCP; the rest were refused by `check_available`.
             _ => Mode::Tcp,
@@ -117,6 +132,18 @@ impl Connector {
                 .map_err(TransportError::from_quic_connection)?;
             info.alpn = Some(crate::ALPN_IMGATE);
             return Ok((Io::Quic { conn, send, recv }, info));
+        }
+        #[cfg(feature = "http")]
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+        if let Mode::Http(tls) = &self.mode {
+            #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+            let mut dial = crate::http::Dial::new(config, addr)?;
+            #[cfg(feature = "tls")]
+            {
+                dial.tls = tls.clone();
+            }
+            let io = crate::http::connect(dial, config.max_frame).await?;
+            return Ok((io, info));
         }
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
