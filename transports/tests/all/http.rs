@@ -465,3 +465,14 @@ async fn the_per_ip_limit_refuses_an_open_with_connection_limit() {
     assert_eq!(stats.snapshot().rejected_per_ip, 1);
     drop(first);
 }
+
+#[tokio::test]
+async fn an_aborted_stream_ends_the_connection() {
+    let mut listener = server(listener_config(TransportKind::Http)).await;
+    let (_id, stream) = open(listener.local_addr(), stream_bytes(&[ping()])).await;
+    let mut conn = listener.accept().await.expect("accept");
+    assert_eq!(recv(&mut conn).await.expect("ping"), Some(ping()));
+    // The client goes away without a close request: its socket closes with the body.
+    drop(stream);
+    assert!(matches!(recv(&mut conn).await, Ok(None) | Err(_)));
+}
