@@ -89,8 +89,9 @@ impl Connector {
 
     /// Connects to `addr` and runs the transport handshake, within the configured deadline.
     ///
-    /// For QUIC the stream is opened locally; the server sees the connection once the first
-    /// frame (the protocol's `Hello`) is sent.
+    /// For QUIC the stream is opened locally, and on the HTTP fallback the open request goes
+    /// with the first frames: the server sees the connection once the first frame (the
+    /// protocol's `Hello`) is sent, and a refusal (a limit) arrives as an `Error` frame.
     pub async fn connect(&self, addr: SocketAddr) -> Result<FramedConn, TransportError> {
         let deadline = self.config.handshake_timeout;
         let (io, info) = tokio::time::timeout(deadline, self.connect_inner(addr))

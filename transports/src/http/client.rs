@@ -105,58 +105,89 @@ fn hyper_error(e: hyper::Error) -> TransportError {
     TransportError::Io(std::io::Error::other(e))
 }
 
-/// Opens a connection: `POST {path}`, whose response is the stream. The writer's frames go
-/// out in POSTs from a task of their own; the stream is read by another.
+/// Opens a connection. The socket (TCP, TLS, HTTP/1.1) is set up here; the open request,
+/// `POST {path}`, goes with the first frames the writer flushes (normally the `Hello`: one
+/// round trip less), and its response is the stream. Later frames go out in POSTs from the
+/// same task; the stream is read by another.
 pub(crate) async fn connect(dial: Dial, max_frame: usize) -> Result<Io, TransportError> {
-    let mut stream_socket = dial.socket().await?;
-    let response = stream_socket
-        .send_request(dial.request("", None, Bytes::new())?)
-        .await
-        .map_err(hyper_error)?;
-    if response.status() != StatusCode::OK {
-        return Err(refusal(response, max_frame).await);
+    let stream_socket = dial.socket().await?;
+    let channel = Channel::new();
+    tokio::spawn(run(dial, Arc::clone(&channel), stream_socket, max_frame));
+    Ok(Io::Http(channel, Side::Client))
+}
+
+/// Ends a connection that never opened: the reader sees end of stream, the writer fails.
+fn never_opened(channel: &Channel) {
+    let mut state = channel.lock();
+    state.down.finish(None);
+    state.up.close_reader();
+}
+
+/// The connection's life on the client: open, then POSTs until the writer ends.
+async fn run(dial: Dial, channel: Arc<Channel>, mut stream_socket: Sender, max_frame: usize) {
+    let mut pending = BytesMut::new();
+    if !take_queued(&channel, &mut pending).await {
+        // The writer ended before sending anything: there is nothing to open.
+        return;
     }
+    let whole = whole_frames(&pending, usize::MAX).unwrap_or(0);
+    let first = pending.split_to(whole).freeze();
+    let opened = match dial.request("", None, first) {
+        Ok(request) => stream_socket
+            .send_request(request)
+            .await
+            .map_err(hyper_error),
+        Err(e) => Err(e),
+    };
+    let response = match opened {
+        Ok(response) if response.status() == StatusCode::OK => response,
+        Ok(response) => {
+            // Refused: its body is an `Error` frame saying why (e.g. `3002` at a limit),
+            // which the reader gets as the connection's last frame, as on TCP.
+            tracing::debug!(status = %response.status(), "HTTP open refused");
+            let body = http_body_util::Limited::new(response.into_body(), max_frame.min(64 * 1024));
+            if let Ok(body) = body.collect().await.map(|b| b.to_bytes()) {
+                channel.lock().down.push(body);
+            }
+            return never_opened(&channel);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "HTTP open failed");
+            return never_opened(&channel);
+        }
+    };
     let id = response
         .headers()
         .get(CONNECTION_HEADER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| u128::from_str_radix(v, 16).ok())
-        .ok_or_else(|| {
-            TransportError::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the HTTP response names no connection",
-            ))
-        })?;
-    let channel = Channel::new();
+        .and_then(|v| u128::from_str_radix(v, 16).ok());
+    let Some(id) = id else {
+        tracing::debug!("the HTTP response names no connection");
+        return never_opened(&channel);
+    };
     tokio::spawn(read_stream(
         response.into_body(),
         Arc::clone(&channel),
         stream_socket,
     ));
-    tokio::spawn(send_posts(dial, Arc::clone(&channel), id));
-    Ok(Io::Http(channel, Side::Client))
+    send_posts(dial, channel, id, pending).await;
 }
 
-/// An error status's reason: the `Error` frame of its body, if it has one.
-async fn refusal(
-    response: http::Response<hyper::body::Incoming>,
-    max_frame: usize,
-) -> TransportError {
-    let status = response.status().as_u16();
-    let body = http_body_util::Limited::new(response.into_body(), 4096);
-    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
-        return TransportError::HttpStatus { status };
+/// Waits for the writer's bytes and appends everything queued to `pending`; `false` once the
+/// writer has ended.
+async fn take_queued(channel: &Channel, pending: &mut BytesMut) -> bool {
+    let next = std::future::poll_fn(|cx| channel.lock().up.poll_pop(cx)).await;
+    let Ok(Some(chunk)) = next else {
+        return false;
     };
-    let mut bytes = BytesMut::from(&body[..]);
-    match imgate_codec::FrameDecoder::new(max_frame).decode_stream(&mut bytes) {
-        Ok(Some(imgate_codec::Frame {
-            kind: Some(imgate_codec::Kind::Error(error)),
-        })) => TransportError::ClosedByPeer {
-            code: error.close_code(),
-            reason: error.message,
-        },
-        _ => TransportError::HttpStatus { status },
+    pending.extend_from_slice(&chunk);
+    // Everything else queued meanwhile goes in the same request.
+    let mut state = channel.lock();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while let std::task::Poll::Ready(Ok(Some(chunk))) = state.up.poll_pop(&mut cx) {
+        pending.extend_from_slice(&chunk);
     }
+    true
 }
 
 /// The stream's body into the channel, at most [`CAPACITY`] bytes ahead of the reader.
@@ -185,40 +216,28 @@ async fn read_stream(mut body: hyper::body::Incoming, channel: Arc<Channel>, _so
 
 /// The writer's bytes in POSTs, whole frames each, one POST at a time; the end of the
 /// writer is a close request.
-async fn send_posts(dial: Dial, channel: Arc<Channel>, id: u128) {
+async fn send_posts(dial: Dial, channel: Arc<Channel>, id: u128, mut pending: BytesMut) {
     let mut socket: Option<(Sender, Instant)> = None;
-    let mut pending = BytesMut::new();
     loop {
-        let next = std::future::poll_fn(|cx| channel.lock().up.poll_pop(cx)).await;
-        let Ok(Some(chunk)) = next else {
+        let whole = whole_frames(&pending, usize::MAX).unwrap_or(0);
+        if whole > 0 {
+            let body = pending.split_to(whole).freeze();
+            let sent = match dial.request("/send", Some(id), body) {
+                Ok(request) => post(&dial, &mut socket, request).await,
+                Err(e) => Err(e),
+            };
+            if !matches!(sent, Ok(StatusCode::NO_CONTENT)) {
+                // The connection is over (the stream says why); later writes fail.
+                tracing::debug!(?sent, "HTTP POST failed");
+                channel.lock().up.close_reader();
+                return;
+            }
+        }
+        if !take_queued(&channel, &mut pending).await {
             // The writer ended: tell the server (it may be gone already; nothing to do then).
             if let Ok(request) = dial.request("/close", Some(id), Bytes::new()) {
                 let _ = post(&dial, &mut socket, request).await;
             }
-            return;
-        };
-        pending.extend_from_slice(&chunk);
-        // Everything else queued meanwhile goes in the same POST.
-        {
-            let mut state = channel.lock();
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            while let std::task::Poll::Ready(Ok(Some(chunk))) = state.up.poll_pop(&mut cx) {
-                pending.extend_from_slice(&chunk);
-            }
-        }
-        let whole = whole_frames(&pending, usize::MAX).unwrap_or(0);
-        if whole == 0 {
-            continue;
-        }
-        let body = pending.split_to(whole).freeze();
-        let sent = match dial.request("/send", Some(id), body) {
-            Ok(request) => post(&dial, &mut socket, request).await,
-            Err(e) => Err(e),
-        };
-        if !matches!(sent, Ok(StatusCode::NO_CONTENT)) {
-            // The connection is over (the stream says why); later writes fail.
-            tracing::debug!(?sent, "HTTP POST failed");
-            channel.lock().up.close_reader();
             return;
         }
     }
