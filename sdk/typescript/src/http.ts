@@ -1,7 +1,8 @@
 // The HTTP fallback transport (docs/protocol.md §1.1), for networks that block WebSocket:
 // `POST {url}` opens a connection whose response streams the server's frames (read with
 // `fetch`'s streaming body, in browsers and in Node ≥ 20), `POST {url}/send` carries the
-// client's frames, one POST at a time, and `POST {url}/close` ends them.
+// client's frames, one POST at a time, and `POST {url}/close` ends them. The open carries
+// the first frames (the `Hello`), so connecting takes one round trip, as on WebSocket.
 
 import { ImgateError } from "./errors.js";
 import { DEFAULT_MAX_FRAME, LENGTH_PREFIX_LEN, StreamDeframer, lengthPrefixed } from "./framing.js";
@@ -55,6 +56,8 @@ class HttpConnection implements TransportConnection {
   private id: string | undefined;
   /** Frames (length-prefixed) waiting for the next POST. */
   private queued: Uint8Array[] = [];
+  /** The open request is out (or answered). */
+  private opening = false;
   private posting = false;
   private closing = false;
   private closed = false;
@@ -67,12 +70,21 @@ class HttpConnection implements TransportConnection {
     private readonly maxPostBytes: number,
     private readonly handlers: TransportHandlers,
   ) {
-    void this.read();
+    // Ready at once: the open goes with the first frames. (Not from inside `connect`,
+    // whose caller has not stored the connection yet.)
+    queueMicrotask(() => {
+      if (!this.closed) this.handlers.onOpen();
+    });
   }
 
   send(frame: Uint8Array): void {
     if (this.closed || this.closing || this.failed) return;
     this.queued.push(lengthPrefixed(frame));
+    if (!this.opening) {
+      this.opening = true;
+      void this.open();
+      return;
+    }
     void this.post();
   }
 
@@ -80,7 +92,7 @@ class HttpConnection implements TransportConnection {
     if (this.closed) return;
     // What is queued still goes, then the close request; the stream is cut after that.
     this.closing = true;
-    void this.post();
+    if (this.opening) void this.post();
     this.finish("closed by the client");
   }
 
@@ -94,13 +106,16 @@ class HttpConnection implements TransportConnection {
     this.handlers.onClose(detail);
   }
 
-  private async read(): Promise<void> {
+  /** Opens the connection with the queued frames, then reads its stream to the end. */
+  private async open(): Promise<void> {
     let response: Response;
     try {
       response = await this.fetch(this.url, {
         method: "POST",
         credentials: "omit",
         cache: "no-store",
+        // No custom header: a CORS "simple" request, so no preflight before the first frame.
+        body: this.take(),
         signal: this.abort.signal,
       });
     } catch (error) {
@@ -108,14 +123,27 @@ class HttpConnection implements TransportConnection {
     }
     const id = response.headers.get(CONNECTION_HEADER);
     if (!response.ok || id === null || response.body === null) {
-      // A refusal (e.g. 429 with `Error{3002}` as its body) before the transport is up: the
-      // client backs off as for any connection closed before its handshake (§12).
-      void response.body?.cancel();
+      // A refusal (e.g. 429) says why in an `Error` frame, its body: the client handles its
+      // code (`3002`: back off) as on any transport.
+      let refusal = new Uint8Array(0);
+      try {
+        refusal = new Uint8Array(await response.arrayBuffer());
+      } catch {
+        // No body to read.
+      }
+      try {
+        for (const message of new StreamDeframer(() => DEFAULT_MAX_FRAME).push(refusal)) {
+          if (!this.closed) this.handlers.onFrame(message);
+        }
+      } catch {
+        // Not frames: the status is all there is.
+      }
       return this.finish(`open refused: HTTP ${response.status}`);
     }
     this.id = id;
-    if (this.closed) return this.cut();
-    this.handlers.onOpen();
+    if (this.closed && !this.closing) return this.cut();
+    // Frames queued while the open was out, or the close request.
+    void this.post();
     const deframer = new StreamDeframer(() => DEFAULT_MAX_FRAME);
     const reader = response.body.getReader();
     try {

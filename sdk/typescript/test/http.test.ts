@@ -70,71 +70,90 @@ function recorder() {
 const bodyOf = (call: Call) => new Uint8Array(call.init.body as Uint8Array);
 const concat = (...parts: Uint8Array[]) => new Uint8Array(parts.flatMap((p) => [...p]));
 
+const noContent = () => new Response(null, { status: 204 });
+
 describe("HttpStreamTransport", () => {
-  it("opens with a POST, reads frames split anyhow, and sends frames one POST at a time", async () => {
-    const { fetch, call } = scriptedFetch();
+  it("opens with the first frames, reads frames split anyhow, and sends the rest one POST at a time", async () => {
+    const { fetch, calls, call } = scriptedFetch();
     const { events, frames, handlers } = recorder();
     const connection = new HttpStreamTransport("http://gw/imgate", { fetch }).connect(handlers);
+    await settle();
+    // Ready at once; nothing goes out before the first frame.
+    expect([events, calls.length]).toEqual([["open"], 0]);
+    const [a, b, c, d] = [1, 2, 3, 4].map((n) => new Uint8Array([0, n])) as [
+      Uint8Array,
+      Uint8Array,
+      Uint8Array,
+      Uint8Array,
+    ];
+    connection.send(a);
     const open = await call(0);
     expect([open.url, open.init.method, open.init.credentials]).toEqual(["http://gw/imgate", "POST", "omit"]);
-    const { body, controller } = stream();
-    open.answer(opened(body));
-    await settle();
-    expect(events).toEqual(["open"]);
-    // Two frames and a bit in one chunk, the rest in another.
-    const [w, d] = [encodeMessage(welcome()), encodeMessage(deliver(1))];
-    const wire = concat(lengthPrefixed(w), lengthPrefixed(d), lengthPrefixed(d));
-    controller.enqueue(wire.slice(0, wire.length - 3));
-    await settle();
-    expect(frames).toEqual([w, d]);
-    controller.enqueue(wire.slice(wire.length - 3));
-    await settle();
-    expect(frames).toEqual([w, d, d]);
-    const [a, b, c] = [new Uint8Array([0, 1]), new Uint8Array([0, 2]), new Uint8Array([0, 3])];
-    connection.send(a);
-    const first = await call(1);
-    expect(first.url).toBe("http://gw/imgate/send");
-    expect((first.init.headers as Record<string, string>)["imgate-connection"]).toBe(ID);
-    expect(bodyOf(first)).toEqual(lengthPrefixed(a));
-    // Sent while the first POST is out: both go together, after its answer.
+    expect(open.init.headers).toBeUndefined();
+    expect(bodyOf(open)).toEqual(lengthPrefixed(a));
+    // Sent while the open is out: both go together in the first POST after it.
     connection.send(b);
     connection.send(c);
     await settle();
-    first.answer(new Response(null, { status: 204 }));
+    expect(calls.length).toBe(1);
+    const { body, controller } = stream();
+    open.answer(opened(body));
+    const first = await call(1);
+    expect(first.url).toBe("http://gw/imgate/send");
+    expect((first.init.headers as Record<string, string>)["imgate-connection"]).toBe(ID);
+    expect(bodyOf(first)).toEqual(concat(lengthPrefixed(b), lengthPrefixed(c)));
+    // Two frames and a bit in one chunk, the rest in another.
+    const [w, m] = [encodeMessage(welcome()), encodeMessage(deliver(1))];
+    const wire = concat(lengthPrefixed(w), lengthPrefixed(m), lengthPrefixed(m));
+    controller.enqueue(wire.slice(0, wire.length - 3));
+    await settle();
+    expect(frames).toEqual([w, m]);
+    controller.enqueue(wire.slice(wire.length - 3));
+    await settle();
+    expect(frames).toEqual([w, m, m]);
+    // One POST at a time.
+    connection.send(d);
+    await settle();
+    expect(calls.length).toBe(2);
+    first.answer(noContent());
     const second = await call(2);
-    expect(bodyOf(second)).toEqual(concat(lengthPrefixed(b), lengthPrefixed(c)));
-    second.answer(new Response(null, { status: 204 }));
+    expect(bodyOf(second)).toEqual(lengthPrefixed(d));
+    second.answer(noContent());
     controller.close();
     await settle();
     expect(events).toEqual(["open", "close: stream ended"]);
   });
 
-  it("closes without opening when the open is refused", async () => {
+  it("hands on the Error frame of a refused open, then closes", async () => {
     const { fetch, call } = scriptedFetch();
-    const { events, handlers } = recorder();
-    new HttpStreamTransport("http://gw/imgate", { fetch }).connect(handlers);
-    const refusal = lengthPrefixed(encodeMessage(error(ErrorCode.CONNECTION_LIMIT)));
-    (await call(0)).answer(new Response(new Uint8Array(refusal), { status: 429 }));
+    const { events, frames, handlers } = recorder();
+    const connection = new HttpStreamTransport("http://gw/imgate", { fetch }).connect(handlers);
+    connection.send(new Uint8Array([0, 1]));
+    const refusal = encodeMessage(error(ErrorCode.CONNECTION_LIMIT));
+    (await call(0)).answer(new Response(new Uint8Array(lengthPrefixed(refusal)), { status: 429 }));
     await settle();
-    expect(events).toEqual(["close: open refused: HTTP 429"]);
+    expect(frames).toEqual([refusal]);
+    expect(events).toEqual(["open", "close: open refused: HTTP 429"]);
   });
 
   it("on close sends what is queued, then the close request, then cuts the stream", async () => {
     const { fetch, call } = scriptedFetch();
     const { events, handlers } = recorder();
     const connection = new HttpStreamTransport("http://gw/imgate", { fetch }).connect(handlers);
-    const open = await call(0);
-    open.answer(opened(stream().body));
     await settle();
+    connection.send(new Uint8Array([0, 8]));
+    const open = await call(0);
     connection.send(new Uint8Array([0, 9]));
     connection.close();
     expect(events).toEqual(["open", "close: closed by the client"]);
+    open.answer(opened(stream().body));
     const send = await call(1);
+    expect(bodyOf(send)).toEqual(lengthPrefixed(new Uint8Array([0, 9])));
     expect(open.init.signal?.aborted).toBe(false);
-    send.answer(new Response(null, { status: 204 }));
+    send.answer(noContent());
     const close = await call(2);
     expect([close.url, bodyOf(close).length]).toEqual(["http://gw/imgate/close", 0]);
-    close.answer(new Response(null, { status: 204 }));
+    close.answer(noContent());
     await settle();
     expect(open.init.signal?.aborted).toBe(true);
   });
@@ -142,26 +161,29 @@ describe("HttpStreamTransport", () => {
   it("takes a frame over the limit on the stream as invalid", async () => {
     const { fetch, call } = scriptedFetch();
     const { events, handlers } = recorder();
-    new HttpStreamTransport("http://gw/imgate", { fetch }).connect(handlers);
+    const connection = new HttpStreamTransport("http://gw/imgate", { fetch }).connect(handlers);
+    connection.send(new Uint8Array([0, 1]));
     const { body, controller } = stream();
     (await call(0)).answer(opened(body));
     await settle();
     controller.enqueue(new Uint8Array([0x7f, 0, 0, 0, 0]));
     await settle();
-    expect(events[1]).toBe(`invalid ${ErrorCode.FRAME_TOO_LARGE}`);
+    expect(events.slice(0, 2)).toEqual(["open", `invalid ${ErrorCode.FRAME_TOO_LARGE}`]);
+    expect(events[2]).toMatch(/^close: .*frame of \d+ bytes above 1048576$/);
   });
 
   it("after a refused POST sends nothing more but still reads the stream's last frame", async () => {
     const { fetch, calls, call } = scriptedFetch();
     const { events, frames, handlers } = recorder();
     const connection = new HttpStreamTransport("http://gw/imgate", { fetch }).connect(handlers);
+    connection.send(new Uint8Array([0, 1]));
     const { body, controller } = stream();
     (await call(0)).answer(opened(body));
     await settle();
-    connection.send(new Uint8Array([0, 1]));
+    connection.send(new Uint8Array([0, 2]));
     (await call(1)).answer(new Response(null, { status: 413 }));
     await settle();
-    connection.send(new Uint8Array([0, 2]));
+    connection.send(new Uint8Array([0, 3]));
     const last = encodeMessage(error(ErrorCode.FRAME_TOO_LARGE));
     controller.enqueue(lengthPrefixed(last));
     controller.close();
