@@ -24,6 +24,9 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 /// Default WebSocket path.
 pub const DEFAULT_WS_PATH: &str = "/ws";
+/// Default base path of the HTTP fallback (`POST /imgate` opens, `/imgate/send` and
+/// `/imgate/close` carry a connection's requests).
+pub const DEFAULT_HTTP_PATH: &str = "/imgate";
 /// WebSocket subprotocol of imgate v1.
 pub const WS_SUBPROTOCOL: &str = "imgate.v1";
 
@@ -57,6 +60,8 @@ pub struct ListenerConfig {
     pub ws: WsConfig,
     /// QUIC settings (QUIC only).
     pub quic: QuicConfig,
+    /// HTTP-fallback settings (HTTP and HTTPS only).
+    pub http: HttpConfig,
 }
 
 impl ListenerConfig {
@@ -76,6 +81,7 @@ impl ListenerConfig {
             accept_queue: 1024,
             ws: WsConfig::default(),
             quic: QuicConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 
@@ -112,6 +118,29 @@ impl Default for WsConfig {
             allowed_origins: None,
             read_buffer_size: 1024,
             write_buffer_size: 16 * 1024,
+        }
+    }
+}
+
+/// HTTP-fallback settings.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// Base path. Default `/imgate`: `POST /imgate` opens a connection, `POST /imgate/send`
+    /// and `POST /imgate/close` carry its frames and its end.
+    pub path: String,
+    /// If set, browsers (requests carrying `Origin`) must come from one of these origins;
+    /// requests from others are refused `403` and get no CORS headers. Unset: every origin
+    /// may connect (the token in `Hello`, never a cookie, is what authenticates, so another
+    /// origin gains nothing it could not do with its own token).
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_HTTP_PATH.to_owned(),
+            allowed_origins: None,
         }
     }
 }
@@ -168,8 +197,11 @@ pub struct ConnectorConfig {
     pub server_name: String,
     /// WebSocket path. Default `/ws`.
     pub ws_path: String,
-    /// `Origin` header to send on WebSocket upgrades (browsers always send one).
+    /// `Origin` header to send on WebSocket upgrades and HTTP-fallback requests (browsers
+    /// always send one).
     pub ws_origin: Option<String>,
+    /// Base path of the HTTP fallback. Default `/imgate`.
+    pub http_path: String,
     /// WebSocket buffer settings.
     pub ws: WsConfig,
     /// Largest inbound frame. Default 1 MiB.
@@ -206,6 +238,7 @@ impl ConnectorConfig {
             server_name: "localhost".to_owned(),
             ws_path: DEFAULT_WS_PATH.to_owned(),
             ws_origin: None,
+            http_path: DEFAULT_HTTP_PATH.to_owned(),
             ws: WsConfig::default(),
             max_frame: DEFAULT_MAX_FRAME,
             peer_max_frame: DEFAULT_MAX_FRAME,

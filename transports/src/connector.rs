@@ -27,7 +27,16 @@ enum Mode {
     Wss(tokio_rustls::TlsConnector),
     #[cfg(feature = "quic")]
     Quic(quinn::Endpoint, quinn::ClientConfig),
+    /// The HTTP fallback (TLS connector for HTTPS).
+    #[cfg(feature = "http")]
+    Http(HttpTls),
 }
+
+/// The HTTP fallback's TLS connector (HTTPS), if TLS is compiled in.
+#[cfg(all(feature = "http", feature = "tls"))]
+type HttpTls = Option<tokio_rustls::TlsConnector>;
+#[cfg(all(feature = "http", not(feature = "tls")))]
+type HttpTls = ();
 
 impl fmt::Debug for Connector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,6 +65,12 @@ impl Connector {
                 let endpoint = quinn::Endpoint::client(config.quic_bind)?;
                 Mode::Quic(endpoint, client)
             }
+            #[cfg(feature = "http")]
+            crate::TransportKind::Http => Mode::Http(Default::default()),
+            #[cfg(all(feature = "http", feature = "tls"))]
+            crate::TransportKind::Https => {
+                Mode::Http(Some(tls_connector(&config, crate::ALPN_HTTP1)?))
+            }
             // TCP; the rest were refused by `check_available`.
             _ => Mode::Tcp,
         };
@@ -74,8 +89,9 @@ impl Connector {
 
     /// Connects to `addr` and runs the transport handshake, within the configured deadline.
     ///
-    /// For QUIC the stream is opened locally; the server sees the connection once the first
-    /// frame (the protocol's `Hello`) is sent.
+    /// For QUIC the stream is opened locally, and on the HTTP fallback the open request goes
+    /// with the first frames: the server sees the connection once the first frame (the
+    /// protocol's `Hello`) is sent, and a refusal (a limit) arrives as an `Error` frame.
     pub async fn connect(&self, addr: SocketAddr) -> Result<FramedConn, TransportError> {
         let deadline = self.config.handshake_timeout;
         let (io, info) = tokio::time::timeout(deadline, self.connect_inner(addr))
@@ -117,6 +133,18 @@ impl Connector {
                 .map_err(TransportError::from_quic_connection)?;
             info.alpn = Some(crate::ALPN_IMGATE);
             return Ok((Io::Quic { conn, send, recv }, info));
+        }
+        #[cfg(feature = "http")]
+        #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+        if let Mode::Http(tls) = &self.mode {
+            #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+            let mut dial = crate::http::Dial::new(config, addr)?;
+            #[cfg(feature = "tls")]
+            {
+                dial.tls = tls.clone();
+            }
+            let io = crate::http::connect(dial, config.max_frame).await?;
+            return Ok((io, info));
         }
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;

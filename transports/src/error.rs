@@ -32,6 +32,22 @@ pub enum TransportError {
         /// The frame limit.
         limit: usize,
     },
+    /// A request of the HTTP fallback broke the transport's rules (an oversize or slow POST,
+    /// a body that ends inside a frame): the connection closes with `code`.
+    #[error("HTTP request refused: {reason}")]
+    HttpRequest {
+        /// The code the connection closes with.
+        code: CloseCode,
+        /// What was wrong, for the peer's `Error.message`.
+        reason: &'static str,
+    },
+    /// The HTTP fallback's server answered a request with an error status (and, if it said
+    /// why in an `Error` frame, [`TransportError::ClosedByPeer`] is returned instead).
+    #[error("HTTP status {status}")]
+    HttpStatus {
+        /// The status code.
+        status: u16,
+    },
     /// The TLS handshake or a TLS record failed.
     #[cfg(feature = "tls")]
     #[error("TLS: {0}")]
@@ -99,6 +115,8 @@ impl TransportError {
             Self::HandshakeTimeout(_) => Some(CloseCode::HANDSHAKE_TIMEOUT),
             Self::SlowConsumer { .. } => Some(CloseCode::SLOW_CONSUMER),
             Self::Limit(_) => Some(CloseCode::CONNECTION_LIMIT),
+            Self::HttpRequest { code, .. } => Some(*code),
+            Self::HttpStatus { .. } => None,
             #[cfg(feature = "tls")]
             Self::Tls(_) => None,
             #[cfg(feature = "quic")]
@@ -122,12 +140,13 @@ impl TransportError {
             Self::WebSocket(_) => "WebSocket protocol violation".to_owned(),
             Self::HandshakeTimeout(_) => "transport handshake did not finish in time".to_owned(),
             Self::SlowConsumer { .. } => "outbound queue overflowed".to_owned(),
+            Self::HttpRequest { reason, .. } => (*reason).to_owned(),
             _ => "connection failed".to_owned(),
         }
     }
 
-    /// The HTTP status a WebSocket upgrade was answered with instead of `101 Switching
-    /// Protocols`, when that is why connecting failed (e.g. `404` for a wrong path).
+    /// The HTTP status a WebSocket upgrade or an HTTP-fallback request was answered with
+    /// when that is why connecting failed (e.g. `404` for a wrong path).
     pub fn http_status(&self) -> Option<u16> {
         match self {
             #[cfg(feature = "ws")]
@@ -137,12 +156,23 @@ impl TransportError {
                 }
                 _ => None,
             },
+            Self::HttpStatus { status } => Some(*status),
             _ => None,
         }
     }
 
     /// Unwraps errors that I/O adapters (tokio-rustls, quinn streams) wrap in `io::Error`.
     pub(crate) fn from_io(e: io::Error) -> Self {
+        #[cfg(feature = "http")]
+        if let Some(refusal) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<crate::http::Refusal>())
+        {
+            return Self::HttpRequest {
+                code: refusal.code,
+                reason: refusal.reason,
+            };
+        }
         #[cfg(feature = "tls")]
         if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
             if let Some(Ok(tls)) = e.into_inner().map(|b| b.downcast::<rustls::Error>()) {

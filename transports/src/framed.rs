@@ -13,7 +13,7 @@ use crate::read::{FrameReader, ReadIo};
 use crate::stats::TransportStats;
 use crate::write::{EncodedFrame, FrameWriter, WriteIo};
 
-/// The five transports.
+/// The transports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransportKind {
     /// Plain TCP (development, or behind a TLS-terminating load balancer).
@@ -26,11 +26,23 @@ pub enum TransportKind {
     Wss,
     /// QUIC, one bidirectional stream.
     Quic,
+    /// The HTTP fallback over plain HTTP/1.1: frames down one long response, up in POSTs.
+    Http,
+    /// The HTTP fallback over TLS.
+    Https,
 }
 
 impl TransportKind {
     /// Every transport.
-    pub const ALL: [Self; 5] = [Self::Tcp, Self::Tls, Self::Ws, Self::Wss, Self::Quic];
+    pub const ALL: [Self; 7] = [
+        Self::Tcp,
+        Self::Tls,
+        Self::Ws,
+        Self::Wss,
+        Self::Quic,
+        Self::Http,
+        Self::Https,
+    ];
 
     /// A stable label for logs and metrics.
     pub fn as_str(self) -> &'static str {
@@ -40,17 +52,24 @@ impl TransportKind {
             Self::Ws => "ws",
             Self::Wss => "wss",
             Self::Quic => "quic",
+            Self::Http => "http",
+            Self::Https => "https",
         }
     }
 
     /// Whether the transport runs over TLS (and needs a certificate).
     pub fn uses_tls(self) -> bool {
-        matches!(self, Self::Tls | Self::Wss | Self::Quic)
+        matches!(self, Self::Tls | Self::Wss | Self::Quic | Self::Https)
     }
 
     /// Whether frames travel as WebSocket messages rather than a byte stream.
     pub fn is_websocket(self) -> bool {
         matches!(self, Self::Ws | Self::Wss)
+    }
+
+    /// Whether frames travel over the HTTP fallback (a long response down, POSTs up).
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::Http | Self::Https)
     }
 
     /// The cargo feature of `imgate-transports` that compiles this transport in (`None`: TCP,
@@ -62,6 +81,8 @@ impl TransportKind {
             Self::Ws => Some("ws"),
             Self::Wss => Some("wss"),
             Self::Quic => Some("quic"),
+            Self::Http => Some("http"),
+            Self::Https => Some("https"),
         }
     }
 
@@ -73,6 +94,8 @@ impl TransportKind {
             Self::Ws => cfg!(feature = "ws"),
             Self::Wss => cfg!(all(feature = "ws", feature = "tls")),
             Self::Quic => cfg!(feature = "quic"),
+            Self::Http => cfg!(feature = "http"),
+            Self::Https => cfg!(all(feature = "http", feature = "tls")),
         }
     }
 
@@ -172,6 +195,9 @@ pub(crate) enum Io {
         send: quinn::SendStream,
         recv: quinn::RecvStream,
     },
+    /// An HTTP-fallback connection: its queues, read and written from this `side`.
+    #[cfg(feature = "http")]
+    Http(std::sync::Arc<crate::http::Channel>, crate::http::Side),
     /// One end of an in-memory pipe, framed as a byte stream.
     #[cfg(feature = "pipe")]
     Pipe(tokio::io::DuplexStream),
@@ -228,6 +254,12 @@ impl FramedConn {
             }
             #[cfg(feature = "quic")]
             Io::Quic { conn, send, recv } => (ReadIo::quic(recv), WriteIo::quic(send, conn), None),
+            #[cfg(feature = "http")]
+            Io::Http(channel, side) => (
+                ReadIo::http(Arc::clone(&channel), side),
+                WriteIo::http(channel, side),
+                None,
+            ),
             #[cfg(feature = "pipe")]
             Io::Pipe(stream) => {
                 let (read, write) = tokio::io::split(stream);

@@ -1,4 +1,5 @@
-//! imgate transports: TCP, TLS, WebSocket, WSS and QUIC behind one framed connection.
+//! imgate transports: TCP, TLS, WebSocket, WSS, QUIC and the HTTP fallback (HTTP, HTTPS)
+//! behind one framed connection.
 //!
 //! A [`Listener`] per transport accepts connections and runs the transport handshake under a
 //! deadline; a [`Connector`] per transport opens client connections. Both yield the same
@@ -24,8 +25,9 @@
 //! # Features
 //!
 //! Plain TCP is always compiled in. `tls` (rustls, ring), `ws` (tokio-tungstenite), `wss`
-//! (= `ws` + `tls`) and `quic` (quinn; implies `tls`) add the others; all are on by default.
-//! With `--no-default-features` none of rustls, tungstenite or quinn is built, and binding a
+//! (= `ws` + `tls`), `quic` (quinn; implies `tls`), `http` (hyper) and `https` (= `http` +
+//! `tls`) add the others; all are on by default. With `--no-default-features` none of
+//! rustls, tungstenite, quinn or hyper is built, and binding a
 //! listener or creating a connector for a transport compiled out fails with a
 //! [`TransportError::Config`] naming the feature ([`TransportKind::is_available`] asks first).
 //! `Identity`, `RootCertStore` and `ConnectorConfig::new` need `tls`;
@@ -36,7 +38,8 @@
 //! # Layout
 //! - `framed`, `read`, `write`: the connection, its reader (no buffer held while idle: reads
 //!   go through a per-thread scratch buffer) and writer (coalescing queue).
-//! - `tcp`-based listeners in `listener`, with `tls` and `ws` handshakes; `quic`.
+//! - `tcp`-based listeners in `listener`, with `tls` and `ws` handshakes; `quic`; `http`
+//!   (the fallback: hyper per socket, each logical connection a pair of byte queues).
 //! - `connector`: the client side. `cert`: PEM loading, dev certificates, rustls configs.
 //! - `limits` (global and per-IP), `accept` (back-off on EMFILE), `stats` (counters).
 //! - `pipe` (feature `pipe`): the in-memory connection.
@@ -71,8 +74,12 @@ mod config;
 mod connector;
 mod error;
 mod framed;
+#[cfg(feature = "http")]
+mod http;
 mod limits;
 mod listener;
+#[cfg(any(feature = "ws", feature = "http"))]
+mod maybe_tls;
 #[cfg(feature = "pipe")]
 mod pipe;
 #[cfg(feature = "quic")]
@@ -94,7 +101,8 @@ pub use accept::{AcceptBackoff, is_connection_error};
 pub use cert::{Identity, dev_certificate_dir, roots_from_pem_file};
 pub use config::{
     ALPN_HTTP1, ALPN_IMGATE, ConnectorConfig, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT,
-    DEFAULT_WS_PATH, ListenerConfig, QuicConfig, WS_SUBPROTOCOL, WsConfig,
+    DEFAULT_HTTP_PATH, DEFAULT_WS_PATH, HttpConfig, ListenerConfig, QuicConfig, WS_SUBPROTOCOL,
+    WsConfig,
 };
 pub use connector::Connector;
 pub use error::TransportError;

@@ -21,6 +21,13 @@ pub enum LimitError {
         /// The per-IP maximum.
         limit: usize,
     },
+    /// The listener is at its global maximum (HTTP fallback: an open cannot wait in the
+    /// backlog as a socket does).
+    #[error("connection limit reached ({limit} connections)")]
+    Global {
+        /// The global maximum.
+        limit: usize,
+    },
 }
 
 /// The global and per-IP connection limits of one listener (cheap to clone; clones share).
@@ -108,6 +115,17 @@ impl ConnLimits {
             _permit: permit,
             ip: Some((Arc::clone(per_ip), ip)),
         })
+    }
+
+    /// Admits a connection from `ip` if a global slot is free now (no waiting).
+    pub fn try_admit(&self, ip: IpAddr) -> Result<ConnGuard, LimitError> {
+        let permit =
+            Arc::clone(&self.global)
+                .try_acquire_owned()
+                .map_err(|_| LimitError::Global {
+                    limit: self.max_connections,
+                })?;
+        self.admit(permit, ip)
     }
 
     /// Connections currently holding a global slot.

@@ -65,12 +65,20 @@ pub(crate) enum TcpMode {
     /// TLS, then the WebSocket upgrade.
     #[cfg(all(feature = "ws", feature = "tls"))]
     Wss(tokio_rustls::TlsAcceptor),
+    /// The HTTP fallback (HTTP, HTTPS): each socket served by hyper.
+    #[cfg(feature = "http")]
+    Http(Arc<crate::http::Server>),
 }
 
 impl TcpMode {
-    fn new(config: &ListenerConfig) -> Result<Self, TransportError> {
+    #[cfg_attr(not(feature = "http"), allow(unused_variables))]
+    fn new(config: &ListenerConfig, limits: &ConnLimits) -> Result<Self, TransportError> {
         config.kind.check_available()?;
         Ok(match config.kind {
+            #[cfg(feature = "http")]
+            TransportKind::Http | TransportKind::Https => {
+                Self::Http(Arc::new(crate::http::Server::new(config, limits.clone())?))
+            }
             #[cfg(feature = "tls")]
             TransportKind::Tls => Self::Tls(acceptor(config, crate::ALPN_IMGATE)?),
             #[cfg(feature = "ws")]
@@ -84,7 +92,7 @@ impl TcpMode {
 }
 
 #[cfg(feature = "tls")]
-fn acceptor(
+pub(crate) fn acceptor(
     config: &ListenerConfig,
     alpn: &'static str,
 ) -> Result<tokio_rustls::TlsAcceptor, TransportError> {
@@ -135,7 +143,15 @@ impl Listener {
         let stats = Arc::new(TransportStats::default());
         let limits = ConnLimits::new(config.max_connections, config.max_per_ip);
         let (tx, incoming) = mpsc::channel(config.accept_queue.max(1));
-        let mode = TcpMode::new(&config)?;
+        let mode = TcpMode::new(&config, &limits)?;
+        // The HTTP fallback's connections are logical (`limits`); its sockets have their own.
+        #[cfg(feature = "http")]
+        let socket_limits = match mode {
+            TcpMode::Http(_) => crate::http::Server::socket_limits(&config),
+            _ => limits.clone(),
+        };
+        #[cfg(not(feature = "http"))]
+        let socket_limits = limits.clone();
         let shared = Arc::new(Shared {
             // No compression before `Welcome` (protocol §3.3); the server enables it then.
             decoder: Arc::new(FrameDecoder::new(config.max_frame).with_compression(false)),
@@ -167,7 +183,7 @@ impl Listener {
         }
         let listener = TcpListener::bind(shared.config.bind).await?;
         let local_addr = listener.local_addr()?;
-        let accept_task = tokio::spawn(tcp_accept_loop(listener, shared, limits.clone()));
+        let accept_task = tokio::spawn(tcp_accept_loop(listener, shared, socket_limits));
         tracing::info!(transport = %kind, addr = %local_addr, "listening");
         Ok(Self {
             kind,
@@ -256,16 +272,31 @@ async fn tcp_accept_loop(listener: TcpListener, shared: Arc<Shared>, limits: Con
         };
         // Chat frames are small and latency-bound: never wait for Nagle.
         let _ = stream.set_nodelay(true);
-        if matches!(shared.mode, TcpMode::Plain) {
-            let info = ConnInfo {
-                kind: TransportKind::Tcp,
-                peer,
-                alpn: None,
-                sni: None,
-            };
-            shared.deliver(Io::Tcp(stream), info, guard).await;
-        } else {
-            tokio::spawn(handshake(stream, peer, guard, Arc::clone(&shared)));
+        match &shared.mode {
+            TcpMode::Plain => {
+                let info = ConnInfo {
+                    kind: TransportKind::Tcp,
+                    peer,
+                    alpn: None,
+                    sni: None,
+                };
+                shared.deliver(Io::Tcp(stream), info, guard).await;
+            }
+            #[cfg(feature = "http")]
+            TcpMode::Http(server) => {
+                let server = Arc::clone(server);
+                tokio::spawn(crate::http::serve_socket(
+                    stream,
+                    peer,
+                    guard,
+                    Arc::clone(&shared),
+                    server,
+                ));
+            }
+            #[cfg_attr(not(any(feature = "tls", feature = "ws")), allow(unreachable_patterns))]
+            _ => {
+                tokio::spawn(handshake(stream, peer, guard, Arc::clone(&shared)));
+            }
         }
     }
 }
@@ -347,6 +378,9 @@ async fn handshake_inner(
             .await?;
             Ok((Io::Ws(Box::new(ws)), info, resumed))
         }
+        // Not reached: HTTP sockets are served by `http::serve_socket`, not handshaken here.
+        #[cfg(feature = "http")]
+        TcpMode::Http(_) => Err(HandshakeFailure::HttpBadRequest),
     }
 }
 

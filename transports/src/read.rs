@@ -48,7 +48,13 @@ pub(crate) enum ReadIo {
     Tcp,
     /// Every other transport, boxed so that it does not widen the plain-TCP reader.
     #[cfg_attr(
-        not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
+        not(any(
+            feature = "tls",
+            feature = "ws",
+            feature = "http",
+            feature = "pipe",
+            test
+        )),
         allow(dead_code)
     )]
     Other(Box<OtherRead>),
@@ -65,6 +71,10 @@ pub(crate) enum OtherRead {
     /// WebSocket: one binary message per frame.
     #[cfg(feature = "ws")]
     Ws(futures_util::stream::SplitStream<crate::ws::WsStream>),
+    /// The HTTP fallback: length-prefixed frames from POST bodies (server) or the long
+    /// response (client).
+    #[cfg(feature = "http")]
+    Http(crate::http::HttpRead),
     /// Any byte stream: the in-memory pipe (feature `pipe`) and unit tests.
     #[cfg(any(feature = "pipe", test))]
     Pipe(std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>),
@@ -89,6 +99,14 @@ impl ReadIo {
     #[cfg(feature = "pipe")]
     pub(crate) fn pipe(read: tokio::io::ReadHalf<tokio::io::DuplexStream>) -> Self {
         Self::Other(Box::new(OtherRead::Pipe(Box::pin(read))))
+    }
+
+    #[cfg(feature = "http")]
+    pub(crate) fn http(channel: Arc<crate::http::Channel>, side: crate::http::Side) -> Self {
+        Self::Other(Box::new(OtherRead::Http(crate::http::HttpRead {
+            channel,
+            side,
+        })))
     }
 }
 
@@ -188,7 +206,7 @@ fn count_error(stats: &TransportStats, e: &TransportError) {
 }
 
 #[cfg_attr(
-    not(any(feature = "tls", feature = "pipe", test)),
+    not(any(feature = "tls", feature = "http", feature = "pipe", test)),
     allow(unused_variables)
 )]
 fn poll_other(
@@ -209,6 +227,10 @@ fn poll_other(
         }
         #[cfg(feature = "ws")]
         OtherRead::Ws(ref mut stream) => poll_ws(stream, decoder, cx),
+        #[cfg(feature = "http")]
+        OtherRead::Http(ref mut read) => {
+            poll_stream(pending, decoder, cx, |cx, buf| read.poll_read(cx, buf))
+        }
         #[cfg(any(feature = "pipe", test))]
         OtherRead::Pipe(ref mut read) => {
             poll_stream(pending, decoder, cx, |cx, buf| read_async(read, cx, buf))

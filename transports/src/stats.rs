@@ -67,6 +67,28 @@ stats! {
     handshake_ws_subprotocol,
     /// QUIC handshakes that failed, or connections that never opened their stream.
     handshake_quic,
+    /// HTTP-fallback requests that were not a valid open, send or close request (wrong path
+    /// or method, a missing or malformed connection id header, an open naming a connection).
+    handshake_http_bad_request,
+    /// HTTP-fallback requests from an Origin outside the allow-list.
+    handshake_http_origin,
+    /// HTTP-fallback opens refused because the listener was at its global connection limit
+    /// (the other transports wait in the backlog instead, counted in `global_limit_waits`).
+    rejected_global,
+    /// HTTP-fallback POST bodies over the size limit (413; the connection closes with
+    /// `FRAME_TOO_LARGE`).
+    http_post_too_large,
+    /// HTTP-fallback POST bodies not received within the deadline (408; the connection
+    /// closes with `HANDSHAKE_TIMEOUT`).
+    http_post_timeout,
+    /// HTTP-fallback POST bodies that did not end on a frame boundary (400; the connection
+    /// closes with `PROTOCOL_ERROR`).
+    http_post_malformed,
+    /// HTTP-fallback POSTs naming no open connection (404).
+    http_post_unknown,
+    /// HTTP-fallback POSTs sent while another POST of the same connection was still being
+    /// received (409; the connection is unaffected).
+    http_post_conflict,
     /// Inbound frames over the frame limit.
     frame_too_large,
     /// WebSocket text messages.
@@ -95,6 +117,10 @@ pub enum HandshakeFailure {
     WsSubprotocol,
     /// QUIC handshake or stream opening failed.
     Quic,
+    /// Not a valid HTTP-fallback request.
+    HttpBadRequest,
+    /// Origin not allowed (HTTP fallback).
+    HttpOrigin,
 }
 
 impl HandshakeFailure {
@@ -109,6 +135,8 @@ impl HandshakeFailure {
             Self::WsOrigin => "ws_origin",
             Self::WsSubprotocol => "ws_subprotocol",
             Self::Quic => "quic",
+            Self::HttpBadRequest => "http_bad_request",
+            Self::HttpOrigin => "http_origin",
         }
     }
 }
@@ -146,6 +174,8 @@ impl TransportStats {
             HandshakeFailure::WsOrigin => &self.handshake_ws_origin,
             HandshakeFailure::WsSubprotocol => &self.handshake_ws_subprotocol,
             HandshakeFailure::Quic => &self.handshake_quic,
+            HandshakeFailure::HttpBadRequest => &self.handshake_http_bad_request,
+            HandshakeFailure::HttpOrigin => &self.handshake_http_origin,
         });
     }
 }

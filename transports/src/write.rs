@@ -94,7 +94,13 @@ pub(crate) enum WriteIo {
     Tcp,
     /// Every other transport, boxed so that it does not widen the plain-TCP writer.
     #[cfg_attr(
-        not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
+        not(any(
+            feature = "tls",
+            feature = "ws",
+            feature = "http",
+            feature = "pipe",
+            test
+        )),
         allow(dead_code)
     )]
     Other(Box<OtherWrite>),
@@ -114,6 +120,9 @@ pub(crate) enum OtherWrite {
     /// WebSocket.
     #[cfg(feature = "ws")]
     Ws(WsSink),
+    /// The HTTP fallback: bytes for the long response (server) or for POSTs (client).
+    #[cfg(feature = "http")]
+    Http(crate::http::HttpWrite),
     /// Any byte stream: the in-memory pipe (feature `pipe`) and unit tests.
     #[cfg(any(feature = "pipe", test))]
     Pipe(Pin<Box<dyn AsyncWrite + Send>>),
@@ -142,6 +151,14 @@ impl WriteIo {
     #[cfg(feature = "pipe")]
     pub(crate) fn pipe(write: tokio::io::WriteHalf<tokio::io::DuplexStream>) -> Self {
         Self::Other(Box::new(OtherWrite::Pipe(Box::pin(write))))
+    }
+
+    #[cfg(feature = "http")]
+    pub(crate) fn http(channel: Arc<crate::http::Channel>, side: crate::http::Side) -> Self {
+        Self::Other(Box::new(OtherWrite::Http(crate::http::HttpWrite {
+            channel,
+            side,
+        })))
     }
 
     /// Whether frames go out as WebSocket messages (no length prefix).
@@ -375,7 +392,13 @@ impl Drop for FrameWriter {
 }
 
 #[cfg_attr(
-    not(any(feature = "tls", feature = "ws", feature = "pipe", test)),
+    not(any(
+        feature = "tls",
+        feature = "ws",
+        feature = "http",
+        feature = "pipe",
+        test
+    )),
     allow(unused_variables)
 )]
 fn poll_flush_other(
@@ -395,6 +418,10 @@ fn poll_flush_other(
         }
         #[cfg(feature = "ws")]
         OtherWrite::Ws(ref mut sink) => poll_write_ws(sink, out, cx),
+        #[cfg(feature = "http")]
+        OtherWrite::Http(ref mut write) => {
+            poll_write_stream(&mut Pin::new(write), out, cx).map_err(TransportError::from_io)
+        }
         #[cfg(any(feature = "pipe", test))]
         OtherWrite::Pipe(ref mut write) => {
             poll_write_stream(&mut write.as_mut(), out, cx).map_err(TransportError::from_io)
@@ -430,6 +457,12 @@ async fn close_other(other: &mut OtherWrite, code: CloseCode, reason: &str) {
             let frame = crate::ws::close_frame(code, reason);
             let message = tokio_tungstenite::tungstenite::Message::Close(Some(frame));
             let _ = tokio::time::timeout(CLOSE_LINGER, sink.send(message)).await;
+        }
+        #[cfg(feature = "http")]
+        OtherWrite::Http(ref mut write) => {
+            // End of the stream (server: the long response ends once its reader has read
+            // it; client: the server is told with a close request).
+            let _ = tokio::io::AsyncWriteExt::shutdown(write).await;
         }
         #[cfg(any(feature = "pipe", test))]
         OtherWrite::Pipe(ref mut write) => {

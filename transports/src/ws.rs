@@ -1,12 +1,6 @@
 //! WebSocket (tokio-tungstenite): the upgrade on both sides, and close-frame mapping.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use imgate_codec::{CloseCode, Frame};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -18,70 +12,8 @@ use crate::TransportError;
 use crate::config::{WS_SUBPROTOCOL, WsConfig};
 use crate::stats::HandshakeFailure;
 
-/// The byte stream under a WebSocket: plain TCP (WS) or TLS (WSS). The TLS stream is boxed:
-/// inline it would make every plain WebSocket connection 1.2 KB larger.
-pub(crate) enum WsIo {
-    /// WS.
-    Plain(TcpStream),
-    /// WSS.
-    #[cfg(feature = "tls")]
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
-}
-
-/// Calls `$method` on whichever stream `$io` holds.
-macro_rules! delegate {
-    ($io:expr, $method:ident($($arg:expr),*)) => {
-        match $io.get_mut() {
-            WsIo::Plain(stream) => Pin::new(stream).$method($($arg),*),
-            #[cfg(feature = "tls")]
-            WsIo::Tls(stream) => Pin::new(&mut **stream).$method($($arg),*),
-        }
-    };
-}
-
-impl AsyncRead for WsIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        delegate!(self, poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for WsIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        delegate!(self, poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(stream) => stream.is_write_vectored(),
-            #[cfg(feature = "tls")]
-            Self::Tls(stream) => stream.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        delegate!(self, poll_shutdown(cx))
-    }
-}
+/// The byte stream under a WebSocket: plain TCP (WS) or TLS (WSS).
+pub(crate) use crate::maybe_tls::MaybeTls as WsIo;
 
 /// A WebSocket over [`WsIo`].
 pub(crate) type WsStream = WebSocketStream<WsIo>;

@@ -34,6 +34,9 @@ struct Args {
     addr: Option<String>,
     cert: Option<String>,
     settle: Duration,
+    /// The server's transport handshake deadline (HTTP fallback: also how long an idle
+    /// POST socket is kept).
+    handshake_timeout: Duration,
     untuned: bool,
     floor: bool,
     reply: bool,
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         addr: None,
         cert: None,
         settle: Duration::from_secs(3),
+        handshake_timeout: Duration::from_secs(60),
         untuned: false,
         floor: false,
         reply: false,
@@ -67,13 +71,21 @@ fn parse_args() -> Result<Args, String> {
                         .map_err(|e| format!("--settle-secs: {e}"))?,
                 );
             }
+            "--handshake-timeout-secs" => {
+                args.handshake_timeout = Duration::from_secs(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--handshake-timeout-secs: {e}"))?,
+                );
+            }
             "--untuned" => args.untuned = true,
             "--floor" => args.floor = true,
             "--reply" => args.reply = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: idle_conns [--transport tcp|tls|ws|wss|quic] [--conns N] \
-                            [--settle-secs S] [--untuned] [--floor] [--reply]"
+                    "usage: idle_conns [--transport tcp|tls|ws|wss|quic|http|https] [--conns N] \
+                            [--settle-secs S] [--handshake-timeout-secs S] [--untuned] [--floor] \
+                            [--reply]"
                         .into(),
                 );
             }
@@ -146,7 +158,7 @@ async fn server(args: &Args) -> Result<(), String> {
         .with_identity(identity);
     config.max_connections = args.conns + 16;
     config.max_per_ip = None;
-    config.handshake_timeout = Duration::from_secs(60);
+    config.handshake_timeout = args.handshake_timeout;
     if args.untuned {
         // The libraries' defaults, for the before/after comparison.
         config.ws.read_buffer_size = 128 * 1024;
@@ -330,7 +342,7 @@ async fn client(args: &Args) -> Result<(), String> {
     }
     let mut config = ConnectorConfig::new(args.kind, roots);
     config.quic_bind = "127.0.0.1:0".parse().map_err(|_| "addr")?;
-    config.handshake_timeout = Duration::from_secs(60);
+    config.handshake_timeout = args.handshake_timeout;
     let connector = Arc::new(Connector::new(config).map_err(|e| e.to_string())?);
     let started = tokio::time::Instant::now();
     // Bounded concurrency: a burst of thousands of handshakes would only overflow the

@@ -154,6 +154,8 @@ pub(super) struct Listener {
     #[serde(default)]
     pub(super) max_per_ip: usize,
     pub(super) path: Option<String>,
+    /// Browser origins allowed to connect (ws, wss, http, https); absent: every origin.
+    pub(super) allowed_origins: Option<Vec<String>>,
 }
 
 fn default_max_connections() -> usize {
@@ -166,7 +168,7 @@ fn transport<'de, D: serde::Deserializer<'de>>(
     let name = String::deserialize(deserializer)?;
     name.parse().map_err(|_| {
         serde::de::Error::custom(format!(
-            "unknown transport {name:?} (tcp, tls, ws, wss, quic)"
+            "unknown transport {name:?} (tcp, tls, ws, wss, quic, http, https)"
         ))
     })
 }

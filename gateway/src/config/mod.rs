@@ -260,12 +260,7 @@ impl ConfigFile {
             write_stall_timeout: Duration::from_secs(self.server.write_stall_timeout_secs.max(1)),
             ..ServerConfig::default()
         };
-        let needs_cert = self.listener.iter().any(|l| {
-            matches!(
-                l.transport,
-                TransportKind::Tls | TransportKind::Wss | TransportKind::Quic
-            )
-        });
+        let needs_cert = self.listener.iter().any(|l| l.transport.uses_tls());
         let (certificate, dev_certificate) = match (&self.tls.cert, &self.tls.key) {
             (Some(cert), Some(key)) => {
                 let identity = Certificate::from_pem_files(cert, key)
@@ -294,7 +289,7 @@ impl ConfigFile {
             ),
             (false, false) => {
                 return Err(ConfigError(
-                    "tls.ticket_keys: given but no tls, wss or quic listener".into(),
+                    "tls.ticket_keys: given but no tls, wss, quic or https listener".into(),
                 ));
             }
         };
@@ -308,13 +303,27 @@ impl ConfigFile {
             config.handshake_timeout = server.handshake_timeout;
             config.max_connections = listener.max_connections;
             config.max_per_ip = (listener.max_per_ip > 0).then_some(listener.max_per_ip);
+            let kind = listener.transport;
             if let Some(path) = listener.path {
-                if !listener.transport.is_websocket() {
+                if kind.is_websocket() {
+                    config.ws.path = path;
+                } else if kind.is_http() {
+                    config.http.path = path;
+                } else {
                     return Err(ConfigError(format!(
-                        "listener[{index}]: path only applies to ws and wss"
+                        "listener[{index}]: path only applies to ws, wss, http and https"
                     )));
                 }
-                config.ws.path = path;
+            }
+            if let Some(origins) = listener.allowed_origins {
+                if !(kind.is_websocket() || kind.is_http()) {
+                    return Err(ConfigError(format!(
+                        "listener[{index}]: allowed_origins only applies to ws, wss, http and \
+                         https"
+                    )));
+                }
+                config.ws.allowed_origins = Some(origins.clone());
+                config.http.allowed_origins = Some(origins);
             }
             if (listener.transport.uses_tls() || listener.transport == TransportKind::Quic)
                 && let Some(cert) = &certificate
@@ -771,7 +780,12 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         let config = Config::parse(DEFAULT_CONFIG).expect("default config");
-        assert_eq!(config.listeners.len(), 5);
+        assert_eq!(config.listeners.len(), 6);
+        let http = &config.listeners[5];
+        assert_eq!(
+            (http.kind, http.http.path.as_str()),
+            (TransportKind::Http, "/imgate")
+        );
         assert!(config.dev_certificate);
         assert_eq!(config.apps[0].id, AppId::new("default"));
         assert!(config.demo.is_none(), "the file itself keeps the demo off");

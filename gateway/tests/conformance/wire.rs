@@ -189,6 +189,10 @@ impl Wire {
                     _endpoint: endpoint,
                 }
             }
+            // The HTTP fallback has its own tests (tests/http_fallback.rs).
+            TransportKind::Http | TransportKind::Https => {
+                return Err(format!("{kind}: not a transport of this wire client"));
+            }
         };
         Ok(Self {
             kind,

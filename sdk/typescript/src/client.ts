@@ -31,6 +31,8 @@ import {
   Session,
   type SessionConfig,
 } from "./session.js";
+import { type FallbackOptions, FallbackTransport } from "./fallback.js";
+import { type FetchLike, HttpStreamTransport } from "./http.js";
 import type { Transport, TransportConnection, TransportHandlers } from "./transport.js";
 import { type WebSocketConstructor, WebSocketTransport } from "./websocket.js";
 
@@ -58,7 +60,17 @@ export interface ClientOptions {
   url?: string;
   /** `WebSocket` constructor; default `globalThis.WebSocket` (Node 20 has none: pass `ws`'s). */
   WebSocket?: WebSocketConstructor;
-  /** A transport instead of the WebSocket one made of `url`. */
+  /**
+   * The HTTP fallback's URL with the listener's base path, e.g.
+   * `https://chat.example.com/imgate` (docs/protocol.md §1.1). With `url` too, the client
+   * falls back to it by itself when the WebSocket does not open; alone, it is the transport.
+   */
+  httpUrl?: string;
+  /** `fetch` for the HTTP fallback; default `globalThis.fetch`. */
+  fetch?: FetchLike;
+  /** When to fall back from WebSocket to HTTP (`false`: never, even with `httpUrl`). */
+  fallback?: Omit<FallbackOptions, "clock"> | false;
+  /** A transport instead of those made of `url` and `httpUrl`. */
   transport?: Transport;
   /** `Hello.app_id`. */
   appId: string;
@@ -185,16 +197,27 @@ export class ImgateClient extends Emitter<ClientEvents> {
       },
       options.resume,
     );
-    this.transport = options.transport ?? ImgateClient.webSocketTransport(options);
+    this.transport = options.transport ?? ImgateClient.defaultTransport(options, this.clock);
   }
 
-  private static webSocketTransport(options: ClientOptions): Transport {
-    if (options.url === undefined) throw new TypeError("ImgateClient needs `url` or `transport`");
+  /** WebSocket to `url`, falling back to HTTP at `httpUrl` when both are given. */
+  private static defaultTransport(options: ClientOptions, clock: Clock): Transport {
+    const http =
+      options.httpUrl === undefined
+        ? undefined
+        : new HttpStreamTransport(options.httpUrl, options.fetch ? { fetch: options.fetch } : {});
+    if (options.url === undefined) {
+      if (http !== undefined) return http;
+      throw new TypeError("ImgateClient needs `url`, `httpUrl` or `transport`");
+    }
     const impl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (impl === undefined) {
+      if (http !== undefined) return http;
       throw new TypeError("no global WebSocket (Node 20): pass `WebSocket` from the `ws` package");
     }
-    return new WebSocketTransport(options.url, impl);
+    const webSocket = new WebSocketTransport(options.url, impl);
+    if (http === undefined || options.fallback === false) return webSocket;
+    return new FallbackTransport(webSocket, http, { ...options.fallback, clock });
   }
 
   /** Where the client is. */

@@ -27,6 +27,7 @@ export {
 export { type Environment, type EnvironmentHandlers, browserEnvironment } from "./environment.js";
 export { ErrorCode, ImgateError, errorName } from "./errors.js";
 export { Emitter } from "./events.js";
+export { type FallbackOptions, FallbackTransport } from "./fallback.js";
 export {
   DEFAULT_MAX_FRAME,
   type DecodeLimits,
@@ -39,6 +40,7 @@ export {
   lengthPrefixed,
 } from "./framing.js";
 export * from "./gen/imgate/v1/frame_pb.js";
+export { CONNECTION_HEADER, type FetchLike, type HttpStreamOptions, HttpStreamTransport } from "./http.js";
 export { Lz4Error, decompressBlock } from "./lz4.js";
 export {
   type CloseCause,

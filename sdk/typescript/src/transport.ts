@@ -1,6 +1,7 @@
 // The carrier of frames under a `Client`. One frame is one message (flags byte and body): a
-// WebSocket binary message today; an HTTP-streaming transport (frames read from one long
-// response, sent as POSTs) implements the same interface by framing inside its bodies.
+// WebSocket binary message (`websocket.ts`), or a length-prefixed frame inside the HTTP
+// fallback's bodies (`http.ts`: one long response down, POSTs up); `fallback.ts` tries one,
+// then the other.
 
 /** Callbacks a transport calls; after `onClose` it calls none. */
 export interface TransportHandlers {

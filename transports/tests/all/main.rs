@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod common;
+#[cfg(feature = "http")]
+mod http;
 mod limits;
 #[cfg(feature = "quic")]
 mod quic_migration;

@@ -185,6 +185,10 @@ per_transport! {
     wss => TransportKind::Wss,
     #[cfg(feature = "quic")]
     quic => TransportKind::Quic,
+    #[cfg(feature = "http")]
+    http => TransportKind::Http,
+    #[cfg(all(feature = "http", feature = "tls"))]
+    https => TransportKind::Https,
 }
 
 /// A transport compiled out is refused by name, with the feature that would bring it in.

@@ -1,6 +1,6 @@
 // The real `imgate` binary as a child process, as gateway/tests/support/process.rs starts it:
-// a config with a WebSocket listener on 127.0.0.1:0, the addresses read from stdout, and a
-// kill (and the temporary directory removed) when the test is done.
+// a config with a WebSocket and an HTTP-fallback listener on 127.0.0.1:0, the addresses read
+// from stdout, and a kill (and the temporary directory removed) when the test is done.
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -23,6 +23,8 @@ export interface Server {
   url: string;
   /** `127.0.0.1:PORT` of the WebSocket listener. */
   wsAddr: string;
+  /** `http://127.0.0.1:PORT/imgate`: the HTTP fallback. */
+  httpUrl: string;
   /** `http://127.0.0.1:PORT` of the admin listener. */
   admin: string;
   /** The config and data directory. */
@@ -55,6 +57,11 @@ bind = "127.0.0.1:0"
 transport = "ws"
 bind = "${wsBind}"
 path = "/ws"
+
+[[listener]]
+transport = "http"
+bind = "127.0.0.1:0"
+path = "/imgate"
 
 [[app]]
 id = "chat"
@@ -93,17 +100,26 @@ export async function startServer(options: ServerOptions = {}): Promise<Server> 
     process.off("exit", orphan);
   };
   try {
-    const { ws, admin } = await announced(child);
-    return { url: `ws://${ws}/ws`, wsAddr: ws, admin: `http://${admin}`, dir, stop, drain };
+    const { ws, http, admin } = await announced(child);
+    return {
+      url: `ws://${ws}/ws`,
+      wsAddr: ws,
+      httpUrl: `http://${http}/imgate`,
+      admin: `http://${admin}`,
+      dir,
+      stop,
+      drain,
+    };
   } catch (error) {
     await stop();
     throw error;
   }
 }
 
-function announced(child: ChildProcess): Promise<{ ws: string; admin: string }> {
+function announced(child: ChildProcess): Promise<{ ws: string; http: string; admin: string }> {
   return new Promise((resolve, reject) => {
     let ws: string | undefined;
+    let http: string | undefined;
     const lines = createInterface({ input: child.stdout! });
     const timer = setTimeout(() => reject(new Error("imgate did not announce its listeners in 20 s")), 20_000);
     child.once("exit", (code) => reject(new Error(`imgate exited (${code}) before listening`)));
@@ -111,10 +127,11 @@ function announced(child: ChildProcess): Promise<{ ws: string; admin: string }> 
     lines.on("line", (line) => {
       const listening = /^imgate listening: (\w+) on (\S+)$/.exec(line);
       if (listening?.[1] === "ws") ws = listening[2];
+      if (listening?.[1] === "http") http = listening[2];
       const admin = /^imgate admin: http:\/\/([^/\s]+)/.exec(line);
-      if (admin && ws) {
+      if (admin && ws && http) {
         clearTimeout(timer);
-        resolve({ ws, admin: admin[1]! });
+        resolve({ ws, http, admin: admin[1]! });
       }
     });
   });
