@@ -325,11 +325,23 @@ fn demo_page(
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let url = format!("ws://{addr}{}", demo.ws_path);
+    let http_url = demo.http_path.as_ref().and_then(|path| {
+        let mut addr = gateway.local_addr(imgate::TransportKind::Http)?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        Some(format!("http://{addr}{path}"))
+    });
     let app = demo.app.clone();
     let mint: imgate::admin::MintToken = std::sync::Arc::new(move |user| {
         demo.token(user, DEMO_TOKEN_TTL).map_err(|e| e.to_string())
     });
-    Some(imgate::admin::DemoConfig { app, url, mint })
+    Some(imgate::admin::DemoConfig {
+        app,
+        url,
+        http_url,
+        mint,
+    })
 }
 
 /// How long a demo page's login token lasts (the page asks again on each connection).

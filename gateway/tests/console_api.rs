@@ -280,6 +280,7 @@ fn demo() -> DemoConfig {
     DemoConfig {
         app: AppId::new("chat"),
         url: "ws://127.0.0.1:1/ws".into(),
+        http_url: None,
         mint: Arc::new(|user: &UserId| Ok(format!("tok-{user}"))),
     }
 }
@@ -312,7 +313,7 @@ async fn the_demo_page_mints_tokens_for_plain_names_without_the_admin_token() {
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&config).expect("json"),
-        serde_json::json!({ "app": "chat", "url": "ws://127.0.0.1:1/ws" })
+        serde_json::json!({ "app": "chat", "url": "ws://127.0.0.1:1/ws", "http_url": null })
     );
     let (status, token) = http(addr, "POST", "/demo/token", r#"{"user":"alice"}"#).await;
     assert_eq!(status, 200, "{token}");

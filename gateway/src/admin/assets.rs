@@ -34,10 +34,10 @@ const DEMO: &Files = &[
 ];
 
 /// Only this origin's scripts; the console talks to its own origin, the demo also to the
-/// gateway's WebSocket listener (another port, so another origin).
+/// gateway's WebSocket and HTTP-fallback listeners (other ports, so other origins).
 const CONSOLE_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
                               form-action 'none'";
-const DEMO_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss:; \
+const DEMO_POLICY: &str = "default-src 'self'; connect-src 'self' ws: wss: http: https:; \
                            frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// `/console/{file}`.

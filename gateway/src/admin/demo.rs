@@ -23,6 +23,9 @@ pub struct DemoConfig {
     pub app: AppId,
     /// The WebSocket URL its clients connect to, e.g. `ws://127.0.0.1:7102/ws`.
     pub url: String,
+    /// The HTTP fallback's URL they fall back to when WebSocket fails, e.g.
+    /// `http://127.0.0.1:7105/imgate`.
+    pub http_url: Option<String>,
     /// Login tokens for the names typed into the page.
     pub mint: MintToken,
 }
@@ -33,6 +36,7 @@ impl std::fmt::Debug for DemoConfig {
         f.debug_struct("DemoConfig")
             .field("app", &self.app)
             .field("url", &self.url)
+            .field("http_url", &self.http_url)
             .finish_non_exhaustive()
     }
 }
@@ -40,11 +44,12 @@ impl std::fmt::Debug for DemoConfig {
 /// Longest user name the page may ask a token for.
 const MAX_USER: usize = 64;
 
-/// `GET /demo/config`: `{"app", "url"}`.
+/// `GET /demo/config`: `{"app", "url", "http_url"}` (`http_url` null without a fallback
+/// listener).
 pub(super) fn config(demo: &DemoConfig) -> Reply {
     json(
         StatusCode::OK,
-        &serde_json::json!({ "app": demo.app.as_str(), "url": demo.url }),
+        &serde_json::json!({ "app": demo.app.as_str(), "url": demo.url, "http_url": demo.http_url }),
     )
 }
 

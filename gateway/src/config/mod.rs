@@ -218,6 +218,9 @@ pub struct DemoSettings {
     pub app: AppId,
     /// The WebSocket path of the first `ws` listener (its address is known once bound).
     pub ws_path: String,
+    /// The base path of the first `http` (fallback) listener, if there is one: the page's
+    /// clients fall back to it when WebSocket fails.
+    pub http_path: Option<String>,
     tokens: dev_token::DevToken,
 }
 
@@ -431,9 +434,14 @@ impl ConfigFile {
                             .into(),
                     )
                 })?;
+            let http_path = listeners
+                .iter()
+                .find(|l| l.kind == TransportKind::Http)
+                .map(|l| l.http.path.clone());
             Some(DemoSettings {
                 app,
                 ws_path: ws.ws.path.clone(),
+                http_path,
                 tokens,
             })
         } else {

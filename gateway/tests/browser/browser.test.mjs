@@ -123,6 +123,42 @@ describe("the demo page and the console in Chromium", () => {
     );
   });
 
+  it("with WebSocket blocked, two pages talk over the HTTP fallback", async () => {
+    // A proxy that refuses WebSocket: every upgrade in these contexts is closed at once, so
+    // the SDK falls back to the HTTP transport (the page's `http_url`).
+    const blocked = async (path) => {
+      const context = await browser.newContext({ viewport: { width: 900, height: 700 } });
+      await context.routeWebSocket(/.*/, (ws) => ws.close());
+      const page = await context.newPage();
+      page.on("pageerror", (error) => console.error(`page error on ${path}:`, error));
+      page.on("console", (m) => console.error(`console on ${path}: ${m.text()}`));
+      page.on("requestfailed", (r) => console.error(`request failed on ${path}: ${r.url()} ${r.failure()?.errorText}`));
+      const httpRequests = [];
+      page.on("request", (r) => {
+        if (new URL(r.url()).pathname.startsWith("/imgate")) httpRequests.push(r.url());
+      });
+      await page.goto(`${server.admin}${path}`);
+      return { context, page, httpRequests };
+    };
+    const erin = await blocked("/demo/?users=erin&to=frank");
+    const frank = await blocked("/demo/?users=frank&to=erin");
+    try {
+      await state(erin.page, "erin", "open");
+      await state(frank.page, "frank", "open");
+      assert.match(await send(erin.page, "erin", "frank", "over http"), /delivered/);
+      const atDave = await received(frank.page, "frank", 1);
+      assert.deepEqual(atDave.map((m) => [m.from, m.text]), [["erin", "over http"]]);
+      await send(frank.page, "frank", "erin", "and back");
+      const atCarol = await received(erin.page, "erin", 1);
+      assert.deepEqual(atCarol.map((m) => [m.from, m.text]), [["frank", "and back"]]);
+      assert.ok(erin.httpRequests.length > 0, "erin's page used the HTTP fallback");
+      assert.ok(frank.httpRequests.length > 0, "frank's page used the HTTP fallback");
+    } finally {
+      await erin.context.close();
+      await frank.context.close();
+    }
+  });
+
   it("a page that goes offline while messages arrive gets every one exactly once", async () => {
     await bob.context.setOffline(true);
     await state(bob.page, "bob", "offline");

@@ -25,6 +25,10 @@ transport = "ws"
 bind = "127.0.0.1:0"
 path = "/ws"
 
+[[listener]]
+transport = "http"
+bind = "127.0.0.1:0"
+
 [[app]]
 id = "chat"
 [app.auth]

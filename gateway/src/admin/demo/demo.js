@@ -79,6 +79,8 @@ function pane(config, user, to) {
 
   const client = new ImgateClient({
     url: config.url,
+    // Falls back to the HTTP transport when WebSocket fails (a proxy that blocks it).
+    httpUrl: config.http_url ?? undefined,
     appId: config.app,
     deviceId: deviceId(user),
     token: () => token(user),

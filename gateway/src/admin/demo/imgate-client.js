@@ -4135,6 +4135,272 @@ var Session = class {
   }
 };
 
+// src/fallback.ts
+var systemClock = {
+  now: () => Date.now(),
+  setTimeout: (callback, ms) => globalThis.setTimeout(callback, ms),
+  clearTimeout: (handle) => globalThis.clearTimeout(handle)
+};
+var FallbackTransport = class {
+  constructor(primary, fallback, options = {}) {
+    this.primary = primary;
+    this.fallback = fallback;
+    this.name = `${primary.name}|${fallback.name}`;
+    this.openTimeoutMs = options.openTimeoutMs ?? 5e3;
+    this.stickyMs = options.stickyMs ?? 3e5;
+    this.clock = options.clock ?? systemClock;
+  }
+  primary;
+  fallback;
+  name;
+  /** The transport the latest connection opened on, if one did. */
+  active;
+  openTimeoutMs;
+  stickyMs;
+  clock;
+  fallbackUntil = -Infinity;
+  connect(handlers) {
+    if (this.clock.now() < this.fallbackUntil) return this.open(this.fallback, handlers);
+    let current;
+    let opened = false;
+    let switched = false;
+    let givenUp = false;
+    let timer;
+    const switchOver = () => {
+      if (switched) return;
+      switched = true;
+      this.clock.clearTimeout(timer);
+      this.fallbackUntil = this.clock.now() + this.stickyMs;
+      current?.close();
+      current = this.open(this.fallback, handlers);
+    };
+    const primaryHandlers = {
+      onOpen: () => {
+        if (switched) return;
+        this.clock.clearTimeout(timer);
+        opened = true;
+        this.active = this.primary.name;
+        handlers.onOpen();
+      },
+      onFrame: (frame) => {
+        if (!switched) handlers.onFrame(frame);
+      },
+      onInvalid: (code, message) => {
+        if (!switched) handlers.onInvalid(code, message);
+      },
+      onClose: (detail) => {
+        if (switched) return;
+        this.clock.clearTimeout(timer);
+        if (opened || givenUp) return handlers.onClose(detail);
+        switchOver();
+      }
+    };
+    timer = this.clock.setTimeout(switchOver, this.openTimeoutMs);
+    const primary = this.primary.connect(primaryHandlers);
+    if (!switched) current = primary;
+    return {
+      send: (frame) => current?.send(frame),
+      close: () => {
+        this.clock.clearTimeout(timer);
+        givenUp = true;
+        current?.close();
+      }
+    };
+  }
+  open(transport, handlers) {
+    return transport.connect({
+      ...handlers,
+      onOpen: () => {
+        this.active = transport.name;
+        handlers.onOpen();
+      }
+    });
+  }
+};
+
+// src/http.ts
+var CONNECTION_HEADER = "imgate-connection";
+var STREAM_GRACE_MS = 2e3;
+var HttpStreamTransport = class {
+  constructor(url, options = {}) {
+    this.url = url;
+    const impl = options.fetch ?? globalThis.fetch;
+    if (impl === void 0) throw new TypeError("no global fetch: pass `fetch`");
+    this.fetch = (input, init) => impl.call(globalThis, input, init);
+    this.maxPostBytes = options.maxPostBytes ?? DEFAULT_MAX_FRAME + LENGTH_PREFIX_LEN;
+  }
+  url;
+  name = "http";
+  fetch;
+  maxPostBytes;
+  connect(handlers) {
+    return new HttpConnection(this.url, this.fetch, this.maxPostBytes, handlers);
+  }
+};
+var HttpConnection = class {
+  constructor(url, fetch, maxPostBytes, handlers) {
+    this.url = url;
+    this.fetch = fetch;
+    this.maxPostBytes = maxPostBytes;
+    this.handlers = handlers;
+    queueMicrotask(() => {
+      if (!this.closed) this.handlers.onOpen();
+    });
+  }
+  url;
+  fetch;
+  maxPostBytes;
+  handlers;
+  abort = new AbortController();
+  id;
+  /** Frames (length-prefixed) waiting for the next POST. */
+  queued = [];
+  /** The open request is out (or answered). */
+  opening = false;
+  posting = false;
+  closing = false;
+  closed = false;
+  /** A POST failed: nothing more is sent; the stream is cut soon if it does not end. */
+  failed = false;
+  send(frame) {
+    if (this.closed || this.closing || this.failed) return;
+    this.queued.push(lengthPrefixed(frame));
+    if (!this.opening) {
+      this.opening = true;
+      void this.open();
+      return;
+    }
+    void this.post();
+  }
+  close() {
+    if (this.closed) return;
+    this.closing = true;
+    if (this.opening) void this.post();
+    this.finish("closed by the client");
+  }
+  finish(detail) {
+    if (this.closed) return;
+    this.closed = true;
+    if (!this.closing) {
+      this.queued = [];
+      this.abort.abort();
+    }
+    this.handlers.onClose(detail);
+  }
+  /** Opens the connection with the queued frames, then reads its stream to the end. */
+  async open() {
+    let response;
+    try {
+      response = await this.fetch(this.url, {
+        method: "POST",
+        credentials: "omit",
+        cache: "no-store",
+        // No custom header: a CORS "simple" request, so no preflight before the first frame.
+        body: this.take(),
+        signal: this.abort.signal
+      });
+    } catch (error) {
+      return this.finish(`open failed: ${String(error)}`);
+    }
+    const id = response.headers.get(CONNECTION_HEADER);
+    if (!response.ok || id === null || response.body === null) {
+      let refusal = new Uint8Array(0);
+      try {
+        refusal = new Uint8Array(await response.arrayBuffer());
+      } catch {
+      }
+      try {
+        for (const message of new StreamDeframer(() => DEFAULT_MAX_FRAME).push(refusal)) {
+          if (!this.closed) this.handlers.onFrame(message);
+        }
+      } catch {
+      }
+      return this.finish(`open refused: HTTP ${response.status}`);
+    }
+    this.id = id;
+    if (this.closed && !this.closing) return this.cut();
+    void this.post();
+    const deframer = new StreamDeframer(() => DEFAULT_MAX_FRAME);
+    const reader = response.body.getReader();
+    try {
+      for (; ; ) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        if (this.closed) return;
+        for (const message of deframer.push(value)) {
+          if (this.closed) return;
+          this.handlers.onFrame(message);
+        }
+      }
+    } catch (error) {
+      if (error instanceof ImgateError) {
+        this.handlers.onInvalid(error.code, error.message);
+        return this.finish(error.message);
+      }
+      return this.finish(`stream failed: ${String(error)}`);
+    }
+    this.finish(deframer.pending > 0 ? "stream ended inside a frame" : "stream ended");
+  }
+  /** Sends what is queued, one POST at a time (frames queued meanwhile go in the next);
+   * then, when closing, the close request, and the stream is cut. */
+  async post() {
+    if (this.posting || this.id === void 0) return;
+    this.posting = true;
+    try {
+      for (; ; ) {
+        if (this.queued.length > 0) {
+          const status = await this.request("/send", this.take());
+          if (status !== 204) throw new Error(`answered ${status}`);
+        } else if (this.closing) {
+          await this.request("/close", new Uint8Array(0));
+          break;
+        } else {
+          return;
+        }
+      }
+    } catch (error) {
+      this.queued = [];
+      this.failed = true;
+      const detail = `POST failed: ${String(error)}`;
+      setTimeout(() => this.finish(detail), STREAM_GRACE_MS);
+    } finally {
+      this.posting = false;
+    }
+    if (this.closing) this.cut();
+  }
+  /** The queued frames that fit one POST. */
+  take() {
+    let size = 0;
+    let count = 0;
+    for (const frame of this.queued) {
+      if (count > 0 && size + frame.length > this.maxPostBytes) break;
+      size += frame.length;
+      count++;
+    }
+    const body = new Uint8Array(size);
+    let at = 0;
+    for (const frame of this.queued.splice(0, count)) {
+      body.set(frame, at);
+      at += frame.length;
+    }
+    return body;
+  }
+  async request(path, body) {
+    const response = await this.fetch(this.url + path, {
+      method: "POST",
+      credentials: "omit",
+      cache: "no-store",
+      headers: { [CONNECTION_HEADER]: this.id ?? "", "content-type": "application/octet-stream" },
+      body
+    });
+    await response.body?.cancel();
+    return response.status;
+  }
+  cut() {
+    this.abort.abort();
+  }
+};
+
 // src/websocket.ts
 var SUBPROTOCOL = "imgate.v1";
 var WebSocketTransport = class {
@@ -4194,7 +4460,7 @@ var WebSocketTransport = class {
 };
 
 // src/client.ts
-var systemClock = {
+var systemClock2 = {
   now: () => Date.now(),
   setTimeout: (callback, ms) => globalThis.setTimeout(callback, ms),
   clearTimeout: (handle) => globalThis.clearTimeout(handle)
@@ -4204,7 +4470,7 @@ var ImgateClient = class _ImgateClient extends Emitter {
   constructor(options) {
     super();
     this.options = options;
-    this.clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? systemClock2;
     this.random = options.random ?? Math.random;
     this.backoff = new Backoff({ ...BACKOFF_DEFAULTS, ...options.backoff }, this.random);
     this.environment = options.environment === null ? void 0 : options.environment ?? browserEnvironment();
@@ -4223,7 +4489,7 @@ var ImgateClient = class _ImgateClient extends Emitter {
       },
       options.resume
     );
-    this.transport = options.transport ?? _ImgateClient.webSocketTransport(options);
+    this.transport = options.transport ?? _ImgateClient.defaultTransport(options, this.clock);
   }
   options;
   /** Counters since construction. */
@@ -4249,13 +4515,21 @@ var ImgateClient = class _ImgateClient extends Emitter {
   unsubscribe;
   pumping = false;
   pumpAgain = false;
-  static webSocketTransport(options) {
-    if (options.url === void 0) throw new TypeError("ImgateClient needs `url` or `transport`");
+  /** WebSocket to `url`, falling back to HTTP at `httpUrl` when both are given. */
+  static defaultTransport(options, clock) {
+    const http = options.httpUrl === void 0 ? void 0 : new HttpStreamTransport(options.httpUrl, options.fetch ? { fetch: options.fetch } : {});
+    if (options.url === void 0) {
+      if (http !== void 0) return http;
+      throw new TypeError("ImgateClient needs `url`, `httpUrl` or `transport`");
+    }
     const impl = options.WebSocket ?? globalThis.WebSocket;
     if (impl === void 0) {
+      if (http !== void 0) return http;
       throw new TypeError("no global WebSocket (Node 20): pass `WebSocket` from the `ws` package");
     }
-    return new WebSocketTransport(options.url, impl);
+    const webSocket = new WebSocketTransport(options.url, impl);
+    if (http === void 0 || options.fallback === false) return webSocket;
+    return new FallbackTransport(webSocket, http, { ...options.fallback, clock });
   }
   /** Where the client is. */
   get state() {
@@ -4556,6 +4830,7 @@ export {
   BUILTIN_DICTIONARY_ID,
   BUILTIN_DICTIONARY_SHA256,
   Backoff,
+  CONNECTION_HEADER,
   DEFAULT_MAX_FRAME,
   DeliverSchema,
   Emitter,
@@ -4563,12 +4838,14 @@ export {
   ErrorSchema,
   FLAG_DICTIONARY,
   FLAG_LZ4,
+  FallbackTransport,
   FrameSchema,
   GoAwayReason,
   GoAwayReasonSchema,
   GoAwaySchema,
   HANDSHAKE_LIMITS,
   HelloSchema,
+  HttpStreamTransport,
   ImgateClient,
   ImgateError,
   JoinRoomSchema,
