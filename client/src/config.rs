@@ -50,6 +50,9 @@ pub struct ClientConfig {
     pub server_name: String,
     /// Path of the WebSocket upgrade (`ws` and `wss`). Default `/ws`, as `imgate serve`.
     pub ws_path: String,
+    /// Base path of the HTTP fallback (`http` and `https`). Default `/imgate`, as
+    /// `imgate serve`.
+    pub http_path: String,
     /// Bearer credential sent in every `Hello`.
     pub token: String,
     /// Application id.
@@ -90,6 +93,7 @@ impl ClientConfig {
             roots: Arc::new(roots),
             server_name: "localhost".to_owned(),
             ws_path: imgate_transports::DEFAULT_WS_PATH.to_owned(),
+            http_path: imgate_transports::DEFAULT_HTTP_PATH.to_owned(),
             token: token.into(),
             app_id: app_id.into(),
             device_id: device_id.into(),

@@ -30,6 +30,7 @@ pub(crate) struct Connectors {
     roots: Arc<RootCertStore>,
     server_name: String,
     ws_path: String,
+    http_path: String,
     handshake_timeout: Duration,
     by_kind: HashMap<TransportKind, Connector>,
 }
@@ -40,6 +41,7 @@ impl Connectors {
             roots: Arc::clone(&config.roots),
             server_name: config.server_name.clone(),
             ws_path: config.ws_path.clone(),
+            http_path: config.http_path.clone(),
             handshake_timeout: config.handshake_timeout,
             by_kind: HashMap::new(),
         }
@@ -51,6 +53,7 @@ impl Connectors {
             config.roots = Arc::clone(&self.roots);
             config.server_name.clone_from(&self.server_name);
             config.ws_path.clone_from(&self.ws_path);
+            config.http_path.clone_from(&self.http_path);
             config.handshake_timeout = self.handshake_timeout;
             self.by_kind.insert(kind, Connector::new(config)?);
         }

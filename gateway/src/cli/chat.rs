@@ -29,7 +29,7 @@ pub(crate) struct ChatArgs {
     /// App id.
     #[arg(long, default_value = "default")]
     app: String,
-    /// Transport: tcp, tls, ws, wss or quic.
+    /// Transport: tcp, tls, ws, wss, quic, http or https.
     #[arg(long, default_value = "tcp")]
     transport: TransportKind,
     /// Address to connect to (default: the config's listener for the transport).
@@ -38,7 +38,7 @@ pub(crate) struct ChatArgs {
     /// Device id (one session per device).
     #[arg(long, default_value = "terminal")]
     device: String,
-    /// Trust this PEM certificate or CA for tls, wss and quic (default: the development
+    /// Trust this PEM certificate or CA for tls, wss, quic and https (default: the development
     /// certificate `imgate serve` writes).
     #[arg(long)]
     ca: Option<PathBuf>,
@@ -81,6 +81,9 @@ pub(crate) async fn run(args: ChatArgs) -> Result<(), String> {
     );
     if let Some(path) = listener.and_then(|l| l.kind.is_websocket().then(|| l.ws.path.clone())) {
         client_config.ws_path = path;
+    }
+    if let Some(path) = listener.and_then(|l| l.kind.is_http().then(|| l.http.path.clone())) {
+        client_config.http_path = path;
     }
     if args.transport.uses_tls() || args.transport == TransportKind::Quic {
         client_config = match &args.ca {

@@ -360,19 +360,17 @@ async fn open(
     channel.lock().up.push(first);
     let id = new_id();
     server.table.insert(id, Arc::clone(&channel));
-    socket.attach(Arc::clone(&channel));
-    shared
-        .deliver(
-            Io::Http(Arc::clone(&channel), Side::Server),
-            socket.info.clone(),
-            guard,
-        )
-        .await;
+    // Made before the wait below: should the client go away meanwhile (hyper drops this
+    // future), its drop forgets the id and ends the connection.
     let body = StreamBody {
-        channel,
+        channel: Arc::clone(&channel),
         table: Arc::clone(&server.table),
         id,
     };
+    socket.attach(Arc::clone(&channel));
+    shared
+        .deliver(Io::Http(channel, Side::Server), socket.info.clone(), guard)
+        .await;
     let mut response = Response::new(Either::Left(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
@@ -427,10 +425,14 @@ async fn post(
         }
         state.posting = true;
     }
+    // Cleared even if hyper drops the request half-way (its client gone).
+    let mut posting = Posting(Some(&channel));
     let result = read_frames(shared, request).await;
     let refused = {
         let mut state = channel.lock();
+        // Cleared under the same lock as the push, so that the next POST's frames follow.
         state.posting = false;
+        posting.0 = None;
         match result {
             Ok(frames) => (!state.up.push(frames)).then_some(StatusCode::NOT_FOUND),
             Err((code, refusal)) => {
@@ -452,6 +454,18 @@ async fn post(
     } else {
         StatusCode::NOT_FOUND
     })
+}
+
+/// A connection's POST being received; dropped before its body was taken, it lets the next
+/// one in.
+struct Posting<'a>(Option<&'a Channel>);
+
+impl Drop for Posting<'_> {
+    fn drop(&mut self) {
+        if let Some(channel) = self.0 {
+            channel.lock().posting = false;
+        }
+    }
 }
 
 /// A request body of whole frames, within the size limit and the deadline.
