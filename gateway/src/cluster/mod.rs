@@ -5,18 +5,18 @@
 //! - **Directory** (JetStream KV bucket `ig_dir`, one key per user): which node holds which
 //!   device's session, with an epoch bumped by every change of owner. Written only by
 //!   compare-and-set on the key's revision, so two nodes never both believe they own a
-//!   device ([`directory`]).
+//!   device (`directory.rs`).
 //! - **Routing by lookup**: `deliver` reads the user's key and sends one request per node
 //!   that holds a session of the user (`ig.v1.node.<node>.deliver`, core NATS
 //!   request/reply), naming the sessions the directory lists there; each node delivers to
 //!   exactly those and answers with its device reports, which the origin merges into the one
-//!   report the backend gets ([`route`]). No broadcast: a node hears only of its own users.
+//!   report the backend gets (`route.rs`). No broadcast: a node hears only of its own users.
 //!   A session the directory does not list (a stale owner that was frozen while its device
 //!   moved on) gets nothing.
 //! - **Take-over and move**: a fresh login claims the device in the directory, then tells
 //!   the previous owner to end its session with `GoAway{TAKEOVER}`; a resume of a session
 //!   another node holds asks that node to release it and restores it here, outbox,
-//!   acknowledged point and receipts included ([`serve`] answers these requests).
+//!   acknowledged point and receipts included (`serve.rs` answers these requests).
 //!
 //! Not yet (ARCHITECTURE.md lists them): outboxes in JetStream (so a node that dies takes
 //! its in-memory sessions' unacknowledged messages with it, and a durable node's stay on its
