@@ -15,7 +15,9 @@
 //!   by the device or handed to the offline path (`NoSession`, `SessionEnded`); an ack
 //!   time-out or push-grace push never names a settled message;
 //! - memory stays bounded: at most one session for the one device, holding at most
-//!   `max_unacked` unsettled messages;
+//!   `max_unacked` unsettled messages; a session that left the registry (a take-over ends it
+//!   there, while its driver may still be closing its connection) has handed every message
+//!   it held to the offline path within the close time-out;
 //! - every close the server initiates ends with an `Error` or a `GoAway` as the last frame,
 //!   unless the client sent an `Error` itself or did not read in time (the stream was cut
 //!   mid-frame, or the pipe was full when last read: a stalled write or a close whose flush
@@ -256,7 +258,10 @@ struct Model {
     newest: Option<(SessionId, Bytes)>,
     /// Every message the gateway took for the user.
     accepted: Vec<MessageId>,
+    /// When each session that was given messages was first seen gone from the registry.
+    gone: HashMap<SessionId, Instant>,
     max_unacked: usize,
+    close_timeout: Duration,
     summary: Summary,
 }
 
@@ -315,7 +320,9 @@ async fn run(input: DriverInput) -> Summary {
         acked: HashMap::new(),
         newest: None,
         accepted: Vec::new(),
+        gone: HashMap::new(),
         max_unacked,
+        close_timeout,
         summary: Summary::default(),
     };
     for op in input.ops.into_iter().take(MAX_OPS) {
@@ -695,7 +702,7 @@ impl Model {
         }
     }
 
-    fn check_bounds(&self, gw: &RunningGateway, recorder: &Recorder) {
+    fn check_bounds(&mut self, gw: &RunningGateway, recorder: &Recorder) {
         let sessions = gw
             .handle()
             .user_sessions(&AppId::new("chat"), &UserId::new(USER));
@@ -706,11 +713,39 @@ impl Model {
         );
         let ledger = recorder.0.lock().expect("ledger lock");
         assert!(ledger.violations.is_empty(), "{:?}", ledger.violations);
-        let held = self
+        let live = sessions.first().map(|info| info.id);
+        let now = Instant::now();
+        for &(session, _) in self.seqs.keys() {
+            if Some(session) != live {
+                self.gone.entry(session).or_insert(now);
+            }
+        }
+        // A message is the live session's, an ended session's, or was settled at once (no
+        // session took it).
+        let ended: HashMap<MessageId, SessionId> = self
+            .seqs
+            .iter()
+            .filter(|((session, _), _)| Some(*session) != live)
+            .map(|(&(session, _), &id)| (id, session))
+            .collect();
+        let mut held = 0;
+        for id in self
             .accepted
             .iter()
             .filter(|id| !ledger.settled.contains_key(id))
-            .count();
+        {
+            match ended.get(id) {
+                Some(session) => {
+                    let gone = self.gone[session];
+                    assert!(
+                        now <= gone + self.close_timeout,
+                        "{id:?} of ended {session:?} still unsettled {:?} after it ended",
+                        now - gone
+                    );
+                }
+                None => held += 1,
+            }
+        }
         assert!(
             held <= self.max_unacked,
             "{held} messages held, max_unacked {}",

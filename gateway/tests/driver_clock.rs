@@ -18,7 +18,7 @@ use imgate::{RunningGateway, ServerConfig};
 use imgate_codec::{Ack, CloseCode, GoAwayReason, Kind, Ping};
 use imgate_transports::FramedConn;
 use support::pipe::{clocked, next, next_kind, pending, pipe, pipe_holding, start_piped};
-use support::{app, hello};
+use support::{app, hello, resume_of};
 use tokio::time::{Instant, sleep_until};
 
 const MS: Duration = Duration::from_millis(1);
@@ -370,4 +370,49 @@ async fn a_take_over_behind_a_large_queued_frame_still_ends_with_go_away() {
     assert_eq!(go_away.reason(), GoAwayReason::Takeover);
     assert!(next(&mut old).await.is_none(), "GoAway is the last frame");
     gw.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_driver_whose_session_is_resumed_during_its_close_lets_go_of_it() {
+    let gw = start_piped(relay(SessionConfig::default()), ServerConfig::default()).await;
+    // A 4 KiB pipe the client does not read: the close after its protocol error waits to
+    // flush the 40 KB message ahead of the Error.
+    let mut first = pipe_holding(&gw, 4096);
+    let welcome = hello(&mut first, "tok-alice", None).await;
+    let payload: &'static str = Box::leak("x".repeat(40_000).into_boxed_str());
+    deliver(&gw, "alice", payload).await;
+    // Every task runs until it waits: the message is in the server's write queue.
+    sleep_until(Instant::now() + MS).await;
+    first.send(&Ack { seq: 99 }.into()).await.expect("bad ack");
+    // Meanwhile the device resumes, and a fresh login of it takes the session over: the
+    // resume's wake-up went to the new driver, and nothing wakes the session again.
+    let mut resumed = pipe(&gw);
+    assert!(
+        hello(&mut resumed, "tok-alice", Some(resume_of(&welcome, 0)))
+            .await
+            .resumed
+    );
+    let mut fresh = pipe(&gw);
+    hello(&mut fresh, "tok-alice", None).await;
+    let mut last = None;
+    while let Some(frame) = next(&mut first).await {
+        last = frame.kind;
+    }
+    assert_eq!(
+        error_code(&last.expect("frames")),
+        CloseCode::PROTOCOL_ERROR
+    );
+
+    let started = Instant::now();
+    let report = gw.drain(Duration::from_secs(5), Duration::ZERO).await;
+    assert!(
+        report.clean,
+        "the first connection's driver still runs: {report}"
+    );
+    assert_eq!(
+        Instant::now(),
+        started,
+        "nothing held: the drain ends at once"
+    );
+    drop((resumed, fresh));
 }

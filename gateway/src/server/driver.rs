@@ -234,18 +234,24 @@ impl Driver {
                         .await;
                 }
             }
-            if let Some(code) = close.or(ended.then_some(CloseCode::NORMAL))
+            let closed = if let Some(code) = close.or(ended.then_some(CloseCode::NORMAL))
                 && let Some((_, mut writer, _open)) = connection.take()
             {
                 self.queue_last_frames(&mut writer);
                 Metrics::count(&self.handle.metrics().closes, code.name());
                 Box::pin(self.close(&mut writer, code)).await;
                 self.handle.shared.detached.notify_waiters();
-            }
+                true
+            } else {
+                false
+            };
             if ended {
                 return;
             }
-            if answered {
+            // The backend's answer or the close's flush took time: look at the session again
+            // before waiting. A resume meanwhile woke the new connection's driver, not this
+            // one, which would wait on its old timer with a session it no longer owns.
+            if answered || closed {
                 continue;
             }
             match connection.as_mut() {

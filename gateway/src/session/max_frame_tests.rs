@@ -227,6 +227,46 @@ fn a_resume_with_a_limit_below_a_buffered_message_is_refused_buffer_overflow() {
 }
 
 #[test]
+fn a_refused_resume_that_ends_an_attached_session_takes_its_connection_over() {
+    let t0 = Instant::now();
+    let mut s = session(t0, &limited(0));
+    assert_eq!(
+        s.handle_deliver(t0, message(1, 2000)),
+        DeliverOutcome::Sent { seq: 1 }
+    );
+    frames(&mut s, t0);
+    // Still attached: the resume comes from a new connection before the old one is gone.
+    let who = identity("alice");
+    assert_eq!(
+        s.resume(t0, &who, &SECRET, 0, &limited(512)),
+        Err(ResumeRefused::BufferOverflow)
+    );
+    let Some(Kind::GoAway(go_away)) = s.poll_transmit(t0).and_then(|f| f.kind) else {
+        panic!("the old connection's last frame is a GoAway")
+    };
+    assert_eq!(go_away.reason(), GoAwayReason::Takeover);
+    assert!(s.poll_transmit(t0).is_none());
+    let events: Vec<Event> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            Event::CloseConnection {
+                code: CloseCode::SESSION_TAKEN_OVER,
+                go_away: Some(GoAwayReason::Takeover),
+            },
+            Event::Undelivered {
+                reason: UndeliveredReason::BufferOverflow,
+                messages: vec![Undelivered {
+                    message_id: MessageId(1),
+                    seq: 1
+                }],
+            },
+            Event::Ended,
+        ]
+    );
+}
+
+#[test]
 fn a_resume_with_a_smaller_limit_succeeds_once_the_large_message_is_acknowledged() {
     let t0 = Instant::now();
     let mut s = session(t0, &limited(0));

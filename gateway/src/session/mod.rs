@@ -566,7 +566,7 @@ impl Session {
             return Err(ResumeRefused::BadSecret);
         }
         if self.overflowed {
-            self.end(UndeliveredReason::BufferOverflow);
+            self.end_for_resume(UndeliveredReason::BufferOverflow);
             return Err(ResumeRefused::BufferOverflow);
         }
         // A `last_seq` below what the client already acknowledged is a lower ack, ignored
@@ -574,7 +574,7 @@ impl Session {
         let released = match self.outbox.ack(last_seq) {
             Ok(released) => released,
             Err(outbox::AckBeyondSent) => {
-                self.end(UndeliveredReason::SessionEnded);
+                self.end_for_resume(UndeliveredReason::SessionEnded);
                 return Err(ResumeRefused::BadSeq);
             }
         };
@@ -588,7 +588,7 @@ impl Session {
         if self.outbox.largest_frame() > limit as usize {
             // The replay would hold a frame the new connection cannot take: the buffer
             // cannot be delivered whole, as after an overflow.
-            self.end(UndeliveredReason::BufferOverflow);
+            self.end_for_resume(UndeliveredReason::BufferOverflow);
             return Err(ResumeRefused::BufferOverflow);
         }
         self.client_max_frame = limit;
@@ -604,7 +604,11 @@ impl Session {
     /// Another connection of the same device logged in: the attached client (if any) gets
     /// `GoAway{Takeover}`, and the session ends.
     pub fn take_over(&mut self) {
-        self.terminate(GoAwayReason::Takeover, CloseCode::SESSION_TAKEN_OVER);
+        self.terminate(
+            GoAwayReason::Takeover,
+            CloseCode::SESSION_TAKEN_OVER,
+            UndeliveredReason::SessionEnded,
+        );
     }
 
     /// The session moves to another node (its client resumes there): the attached client,
@@ -648,7 +652,11 @@ impl Session {
 
     /// An operator or the backend ends the session.
     pub fn kick(&mut self) {
-        self.terminate(GoAwayReason::Kicked, CloseCode::KICKED);
+        self.terminate(
+            GoAwayReason::Kicked,
+            CloseCode::KICKED,
+            UndeliveredReason::SessionEnded,
+        );
     }
 
     /// The server is draining: the client gets `GoAway{Drain}` and should resume elsewhere
@@ -876,11 +884,22 @@ impl Session {
         self.transmit = last_words;
     }
 
-    fn terminate(&mut self, reason: GoAwayReason, code: CloseCode) {
+    /// Ends the session; a connection still attached is told why first (§13).
+    fn terminate(&mut self, reason: GoAwayReason, code: CloseCode, undelivered: UndeliveredReason) {
         if self.state == State::Attached {
             self.go_away(reason, code, 0);
         }
-        self.end(UndeliveredReason::SessionEnded);
+        self.end(undelivered);
+    }
+
+    /// A refused resume that ends the session: the fresh session the caller creates takes
+    /// its place, so a connection still attached is taken over.
+    fn end_for_resume(&mut self, undelivered: UndeliveredReason) {
+        self.terminate(
+            GoAwayReason::Takeover,
+            CloseCode::SESSION_TAKEN_OVER,
+            undelivered,
+        );
     }
 
     fn end(&mut self, reason: UndeliveredReason) {
