@@ -1376,7 +1376,7 @@ mod tests {
                 TransportKind::Wss
             ])
         );
-        assert!(parse_transports("tcp,http").is_err());
+        assert!(parse_transports("tcp,carrier-pigeon").is_err());
         assert!(parse_transports(" , ").is_err());
     }
 
