@@ -257,14 +257,17 @@ impl Cluster {
             self.client.request(subject, request.encode_to_vec().into()),
         )
         .await;
-        let outcome = match &sent {
-            Err(_) => "timeout",
+        // One classification feeds both the metric and the error.
+        let (outcome, reason) = match &sent {
+            Ok(Ok(_)) => ("ok", ""),
+            Err(_) => ("timeout", "no answer in time"),
             Ok(Err(e)) => match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => "no_node",
-                async_nats::RequestErrorKind::TimedOut => "timeout",
-                _ => "error",
+                async_nats::RequestErrorKind::NoResponders => {
+                    ("no_node", "the node is not connected")
+                }
+                async_nats::RequestErrorKind::TimedOut => ("timeout", "no answer in time"),
+                _ => ("error", "NATS refused the request"),
             },
-            Ok(Ok(_)) => "ok",
         };
         self.metrics
             .cluster_requests
@@ -273,18 +276,9 @@ impl Cluster {
         self.metrics
             .cluster_request_latency
             .observe(started.elapsed().as_secs_f64());
-        let reason = match sent {
-            Ok(Ok(message)) => {
-                return A::decode(message.payload)
-                    .map_err(|_| ClusterError::Malformed(node.into()));
-            }
-            Err(_) => "no answer in time",
-            Ok(Err(e)) => match e.kind() {
-                async_nats::RequestErrorKind::NoResponders => "the node is not connected",
-                async_nats::RequestErrorKind::TimedOut => "no answer in time",
-                _ => "NATS refused the request",
-            },
-        };
+        if let Ok(Ok(message)) = sent {
+            return A::decode(message.payload).map_err(|_| ClusterError::Malformed(node.into()));
+        }
         Err(ClusterError::Request {
             node: node.into(),
             reason,

@@ -438,24 +438,14 @@ pub(crate) async fn locate(
     nodes.sort_unstable();
     nodes.dedup();
     for node in nodes {
+        let request = SessionsRequest {
+            app: app.as_str().to_owned(),
+            user: user.as_str().to_owned(),
+        };
+        // This node answers itself the way it answers the others.
         let live: Option<SessionsReply> = if node == cluster.node() {
-            Some(SessionsReply {
-                sessions: handle
-                    .user_sessions(app, user)
-                    .into_iter()
-                    .map(|s| super::wire::SessionRecordInfo {
-                        id: s.id.0,
-                        device: s.device.as_str().to_owned(),
-                        attached: s.attached,
-                        unacked: s.unacked,
-                    })
-                    .collect(),
-            })
+            Some(super::serve::sessions(handle, &request))
         } else {
-            let request = SessionsRequest {
-                app: app.as_str().to_owned(),
-                user: user.as_str().to_owned(),
-            };
             cluster.request(node, "sessions", &request).await.ok()
         };
         for listed in entry.devices.iter().filter(|d| d.node == node) {

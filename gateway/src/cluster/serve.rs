@@ -240,7 +240,7 @@ fn release(handle: &GatewayHandle, request: &ReleaseRequest) -> ReleaseReply {
 }
 
 /// The user's sessions on this node.
-fn sessions(handle: &GatewayHandle, request: &SessionsRequest) -> SessionsReply {
+pub(super) fn sessions(handle: &GatewayHandle, request: &SessionsRequest) -> SessionsReply {
     let (app, user) = (
         AppId::new(request.app.as_str()),
         UserId::new(request.user.as_str()),
