@@ -2,8 +2,10 @@
 //! `imgate` nodes on loopback, devices speaking the raw protocol. Skipped (with a note)
 //! where `nats-server` is missing, unless `IMGATE_REQUIRE_NATS` is set (CI sets it).
 //!
-//! Nothing waits for time to pass: cases wait for frames, answers and exits; the one poll is
-//! `/readyz` turning false after NATS is gone, which is the behaviour under test.
+//! Cases wait for frames, answers and exits. Two states have no event to wait for and are
+//! polled (bounded, a short sleep between asks): `/readyz` turning false once NATS has been
+//! gone for `unready_after_secs`, and a dead node's heartbeat key ageing out of its bucket;
+//! each is the behaviour under test, observable only by asking.
 
 #[path = "../support/mod.rs"]
 mod support;
